@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import sys
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -32,7 +33,11 @@ _UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 8640
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+\s*)?(second|minute|hour|day)s?\s*$")
 _PERIOD_SECONDS: Final = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 SECRET_FIELDS: Final = frozenset({"redis_password", "service_token"})
-URL_FIELDS: Final = frozenset({"redis_url", "cache_redis_url", "database_url"})
+URL_FIELDS: Final = frozenset(
+    {"redis_url", "cache_redis_url", "database_url", "session_service_url"}
+)
+# `scheme://user:password@` — the password part, wherever it sits in a text.
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^@/\s]*@")
 
 
 def parse_duration(value: object) -> float:
@@ -90,6 +95,27 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
 
 
+def parse_networks(value: object) -> object:
+    """`10.0.0.0/8, 192.168.1.7, ::1` → networks; a bare address is a /32 (or /128)."""
+    items = _split_commas(value)
+    if not isinstance(items, list):
+        return items
+    networks: list[Network] = []
+    for item in items:
+        if isinstance(item, ipaddress.IPv4Network | ipaddress.IPv6Network):
+            networks.append(item)
+            continue
+        try:
+            # strict=False: `10.0.0.1/24` means the network it sits in, as operators write it.
+            networks.append(ipaddress.ip_network(str(item), strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+    return networks
+
+
+NetworkList = Annotated[list[Network], NoDecode, BeforeValidator(parse_networks)]
+
+
 class CacheInvalidation(StrEnum):
     WRITE_AND_EVENT = "write+event"
     WRITE = "write"
@@ -127,15 +153,12 @@ def normalise_database_url(url: str) -> str:
     raise ValueError(f"unsupported database scheme {scheme!r}: use postgresql or sqlite")
 
 
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by `***`, safe for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+def redact_url(text: str) -> str:
+    """The text with the password of every URL in it replaced by `***`.
+
+    A regex rather than `urlsplit`, so a malformed URL (a bad port, say) is redacted too.
+    """
+    return _URL_PASSWORD.sub(r"\g<head>:***@", text)
 
 
 class Settings(BaseSettings):
@@ -165,10 +188,10 @@ class Settings(BaseSettings):
     key_prefix: str = Field("app", pattern=r"^[A-Za-z0-9_-]{1,32}$")
 
     # Cache.
-    user_cache_ttl: Duration = 600.0
-    list_cache_ttl: Duration = 300.0
+    user_cache_ttl: Annotated[Duration, Field(gt=0)] = 600.0
+    list_cache_ttl: Annotated[Duration, Field(gt=0)] = 300.0
     negative_cache_ttl: Duration = 5.0
-    cache_lease_ttl: Duration = 2.0
+    cache_lease_ttl: Annotated[Duration, Field(gt=0)] = 2.0
     cache_lease_wait: Duration = 0.05
     cache_max_value_bytes: int = Field(1_048_576, ge=1)
     cache_invalidation: CacheInvalidation = CacheInvalidation.WRITE_AND_EVENT
@@ -192,8 +215,8 @@ class Settings(BaseSettings):
     housekeeping_interval: Duration = 60.0
 
     # Sessions.
-    session_idle_ttl: Duration = 86400.0
-    session_absolute_ttl: Duration = 604800.0
+    session_idle_ttl: Annotated[Duration, Field(gt=0)] = 86400.0
+    session_absolute_ttl: Annotated[Duration, Field(gt=0)] = 604800.0
     session_max_per_user: int = Field(10, ge=1)
     session_service_url: str = "http://127.0.0.1:8001"
     session_service_timeout: Duration = 2.0
@@ -207,7 +230,7 @@ class Settings(BaseSettings):
     rate_limit_auth: Rate = RateSpec(limit=5, period=60)
     rate_limit_user: Rate = RateSpec(limit=60, period=60)
     rate_limit_fail_closed: CommaList = []
-    trusted_proxies: Annotated[list[Network], NoDecode, BeforeValidator(_split_commas)] = []
+    trusted_proxies: NetworkList = []
 
     # Logging and ports.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -229,12 +252,16 @@ class Settings(BaseSettings):
     @field_validator("redis_url", "cache_redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
-        if value in (None, ""):
+        if not value:
             return None
-        assert value is not None
-        if urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
-            raise ValueError("expected a redis://, rediss:// or unix:// URL")
+        _check_url(value, {"redis", "rediss", "unix"})
         return value
+
+    @field_validator("session_service_url")
+    @classmethod
+    def _http_scheme(cls, value: str) -> str:
+        _check_url(value, {"http", "https"})
+        return value.rstrip("/")
 
     @field_validator("cache_warmup_ids")
     @classmethod
@@ -268,6 +295,19 @@ class Settings(BaseSettings):
         return policy in self.rate_limit_fail_closed
 
 
+def _check_url(value: str, schemes: set[str]) -> None:
+    parts = urlsplit(value)
+    wanted = ", ".join(f"{scheme}://" for scheme in sorted(schemes))
+    if parts.scheme not in schemes:
+        raise ValueError(f"expected a URL starting with {wanted}")
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when asked for it
+    except ValueError:
+        raise ValueError("the port is not a number between 0 and 65535") from None
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError("the URL has no host")
+
+
 def _describe(error: dict[str, Any]) -> str:
     loc = error.get("loc") or ("?",)
     field = str(loc[0])
@@ -282,12 +322,30 @@ def _describe(error: dict[str, Any]) -> str:
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Read the environment; raise `SettingsError` with one line per bad variable."""
+    """Read the environment; raise `SettingsError` naming every bad variable, on one line."""
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        lines = [_describe(dict(err)) for err in exc.errors(include_url=False)]
-        raise SettingsError("; ".join(lines)) from None
+        lines: dict[str, str] = {}
+        for err in exc.errors(include_url=False):
+            # A union type reports once per member: keep the first message per variable.
+            lines.setdefault(str((err.get("loc") or ("?",))[0]), _describe(dict(err)))
+        raise SettingsError("; ".join(lines.values())) from None
     except SourceError as exc:
-        # e.g. a value that had to be JSON and was not; the message names the field.
-        raise SettingsError(f"invalid setting: {exc}") from None
+        # A value that had to be JSON and was not; pydantic-settings names the field.
+        found = re.search(r'field "(\w+)"', str(exc))
+        name = found.group(1).upper() if found else "?"
+        raise SettingsError(f"invalid setting {name}: not valid JSON") from None
+
+
+def settings_or_exit(**overrides: Any) -> Settings:
+    """`load_settings()` for a process start: a bad value prints one line and exits 2.
+
+    A traceback would bury the one fact the operator needs: which variable, and why.
+    """
+    try:
+        return load_settings(**overrides)
+    except SettingsError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.flush()
+        raise SystemExit(2) from None
