@@ -1,0 +1,332 @@
+"""Settings: every default, a bad value of each kind, secrets, URL precedence, start-up exit."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.errors import SettingsError
+from shared.settings import (
+    CacheInvalidation,
+    RateAlgorithm,
+    RateSpec,
+    Settings,
+    load_settings,
+    parse_duration,
+    redact_url,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Every field with its default. A new field fails `test_every_field_has_a_checked_default`
+# until it is added here (and to .env.example and the README's table).
+DEFAULTS: dict[str, Any] = {
+    "app_env": "production",
+    "redis_host": "localhost",
+    "redis_port": 6379,
+    "redis_db": 0,
+    "redis_max_retries": 3,
+    "redis_pool_size": 10,
+    "redis_min_idle_conns": 5,
+    "redis_read_timeout": 3.0,
+    "redis_write_timeout": 3.0,
+    "redis_url": None,
+    "cache_redis_url": None,
+    "database_url": "sqlite+aiosqlite:///.devstack/app.db",
+    "database_pool_size": 10,
+    "key_prefix": "app",
+    "user_cache_ttl": 600.0,
+    "list_cache_ttl": 300.0,
+    "negative_cache_ttl": 5.0,
+    "cache_lease_ttl": 2.0,
+    "cache_lease_wait": 0.05,
+    "cache_max_value_bytes": 1_048_576,
+    "cache_invalidation": CacheInvalidation.WRITE_AND_EVENT,
+    "cache_warmup_ids": [],
+    "cache_warmup_recent": 0,
+    "near_cache_size": 10_000,
+    "near_cache_ttl": 2.0,
+    "breaker_failure_threshold": 3,
+    "breaker_reset_timeout": 2.0,
+    "stream_maxlen": 1_000_000,
+    "outbox_poll_interval": 5.0,
+    "outbox_batch_size": 500,
+    "consumer_name": None,
+    "stream_claim_idle": 30.0,
+    "stream_max_deliveries": 5,
+    "stream_max_records": 100,
+    "stream_block": 1.0,
+    "consumer_idle_limit": 3600.0,
+    "housekeeping_interval": 60.0,
+    "session_idle_ttl": 86400.0,
+    "session_absolute_ttl": 604800.0,
+    "session_max_per_user": 10,
+    "session_service_url": "http://127.0.0.1:8001",
+    "session_service_timeout": 2.0,
+    "cookie_secure": None,
+    "rate_limit_enabled": True,
+    "rate_limit_algorithm": RateAlgorithm.SLIDING_WINDOW,
+    "rate_limit_default": RateSpec(limit=100, period=60),
+    "rate_limit_auth": RateSpec(limit=5, period=60),
+    "rate_limit_user": RateSpec(limit=60, period=60),
+    "rate_limit_fail_closed": [],
+    "trusted_proxies": [],
+    "log_level": "INFO",
+    "log_format": "json",
+    "api_port": 8000,
+    "session_port": 8001,
+    "invalidator_port": 8002,
+}
+SECRETS = {"redis_password", "service_token"}
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No variable of ours from the caller's environment, and no `.env` in the cwd."""
+    for name in list(os.environ):
+        if name.lower() in Settings.model_fields:
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def load(**env: str) -> Settings:
+    """Settings as a process would read them from these environment variables."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        return load_settings()
+
+
+def error_for(name: str, value: str) -> str:
+    with pytest.raises(SettingsError) as caught:
+        load(**{name: value})
+    return str(caught.value)
+
+
+def test_every_field_has_a_checked_default() -> None:
+    assert set(Settings.model_fields) == set(DEFAULTS) | SECRETS
+
+
+@pytest.mark.parametrize(("field", "expected"), sorted(DEFAULTS.items()))
+def test_default(field: str, expected: Any) -> None:
+    assert getattr(load(), field) == expected
+
+
+def test_secret_defaults_are_empty_and_hidden() -> None:
+    settings = load()
+    for field in SECRETS:
+        assert getattr(settings, field).get_secret_value() == ""
+    shown = repr(load(REDIS_PASSWORD="hunter2", SERVICE_TOKEN="tok-123"))
+    assert "hunter2" not in shown
+    assert "tok-123" not in shown
+
+
+def test_seed_names_are_read_from_the_environment() -> None:
+    settings = load(
+        REDIS_HOST="redis.internal",
+        REDIS_PORT="6380",
+        REDIS_DB="2",
+        REDIS_POOL_SIZE="20",
+        REDIS_READ_TIMEOUT="250ms",
+        SESSION_IDLE_TTL="30m",
+        SESSION_ABSOLUTE_TTL="7d",
+        RATE_LIMIT_AUTH="10/hour",
+        TRUSTED_PROXIES="10.0.0.0/8, 192.168.1.7,::1",
+        CACHE_INVALIDATION="ttl",
+        LOG_LEVEL="debug",
+    )
+    assert settings.redis_dsn == "redis://redis.internal:6380/2"
+    assert settings.redis_pool_size == 20
+    assert settings.redis_read_timeout == 0.25
+    assert settings.session_idle_ttl == 1800.0
+    assert settings.session_absolute_ttl == 604800.0
+    assert settings.rate_limit_auth == RateSpec(limit=10, period=3600)
+    assert settings.trusted_proxies == [
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("192.168.1.7/32"),
+        ipaddress.ip_network("::1/128"),
+    ]
+    assert settings.cache_invalidation is CacheInvalidation.TTL
+    assert settings.log_level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("3s", 3.0), ("250ms", 0.25), ("10m", 600.0), ("24h", 86400.0), ("7d", 604800.0), ("5", 5.0)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("REDIS_PORT", "abc", "valid integer"),
+        ("REDIS_PORT", "70000", "less than or equal to 65535"),
+        ("REDIS_POOL_SIZE", "0", "greater than or equal to 1"),
+        ("REDIS_READ_TIMEOUT", "3x", "expected a duration"),
+        ("SESSION_IDLE_TTL", "-5s", "expected a duration"),
+        ("USER_CACHE_TTL", "0", "greater than 0"),
+        ("RATE_LIMIT_AUTH", "5/fortnight", "expected <count>/<second|minute|hour>"),
+        ("RATE_LIMIT_DEFAULT", "0/minute", "greater than 0"),
+        ("CACHE_INVALIDATION", "sometimes", "'write+event', 'write', 'event' or 'ttl'"),
+        ("RATE_LIMIT_ALGORITHM", "leaky", "'sliding-window' or 'gcra'"),
+        ("LOG_FORMAT", "xml", "'json' or 'console'"),
+        ("REDIS_URL", "http://localhost:6379", "redis://"),
+        ("REDIS_URL", "redis://localhost:99999/0", "port"),
+        ("CACHE_REDIS_URL", "memcached://x", "redis://"),
+        ("DATABASE_URL", "mysql://db/app", "unsupported database scheme"),
+        ("SESSION_SERVICE_URL", "session:8001", "http://"),
+        ("TRUSTED_PROXIES", "10.0.0.0/8,10.0.0.0/33", "'10.0.0.0/33' is not an IP address"),
+        ("RATE_LIMIT_ENABLED", "maybe", "valid boolean"),
+        ("COOKIE_SECURE", "perhaps", "valid boolean"),
+        ("KEY_PREFIX", "app:x", "pattern"),
+        ("KEY_PREFIX", "", "pattern"),
+        ("CACHE_WARMUP_IDS", "not-a-uuid", "UUID"),
+    ],
+)
+def test_bad_value_names_the_variable_on_one_line(name: str, value: str, problem: str) -> None:
+    message = error_for(name, value)
+    assert message.startswith(f"invalid setting {name}=")
+    assert problem in message
+    assert "\n" not in message
+
+
+def test_several_bad_values_are_all_named() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load(REDIS_PORT="x", LOG_FORMAT="xml")
+    message = str(caught.value)
+    assert "REDIS_PORT" in message
+    assert "LOG_FORMAT" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("REDIS_URL", "redis://admin:hunter2@localhost:notaport/0"),
+        ("REDIS_URL", "http://admin:hunter2@localhost:6379/0"),
+        ("CACHE_REDIS_URL", "http://:hunter2@cache:6379"),
+        ("DATABASE_URL", "mysql://app:hunter2@db/app"),
+        ("SESSION_SERVICE_URL", "ftp://svc:hunter2@session"),
+    ],
+)
+def test_secrets_in_urls_are_never_echoed(name: str, value: str) -> None:
+    message = error_for(name, value)
+    assert name in message
+    assert "hunter2" not in message
+    assert ":***@" in message
+
+
+def test_redact_url_keeps_the_user_and_host() -> None:
+    assert redact_url("rediss://alice:p%40ss@h:6380/1") == "rediss://alice:***@h:6380/1"
+    assert redact_url("redis://h:6379/0") == "redis://h:6379/0"
+
+
+def test_redis_url_wins_over_the_parts() -> None:
+    settings = load(REDIS_URL="redis://other:7000/3", REDIS_HOST="ignored", REDIS_PORT="1")
+    assert settings.redis_dsn == "redis://other:7000/3"
+
+
+def test_parts_build_the_url_with_a_quoted_password() -> None:
+    settings = load(REDIS_HOST="h", REDIS_PORT="6380", REDIS_DB="4", REDIS_PASSWORD="p@ss:/x")
+    assert settings.redis_dsn == "redis://:p%40ss%3A%2Fx@h:6380/4"
+
+
+def test_cache_redis_defaults_to_the_data_redis() -> None:
+    assert load().cache_redis_dsn == "redis://localhost:6379/0"
+    assert load(REDIS_URL="redis://data:1/0").cache_redis_dsn == "redis://data:1/0"
+    split = load(REDIS_URL="redis://data:1/0", CACHE_REDIS_URL="redis://cache:2/0")
+    assert split.redis_dsn == "redis://data:1/0"
+    assert split.cache_redis_dsn == "redis://cache:2/0"
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgresql://u@h:5432/db", "postgresql+asyncpg://u@h:5432/db"),
+        ("postgres://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("postgresql+asyncpg://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("sqlite:///tmp/x.db", "sqlite+aiosqlite:///tmp/x.db"),
+        ("sqlite+aiosqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+    ],
+)
+def test_database_url_is_normalised_to_the_async_driver(given: str, expected: str) -> None:
+    assert load(DATABASE_URL=given).database_url == expected
+
+
+def test_dotenv_is_read_and_the_environment_wins(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("KEY_PREFIX=fromfile\nREDIS_PORT=6390\n")
+    settings = load(REDIS_PORT="6391")
+    assert settings.key_prefix == "fromfile"
+    assert settings.redis_port == 6391
+
+
+def test_cookies_are_secure_outside_development() -> None:
+    assert load().secure_cookies is True
+    assert load(APP_ENV="development").secure_cookies is False
+    assert load(APP_ENV="development", COOKIE_SECURE="true").secure_cookies is True
+
+
+def _run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    environment.update(env)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_bad_value_stops_the_process_with_one_line() -> None:
+    done = _run(
+        "from shared.settings import settings_or_exit; settings_or_exit()",
+        REDIS_PORT="abc",
+        REDIS_PASSWORD="hunter2",
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: invalid setting REDIS_PORT='abc'")
+    assert "Traceback" not in done.stderr
+    assert "hunter2" not in done.stderr
+
+
+def test_a_bad_value_stops_a_uvicorn_factory_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "badapp.py").write_text(
+        textwrap.dedent(
+            """
+            from fastapi import FastAPI
+            from shared.settings import settings_or_exit
+
+            def create_app() -> FastAPI:
+                settings_or_exit()
+                return FastAPI()
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "badapp:create_app", "--factory", "--port", "0"],
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ, "RATE_LIMIT_USER": "lots"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert lines == [
+        "error: invalid setting RATE_LIMIT_USER='lots': "
+        "expected <count>/<second|minute|hour>, e.g. 100/minute"
+    ]
