@@ -87,6 +87,10 @@ class Keys:
     def user_sessions(self, uid: str | UUID) -> str:
         return f"{self.prefix}:session:user:{{{user_id(uid)}}}"
 
+    def session_pattern(self) -> str:
+        """Every session record (not the user indexes): for the sampled `active` gauge only."""
+        return f"{self.prefix}:session:{{*}}"
+
     # rate limiting and locks
     def ratelimit(self, policy: str, identifier: str) -> str:
         # One key per identifier, hash-tagged so a multi-key variant stays in one slot.
