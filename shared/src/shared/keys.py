@@ -23,19 +23,25 @@ INVALIDATOR_GROUP: Final = "invalidator"
 SESSION_GROUP: Final = "session"
 CACHE_INVALIDATED: Final = "cache:invalidated"
 
-_SID_HASH = re.compile(r"^[0-9a-f]{64}$")
-_TOKEN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-_PREFIX = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+_UUID_TEXT = re.compile(
+    r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}\Z"
+)
+_SID_HASH = re.compile(r"^[0-9a-f]{64}\Z")  # \Z: `$` would let a trailing newline in
+_TOKEN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}\Z")
+_PREFIX = re.compile(r"^[A-Za-z0-9_-]{1,32}\Z")
 
 
 def user_id(value: str | UUID) -> str:
-    """The canonical text of a user id, or `InvalidIdentifierError`."""
+    """The canonical text of a user id, or `InvalidIdentifierError`.
+
+    Only the hyphenated or the 32-hex spelling: `uuid.UUID` alone would also take braces
+    and `urn:uuid:` prefixes, and a brace in user text is exactly what must not reach a key.
+    """
     if isinstance(value, UUID):
         return str(value)
-    try:
-        return str(UUID(value))
-    except (ValueError, TypeError, AttributeError):
-        raise InvalidIdentifierError(f"not a UUID: {value!r}") from None
+    if not isinstance(value, str) or _UUID_TEXT.match(value) is None:
+        raise InvalidIdentifierError(f"not a UUID: {value!r}")
+    return str(UUID(value))
 
 
 def sid_hash(value: str) -> str:
