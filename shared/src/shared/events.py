@@ -18,6 +18,9 @@ from shared.errors import InvalidEventError, MalformedEventError, UnknownEventTy
 
 DATA_FIELD: Final = "data"
 ENVELOPE_VERSION: Final = 1
+# Envelope fields a parsed entry must carry: the model's defaults (a fresh id, now) would
+# otherwise make one entry delivered twice look like two events.
+WIRE_FIELDS: Final = ("id", "type", "version", "occurred_at", "source", "payload")
 
 
 def utcnow() -> datetime:
@@ -25,7 +28,11 @@ def utcnow() -> datetime:
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Defaults are for building events; on the wire every field is present, and the
+    # exported schema says so.
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", json_schema_serialization_defaults_required=True
+    )
 
 
 class UserPayload(_Frozen):
@@ -169,6 +176,9 @@ def parse_event(raw: str | bytes) -> UserEvent | SessionEvent:
         raise InvalidEventError("type: missing or not a string")
     if event_type not in EVENT_TYPES:
         raise UnknownEventTypeError(event_type)
+    missing = [name for name in WIRE_FIELDS if name not in document]
+    if missing:
+        raise InvalidEventError(f"{event_type}: missing {', '.join(missing)}")
     try:
         return EVENT_ADAPTER.validate_python(document)
     except ValidationError as exc:
