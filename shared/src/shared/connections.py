@@ -51,7 +51,8 @@ def make_redis(url: str, settings: Settings, *, pool_size: int | None = None) ->
         retry=retry,
         health_check_interval=30,
     )
-    return Redis(connection_pool=pool)
+    # from_pool: the client owns the pool, so aclose() closes its sockets too.
+    return Redis.from_pool(pool)
 
 
 async def open_redis(
