@@ -1,0 +1,47 @@
+"""The async engine and session factory, built from DATABASE_URL."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from shared.connections import Health
+from shared.settings import Settings
+
+
+def make_engine(settings: Settings) -> AsyncEngine:
+    url = settings.database_url
+    if url.startswith("sqlite"):
+        # SQLite serialises writers; a busy timeout beats "database is locked" under load.
+        return create_async_engine(url, connect_args={"timeout": 15})
+    return create_async_engine(
+        url, pool_size=settings.database_pool_size, max_overflow=10, pool_pre_ping=True
+    )
+
+
+def make_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    # expire_on_commit=False: rows are read after commit to build responses and events.
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def is_postgres(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+async def database_health(engine: AsyncEngine) -> Health:
+    started = time.perf_counter()
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except (OSError, TimeoutError) as exc:
+        return Health("down", None, type(exc).__name__)
+    except Exception as exc:  # noqa: BLE001 - any driver error means "down"; reported, not raised
+        return Health("down", None, type(exc).__name__)
+    return Health("ok", round((time.perf_counter() - started) * 1000, 3))

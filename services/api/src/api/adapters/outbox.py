@@ -1,0 +1,125 @@
+"""The transactional outbox: events committed with their write, relayed to the stream.
+
+Each write inserts its envelope in the same transaction (no event without its commit, no
+commit without its event). `OutboxRelay` publishes pending rows with pipelined
+`XADD ... MAXLEN ~ N * data <json>`, then marks them published in the transaction that
+selected them. It wakes right after each commit (`notify`), polls slowly as a safety net,
+and retries with backoff while Redis is down. On PostgreSQL the rows are selected
+`FOR UPDATE SKIP LOCKED`, so several api instances never publish the same row at once
+(SQLite has one writer and no row locks: one api instance per SQLite file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Final
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from api.adapters.orm import OutboxRow, utcnow
+from api.metrics import ApiMetrics
+from shared.connections import UNAVAILABLE_ERRORS
+from shared.events import DATA_FIELD, UserEvent
+
+logger = logging.getLogger(__name__)
+
+# Redis down, or the database briefly unreachable: back off and try again, never die.
+_RETRYABLE: Final[tuple[type[BaseException], ...]] = (
+    *UNAVAILABLE_ERRORS,
+    RedisError,
+    SQLAlchemyError,
+)
+_BACKOFF_FIRST: Final = 0.05
+_BACKOFF_CAP: Final = 2.0
+
+
+def add_event(session: AsyncSession, event: UserEvent) -> None:
+    """Stage `event` in the caller's transaction; its envelope id is the row id."""
+    session.add(
+        OutboxRow(
+            id=event.id,
+            type=event.type,
+            envelope=event.to_json().decode(),
+            created_at=event.occurred_at,
+        )
+    )
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        redis: Redis,
+        stream: str,
+        *,
+        maxlen: int,
+        batch_size: int,
+        poll_interval: float,
+        metrics: ApiMetrics,
+    ) -> None:
+        self.sessions = sessions
+        self.redis = redis
+        self.stream = stream
+        self.maxlen = maxlen
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.metrics = metrics
+        self._wake = asyncio.Event()
+
+    def notify(self) -> None:
+        """Called after each commit that staged an event: publish now, not at the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        delay = _BACKOFF_FIRST
+        while True:
+            self._wake.clear()
+            try:
+                published = await self.publish_pending()
+            except _RETRYABLE as exc:
+                self.metrics.outbox_errors.inc()
+                logger.warning("outbox relay: publish failed (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, _BACKOFF_CAP)
+                continue
+            delay = _BACKOFF_FIRST
+            if published < self.batch_size:
+                await self._sleep()
+
+    async def _sleep(self) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+        except TimeoutError:
+            return
+
+    async def publish_pending(self) -> int:
+        """Publish one batch of pending rows; the count published."""
+        async with self.sessions() as session, session.begin():
+            statement = (
+                select(OutboxRow.id, OutboxRow.envelope)
+                .where(OutboxRow.published_at.is_(None))
+                .order_by(OutboxRow.created_at, OutboxRow.id)
+                .limit(self.batch_size)
+                .with_for_update(skip_locked=True)
+            )
+            rows = (await session.execute(statement)).all()
+            if not rows:
+                return 0
+            pipe = self.redis.pipeline(transaction=False)
+            for _, envelope in rows:
+                fields = {DATA_FIELD: envelope}
+                # Queued on the pipeline: nothing to await until execute().
+                _ = pipe.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]  # redis-py's field type is invariant dict
+            await pipe.execute()
+            ids = [row_id for row_id, _ in rows]
+            await session.execute(
+                update(OutboxRow).where(OutboxRow.id.in_(ids)).values(published_at=utcnow())
+            )
+        self.metrics.outbox_published.inc(len(rows))
+        return len(rows)

@@ -1,0 +1,60 @@
+"""The users repository: every SQL statement the use cases need, on one session."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.adapters.orm import UserRow
+
+
+def user_document(row: UserRow) -> dict[str, Any]:
+    """The public user: never the password or its hash."""
+    return {
+        "id": str(row.id),
+        "email": row.email,
+        "name": row.name,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }
+
+
+class UserRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, user_id: uuid.UUID, *, for_update: bool = False) -> UserRow | None:
+        statement = select(UserRow).where(UserRow.id == user_id)
+        if for_update:
+            statement = statement.with_for_update()
+        return (await self.session.execute(statement)).scalar_one_or_none()
+
+    async def email_taken(self, email: str, *, other_than: uuid.UUID | None = None) -> bool:
+        statement = select(UserRow.id).where(UserRow.email == email)
+        if other_than is not None:
+            statement = statement.where(UserRow.id != other_than)
+        return (await self.session.execute(statement.limit(1))).first() is not None
+
+    async def page(self, page: int, limit: int) -> tuple[list[UserRow], int]:
+        total = (await self.session.execute(select(func.count()).select_from(UserRow))).scalar_one()
+        statement = (
+            select(UserRow)
+            .order_by(UserRow.created_at, UserRow.id)
+            .offset((page - 1) * limit)
+            .limit(limit)
+        )
+        rows = list((await self.session.execute(statement)).scalars())
+        return rows, int(total)
+
+    async def recent_ids(self, count: int) -> list[uuid.UUID]:
+        statement = select(UserRow.id).order_by(UserRow.created_at.desc()).limit(count)
+        return list((await self.session.execute(statement)).scalars())
+
+    def add(self, row: UserRow) -> None:
+        self.session.add(row)
+
+    async def delete(self, row: UserRow) -> None:
+        await self.session.delete(row)

@@ -1,0 +1,56 @@
+"""The composition root: `create_app(settings)` builds the api; its lifespan connects.
+
+Run with `uvicorn api.main:create_app --factory`. Features plug in with one line each:
+a router in `_routers()`, a middleware in `_middleware()`.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI
+
+from api.config import SERVICE_NAME, get_settings
+from api.deps import get_resources
+from api.errors import install_domain_errors
+from api.middleware import HttpMetricsMiddleware
+from api.resources import Resources
+from api.routes import health, users
+from shared.http import JsonResponse, RequestIdMiddleware, install_error_handlers
+from shared.logs import setup_logging
+from shared.metrics import mount_metrics
+from shared.settings import Settings
+
+
+def _routers() -> list[APIRouter]:
+    """Every router of the api, in the order the OpenAPI document lists them."""
+    return [
+        health.router,
+        users.router,
+    ]
+
+
+def _middleware(app: FastAPI, settings: Settings, resources: Resources) -> None:
+    """Every middleware. Starlette runs the last added first: the request id is outermost."""
+    del settings  # for middleware that needs it (the rate limiter)
+    app.add_middleware(HttpMetricsMiddleware, metrics=resources.metrics)
+    app.add_middleware(RequestIdMiddleware)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    setup_logging(SERVICE_NAME, settings.log_level, settings.log_format)
+    resources = Resources(settings)
+    app = FastAPI(
+        title="api",
+        version="1.0.0",
+        description="Users on SQL, read through Redis with leases; events via an outbox.",
+        lifespan=resources.lifespan,
+        default_response_class=JsonResponse,
+    )
+    app.dependency_overrides[get_resources] = lambda: resources
+    install_error_handlers(app)
+    install_domain_errors(app)
+    for router in _routers():
+        app.include_router(router)
+    mount_metrics(app, resources.metrics.registry)
+    _middleware(app, settings, resources)
+    return app

@@ -1,0 +1,73 @@
+"""`/v1/users`: thin handlers — parse, call one use case, answer. `X-Cache` on reads."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from starlette.responses import Response
+
+from api.deps import UserIdPath, Users
+from api.schemas import UserCreate, UserOut, UserPage, UserUpdate
+from shared.cache import Lookup
+from shared.http import error_responses
+
+router = APIRouter(prefix="/v1/users", tags=["users"])
+
+
+def _cached(found: Lookup) -> Response:
+    # The cached bytes are the response: no decode and re-encode on a hit.
+    headers = {"X-Cache": "HIT" if found.hit else "MISS"}
+    return Response(found.data, media_type="application/json", headers=headers)
+
+
+def _json(data: bytes, status: int = 200) -> Response:
+    return Response(data, status_code=status, media_type="application/json")
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=UserOut,
+    responses=error_responses(409, 422),
+)
+async def create_user(body: UserCreate, users: Users) -> Response:
+    return _json(await users.create(body), 201)
+
+
+@router.get(
+    "/{user_id}",
+    response_model=UserOut,
+    responses=error_responses(404, 422),
+)
+async def get_user(user_id: UserIdPath, users: Users) -> Response:
+    return _cached(await users.get(user_id))
+
+
+@router.get("", response_model=UserPage, responses=error_responses(422))
+async def list_users(
+    users: Users,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> Response:
+    return _cached(await users.list(page, limit))
+
+
+@router.patch(
+    "/{user_id}",
+    response_model=UserOut,
+    responses=error_responses(401, 403, 404, 409, 422),
+)
+async def update_user(user_id: UserIdPath, body: UserUpdate, users: Users) -> Response:
+    return _json(await users.update(user_id, body))
+
+
+@router.delete(
+    "/{user_id}",
+    status_code=204,
+    response_class=Response,
+    responses=error_responses(401, 403, 404, 422),
+)
+async def delete_user(user_id: UserIdPath, users: Users) -> Response:
+    await users.delete(user_id)
+    return Response(status_code=204)

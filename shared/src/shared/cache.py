@@ -1,0 +1,298 @@
+"""A generic cache-aside client over Redis: JSON values, mandatory TTLs, leases, metrics.
+
+Leases are the stale-set and thundering-herd cures of memcache at Facebook (DESIGN
+"Mechanisms"): on a miss the reader takes `lease_key` with `SET NX PX`, loads, and stores with
+one script that writes only while its lease token still stands. An invalidation deletes the
+value and the lease in one `DEL` (both keys share a hash tag), so a reader that loaded before a
+write can never put the old value back. A reader that meets someone else's lease polls for the
+value a bounded few milliseconds, then loads without storing.
+
+Every Redis failure surfaces as `CacheUnavailableError` (a `CacheError`), and an open breaker
+raises it without touching the network, so callers fail open with one `except`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared.breaker import CircuitBreaker
+from shared.connections import UNAVAILABLE_ERRORS
+from shared.errors import CacheError, CircuitOpenError, ValueTooLargeError
+from shared.metrics import LATENCY_BUCKETS
+from shared.nearcache import purge_message
+
+# KEYS[1] value, KEYS[2] lease; ARGV token, value, ttl in ms. Writes only under our own lease.
+_STORE_IF_LEASED: Final = """
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+return 0
+"""
+# KEYS[1] lease; ARGV[1] token. Compare-and-delete: a failed loader frees its lease at once.
+_RELEASE_LEASE: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_FIRST_POLL: Final = 0.001
+_MAX_POLL: Final = 0.01
+
+
+class CacheUnavailableError(CacheError):
+    """Redis failed, timed out, or its breaker is open: the caller falls back to the source."""
+
+
+class CacheMetrics:
+    """`<name>_operations_total{op,result}` and `<name>_operation_seconds{op}`."""
+
+    def __init__(self, registry: CollectorRegistry | None, name: str = "cache") -> None:
+        self.calls = Counter(
+            f"{name}_operations", "cache calls by operation and result", ["op", "result"],
+            registry=registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            f"{name}_operation_seconds", "cache call latency", ["op"],
+            buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        # Children bound once: `labels()` per call would cost more than the hit itself.
+        self.get_hit = self.calls.labels("get", "hit")
+        self.get_miss = self.calls.labels("get", "miss")
+        self.get_latency = self.latency.labels("get")
+
+    def count(self, op: str, result: str) -> None:
+        self.calls.labels(op, result).inc()
+
+    def observe(self, op: str, seconds: float) -> None:
+        self.latency.labels(op).observe(seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """A `get_or_set` answer: the encoded value (`None` when absent), whether Redis had it."""
+
+    data: bytes | None
+    hit: bool
+    stored: bool = False
+
+    @property
+    def value(self) -> Any:
+        return None if self.data is None else orjson.loads(self.data)
+
+
+def encode(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_UTC_Z)
+
+
+class Cache:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        max_value_bytes: int = 1_048_576,
+        metrics: CacheMetrics | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        self.redis = redis
+        self.max_value_bytes = max_value_bytes
+        self.metrics = metrics or CacheMetrics(None)
+        self.breaker = breaker or CircuitBreaker("cache", failures=UNAVAILABLE_ERRORS)
+        self._store = redis.register_script(_STORE_IF_LEASED)
+        self._release = redis.register_script(_RELEASE_LEASE)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _call(self, op: str, command: Awaitable[Any]) -> Any:
+        """Run one Redis command through the breaker, counting errors and latency."""
+        started = time.perf_counter()
+        try:
+            result = await self.breaker.call(lambda: command)
+        except CircuitOpenError:
+            _close(command)
+            self.metrics.count(op, "short_circuit")
+            raise CacheUnavailableError(f"cache breaker open; {op} not attempted") from None
+        except UNAVAILABLE_ERRORS as exc:
+            self.metrics.count(op, "error")
+            raise CacheUnavailableError(f"cache {op} failed: {type(exc).__name__}") from exc
+        except RedisError as exc:
+            self.metrics.count(op, "error")
+            raise CacheError(f"cache {op} failed: {exc}") from exc
+        self.metrics.observe(op, time.perf_counter() - started)
+        return result
+
+    def _encode(self, key: str, value: Any) -> bytes:
+        data = encode(value)
+        if len(data) > self.max_value_bytes:
+            self.metrics.count("set", "too_large")
+            raise ValueTooLargeError(key, len(data), self.max_value_bytes)
+        return data
+
+    # -- plain operations -------------------------------------------------------------------
+
+    async def get_bytes(self, key: str) -> bytes | None:
+        """The stored bytes, or None on a miss. Counted as a hit or a miss."""
+        data: bytes | None = await self._call("get", self.redis.get(key))
+        (self.metrics.get_miss if data is None else self.metrics.get_hit).inc()
+        return data
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        data = await self.get_bytes(key)
+        return default if data is None else orjson.loads(data)
+
+    async def set(self, key: str, value: Any, ttl: float) -> None:
+        """Store `value` as JSON for `ttl` seconds (mandatory: every cache key expires)."""
+        await self.set_bytes(key, self._encode(key, value), ttl)
+
+    async def set_bytes(self, key: str, data: bytes, ttl: float) -> None:
+        await self._call("set", self.redis.set(key, data, px=_ms(ttl)))
+
+    async def delete(self, *keys: str) -> int:
+        """Delete keys in one atomic `DEL` (a value and its lease go together)."""
+        return int(await self._call("delete", self.redis.delete(*keys)))
+
+    async def exists(self, key: str) -> bool:
+        return bool(await self._call("exists", self.redis.exists(key)))
+
+    async def invalidate(
+        self,
+        keys: list[str],
+        *,
+        generation_key: str | None = None,
+        channel: str | None = None,
+        event_id: str | None = None,
+    ) -> int | None:
+        """One round trip: `DEL keys` (atomic), `INCR generation_key`, `PUBLISH` the purge.
+
+        Returns the new generation (None when none was bumped).
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        # Pipeline methods queue and return the pipeline; nothing to await until execute().
+        if keys:
+            _ = pipe.delete(*keys)
+        if generation_key is not None:
+            _ = pipe.incr(generation_key)
+        results: list[Any] = await self._call("invalidate", pipe.execute())
+        generation = int(results[-1]) if generation_key is not None else None
+        if channel is not None:
+            message = purge_message(keys, generation, event_id)
+            await self._call("publish", self.redis.publish(channel, message))
+        return generation
+
+    # -- leases -----------------------------------------------------------------------------
+
+    async def acquire_lease(self, lease_key: str, ttl: float) -> str | None:
+        """A new lease token, or None when another reader holds the lease."""
+        token = secrets.token_hex(16)
+        taken = await self._call("lease", self.redis.set(lease_key, token, nx=True, px=_ms(ttl)))
+        return token if taken else None
+
+    async def store_leased(
+        self, key: str, lease_key: str, token: str, data: bytes, ttl: float
+    ) -> bool:
+        """Store only while `token` still holds the lease; False when an invalidation won."""
+        command = self._store(keys=[key, lease_key], args=[token, data, _ms(ttl)])
+        stored = bool(await self._call("store", command))
+        self.metrics.count("store", "stored" if stored else "refused")
+        return stored
+
+    async def release_lease(self, lease_key: str, token: str) -> None:
+        await self._call("release", self._release(keys=[lease_key], args=[token]))
+
+    async def wait_for(self, key: str, wait: float) -> bytes | None:
+        """Poll for a value another reader is loading, for at most `wait` seconds."""
+        deadline = time.monotonic() + wait
+        delay = _FIRST_POLL
+        while time.monotonic() < deadline:
+            await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            data: bytes | None = await self._call("get", self.redis.get(key))
+            if data is not None:
+                return data
+            delay = min(delay * 2, _MAX_POLL)
+        return None
+
+    async def get_or_set(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[Any]],
+        ttl: float,
+        *,
+        lease_key: str,
+        lease_ttl: float = 2.0,
+        lease_wait: float = 0.05,
+        none_ttl: float | None = None,
+    ) -> Lookup:
+        """Cache-aside read with a lease: at most one `loader` call per key per lease period.
+
+        `loader` returning None caches JSON `null` for `none_ttl` seconds (negative caching)
+        when it is given, else caches nothing.
+        """
+        data = await self.get_bytes(key)
+        if data is not None:
+            return Lookup(data, hit=True)
+        token = await self.acquire_lease(lease_key, lease_ttl)
+        if token is None:
+            data = await self.wait_for(key, lease_wait)
+            if data is not None:
+                return Lookup(data, hit=True)
+            self.metrics.count("lease", "waited_out")
+            return Lookup(_encode_optional(await loader()), hit=False)
+        return await self._load_and_store(
+            key, lease_key, token, loader=loader, ttl=ttl, none_ttl=none_ttl
+        )
+
+    async def _load_and_store(
+        self,
+        key: str,
+        lease_key: str,
+        token: str,
+        *,
+        loader: Callable[[], Awaitable[Any]],
+        ttl: float,
+        none_ttl: float | None,
+    ) -> Lookup:
+        try:
+            value = await loader()
+        except BaseException:
+            await asyncio.shield(self._quiet_release(lease_key, token))
+            raise
+        data = _encode_optional(value)
+        store_ttl = ttl if data is not None else none_ttl
+        if store_ttl is None or (data is not None and len(data) > self.max_value_bytes):
+            await self._quiet_release(lease_key, token)
+            return Lookup(data, hit=False)
+        stored = await self.store_leased(key, lease_key, token, data or b"null", store_ttl)
+        return Lookup(data, hit=False, stored=stored)
+
+    async def _quiet_release(self, lease_key: str, token: str) -> None:
+        # Best effort: an unreleased lease only expires on its own after its short TTL.
+        try:
+            await self.release_lease(lease_key, token)
+        except CacheError:
+            return
+
+
+def _encode_optional(value: Any) -> bytes | None:
+    return None if value is None else encode(value)
+
+
+def _ms(seconds: float) -> int:
+    if seconds <= 0:
+        raise ValueError("a cache TTL must be positive")
+    return max(1, round(seconds * 1000))
+
+
+def _close(command: Awaitable[Any]) -> None:
+    # The command coroutine was built but will not run: close it to avoid a "never awaited".
+    close = getattr(command, "close", None)
+    if close is not None:
+        close()
