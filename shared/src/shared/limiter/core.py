@@ -1,0 +1,78 @@
+"""The rate limiter: one `EVALSHA` per check, state O(1) per identifier, server time.
+
+Both algorithms run as Lua scripts (`sliding_window.lua`, `gcra.lua` beside this module):
+the script reads the clock with `TIME`, decides, updates the state only when it admits, and
+returns everything the response headers need. redis-py's script object sends `EVALSHA`; after
+`SCRIPT FLUSH` or a restart of Redis the server answers `NOSCRIPT`, and it loads the script
+and retries once — transparently. `TIME` in a script that writes needs effects replication,
+the default since Redis 5, so this runs on 6.2 and 7.x alike.
+
+Accuracy: GCRA is exact. The sliding window counter never admits more than `limit` within
+one fixed window (`[k·period, (k+1)·period)` on the server clock) and, under continuous demand,
+admits exactly `limit` in each; over an arbitrary interval of one period it can admit up to
+twice the limit in the worst case (the previous window's traffic all at its very end), the
+price of O(1) state — on real traffic the error is tiny (Cloudflare measured 0.003 %).
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from typing import Any
+
+from redis.asyncio import Redis
+
+from shared.keys import Keys
+from shared.limiter.denials import DenialCache
+from shared.limiter.model import Decision, Policy
+from shared.settings import RateAlgorithm
+
+SCRIPT_FILES = {
+    RateAlgorithm.SLIDING_WINDOW: "sliding_window.lua",
+    RateAlgorithm.GCRA: "gcra.lua",
+}
+
+
+def script_source(algorithm: RateAlgorithm) -> str:
+    return files("shared.limiter").joinpath(SCRIPT_FILES[algorithm]).read_text("utf-8")
+
+
+class RateLimiter:
+    """`await limiter.check(policy, identifier, cost=1)` → `Decision`.
+
+    Raises what redis-py raises when Redis fails; callers decide fail-open or fail-closed.
+    `denials=None` turns the in-process denial cache off (every check asks Redis).
+    """
+
+    def __init__(self, redis: Redis, keys: Keys, *, denials: DenialCache | None = None) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.denials = denials
+        self._scripts = {
+            algorithm: redis.register_script(script_source(algorithm)) for algorithm in SCRIPT_FILES
+        }
+
+    async def check(self, policy: Policy, identifier: str, cost: int = 1) -> Decision:
+        if not 1 <= cost <= policy.limit:
+            raise ValueError(f"cost must be between 1 and the limit ({policy.limit})")
+        key = self.keys.ratelimit(policy.name, identifier)
+        if self.denials is not None and (cached := self.denials.get(key, cost)) is not None:
+            return cached
+        script = self._scripts[policy.algorithm]
+        raw = await script(keys=[key], args=[policy.limit, policy.period_ms, cost])
+        decision = _decision(policy.limit, raw)
+        if self.denials is not None and not decision.allowed:
+            self.denials.put(key, cost, decision)
+        return decision
+
+
+def _decision(limit: int, raw: Any) -> Decision:
+    allowed, remaining, reset_after_ms, retry_after_ms, now_us = (int(v) for v in raw)
+    now = now_us / 1_000_000
+    return Decision(
+        allowed=bool(allowed),
+        limit=limit,
+        remaining=remaining,
+        reset=now + reset_after_ms / 1000,
+        retry_after=retry_after_ms / 1000,
+        now=now,
+    )

@@ -1,0 +1,58 @@
+-- Sliding-window counter: one check, one key, server time, rejected requests not counted.
+-- KEYS[1]  the identifier's state: "<window index> <previous count> <current count>"
+-- ARGV     limit, window (ms), cost
+-- Returns  {allowed 0|1, remaining, reset_after_ms, retry_after_ms, now_us}
+--
+-- The count over the last window is estimated as
+--   floor(previous * (window - elapsed) / window) + current
+-- (the previous window's requests assumed evenly spread). A request is admitted when the
+-- estimate plus its cost stays within the limit; only admitted requests are added.
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+
+local t = redis.call('TIME')
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = math.floor(now_us / 1000)
+local index = math.floor(now / window)
+local elapsed = now - index * window
+
+local previous, current = 0, 0
+local state = redis.call('GET', KEYS[1])
+if state then
+  local i, p, c = string.match(state, '^(%d+) (%d+) (%d+)$')
+  i = tonumber(i)
+  if i == index then
+    previous, current = tonumber(p), tonumber(c)
+  elseif i == index - 1 then
+    previous = tonumber(c)
+  end
+end
+
+local weighted = math.floor(previous * (window - elapsed) / window)
+local allowed = weighted + current + cost <= limit
+local retry = 0
+if allowed then
+  current = current + cost
+  -- The state matters until the end of the next window, when `current` has fully decayed.
+  redis.call('SET', KEYS[1], index .. ' ' .. previous .. ' ' .. current,
+             'PX', 2 * window - elapsed)
+elseif current + cost <= limit then
+  -- Later in this window, once the previous window's weight has decayed enough:
+  -- floor(previous * (window - e) / window) <= room  <=>  e >= window - ceil(x) + 1.
+  local room = limit - current - cost
+  local e = window - math.ceil((room + 1) * window / previous) + 1
+  retry = e - elapsed
+else
+  -- In the next window, where `current` becomes the decaying previous count.
+  local room = limit - cost
+  local e = 0
+  if current > room then
+    e = window - math.ceil((room + 1) * window / current) + 1
+  end
+  retry = window - elapsed + e
+end
+
+local remaining = limit - weighted - current  -- `current` includes an admitted request
+if remaining < 0 then remaining = 0 end
+return {allowed and 1 or 0, remaining, window - elapsed, retry, now_us}
