@@ -1,0 +1,133 @@
+"""Fixtures for the api on real PostgreSQL and Redis: migrated database, app, client, probes.
+
+The database is migrated once per run with the real Alembic migrations (`api.migrate`);
+each test starts from empty tables, so counts and pages are its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from api.deps import get_resources
+from api.main import create_app
+from api.migrate import upgrade
+from api.resources import Resources
+from shared.settings import Settings, normalise_database_url
+
+# A load of one user by id, as the repository issues it (SQLAlchemy's compiled SELECT).
+_USER_BY_ID = re.compile(r"FROM users\s+WHERE users\.id = ", re.IGNORECASE)
+_PAGE = re.compile(r"FROM users ORDER BY", re.IGNORECASE)
+
+
+@pytest.fixture(scope="session")
+def api_database_url(database_url: str) -> str:
+    """The test database, upgraded to head by the real migrations."""
+    url = normalise_database_url(database_url)
+    upgrade(url)
+    return url
+
+
+async def _truncate(url: str) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("DELETE FROM outbox"))
+            await conn.execute(text("DELETE FROM users"))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def clean_database(api_database_url: str) -> str:
+    await _truncate(api_database_url)
+    return api_database_url
+
+
+@dataclass
+class SqlProbe:
+    """Counts the SQL statements that load users, via a SQLAlchemy engine event."""
+
+    statements: list[str] = field(default_factory=list)
+
+    def __call__(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self.statements.append(statement)
+
+    @property
+    def user_loads(self) -> int:
+        return sum(1 for s in self.statements if _USER_BY_ID.search(s) and "FOR UPDATE" not in s)
+
+    @property
+    def page_loads(self) -> int:
+        return sum(1 for s in self.statements if _PAGE.search(s))
+
+
+@dataclass
+class Api:
+    app: FastAPI
+    client: httpx.AsyncClient
+    resources: Resources
+    sql: SqlProbe
+    settings: Settings
+
+    async def create_user(self, name: str = "Ada") -> dict[str, Any]:
+        body = {"email": f"{uuid.uuid4().hex}@example.com", "name": name, "password": "s3cret-pw"}
+        response = await self.client.post("/v1/users", json=body)
+        assert response.status_code == 201, response.text
+        document: dict[str, Any] = response.json()
+        return document
+
+
+ApiFactory = Callable[..., AbstractAsyncContextManager[Api]]
+
+
+@pytest.fixture
+def make_api(clean_database: str, make_settings: Callable[..., Settings]) -> ApiFactory:
+    """`async with make_api(**settings) as api`: a started app with an in-process client."""
+
+    @asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[Api]:
+        settings = make_settings(database_url=clean_database, **overrides)
+        app = create_app(settings)
+        resources: Resources = app.dependency_overrides[get_resources]()
+        async with LifespanManager(app) as manager:
+            probe = SqlProbe()
+            event.listen(resources.opened.engine.sync_engine, "before_cursor_execute", probe)
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+                yield Api(app, client, resources, probe, settings)
+
+    return start
+
+
+@pytest.fixture
+async def api(make_api: ApiFactory) -> AsyncIterator[Api]:
+    # Near cache off: these tests look at Redis; the near cache has tests of its own.
+    async with make_api(near_cache_size=0) as started:
+        yield started
+
+
+async def wait_until(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:  # noqa: ASYNC109 - a polling deadline, not a cancellation scope
+    """Poll an async or sync predicate until it is truthy, or fail at the deadline."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.02)
