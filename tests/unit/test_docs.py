@@ -1,0 +1,59 @@
+"""Documents that must follow the code: .env.example, the README's table, the event schema."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+FIELDS = {name.upper() for name in Settings.model_fields}
+
+
+def env_example_names() -> list[str]:
+    text = (ROOT / ".env.example").read_text()
+    # `NAME=value`, or `# NAME=value` for the ones unset by default.
+    return re.findall(r"^(?:#\s*)?([A-Z][A-Z0-9_]*)=", text, re.MULTILINE)
+
+
+def test_env_example_lists_every_setting_once() -> None:
+    names = env_example_names()
+    assert len(names) == len(set(names))
+    assert set(names) == FIELDS
+
+
+def test_env_example_as_is_gives_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in FIELDS:
+        monkeypatch.delenv(name, raising=False)
+    from_file = load_settings(_env_file=ROOT / ".env.example")
+    assert from_file == load_settings(_env_file=None)
+
+
+def test_readme_settings_table_lists_every_setting_once() -> None:
+    text = (ROOT / "README.md").read_text()
+    names = re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \|", text, re.MULTILINE)
+    assert len(names) == len(set(names))
+    assert set(names) == FIELDS
+
+
+def test_committed_event_schema_matches_the_models(tmp_path: Path) -> None:
+    script = ROOT / "scripts" / "export_schemas.py"
+    fresh = subprocess.run(
+        [sys.executable, str(script), "--check"], capture_output=True, text=True, check=False
+    )
+    assert fresh.returncode == 0, fresh.stderr
+    stale = tmp_path / "events.schema.json"
+    stale.write_text("{}\n")
+    done = subprocess.run(
+        [sys.executable, str(script), "--check", "--output", str(stale)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "stale" in done.stderr
