@@ -1,0 +1,121 @@
+"""Stream toolkit: consumer groups that lose nothing, retry, and dead-letter.
+
+Used by the invalidator (group `invalidator`) and the session service (group `session`).
+It closes FastStream's traps listed in shared/NOTES.md: groups are created at id 0, consumer
+names are stable, failed entries are retried via XAUTOCLAIM, and poison goes to the DLQ.
+
+Typical use (inside a lifespan; `redis` is the *data* Redis that holds the stream)::
+
+    from shared.streams import StreamMetrics, build_consumer, build_housekeeper
+
+    async def handle(batch: Sequence[Delivery]) -> Mapping[str, BaseException]:
+        failures = {}
+        for d in batch:                    # d.event is the parsed shared.events union
+            if d.event.type == "user.deleted":
+                ...                        # the effect; idempotent: entries can come twice
+        return failures                    # {entry_id: error} for entries that failed
+
+    metrics = StreamMetrics.create(registry)
+    consumer = build_consumer(redis, settings, SESSION_GROUP, handle, metrics=metrics)
+    tasks.create_task(consumer.run())                 # until cancelled
+    tasks.create_task(build_housekeeper(redis, settings, consumer, metrics).run())
+
+API:
+
+- `ensure_group(redis, stream, group)` — XGROUP CREATE at 0 with MKSTREAM; BUSYGROUP is fine.
+- `consumer_name(settings, group)` — `CONSUMER_NAME`, else `<host>-<id>` with the id persisted
+  in a flock-ed slot file under `default_state_dir()` (`$STREAM_STATE_DIR`, else XDG state).
+- `StreamConsumer(redis, ConsumerConfig, handler, metrics)` — `run()` forever: group, own
+  pending entries first, then `XREADGROUP COUNT max_records` batches and an XAUTOCLAIM loop.
+  The handler gets `Delivery(entry_id, event, fields, deliveries)` items and returns failures
+  (or raises: each entry is then retried alone). Acks only entries whose effect is done.
+  Dead-letters at once entries that do not parse (`malformed`, `unknown_type`, `invalid` —
+  wrong version included), and after `STREAM_MAX_DELIVERIES` failed deliveries
+  (`handler_failed`); a failure because Redis was unreachable never counts toward that.
+  Settings: STREAM_MAX_RECORDS, STREAM_BLOCK, STREAM_CLAIM_IDLE, STREAM_MAX_DELIVERIES.
+- `parse_fields(fields)` — an entry's event, or `EventError` with the reason.
+- `Housekeeper` / `build_housekeeper` — gauges every HOUSEKEEPING_INTERVAL; one instance
+  per interval deletes consumers idle past CONSUMER_IDLE_LIMIT with nothing pending.
+- `stream_status(redis, stream)` — length, groups, consumers, pending, lag, oldest age.
+- `deadletter.list_letters / replay / drop` — the operator's DLQ commands.
+- `StreamMetrics.create(registry)` — the counters and gauges, labelled by group.
+"""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from shared.keys import Keys
+from shared.settings import Settings
+from shared.streams.consumer import (
+    BatchHandler,
+    ConsumerConfig,
+    Delivery,
+    StreamConsumer,
+    parse_fields,
+)
+from shared.streams.deadletter import DeadLetter, drop, list_letters, replay
+from shared.streams.groups import consumer_name, default_state_dir, ensure_group
+from shared.streams.housekeeping import Housekeeper, StreamStatus, stream_status
+from shared.streams.metrics import StreamMetrics
+
+__all__ = [
+    "BatchHandler",
+    "ConsumerConfig",
+    "DeadLetter",
+    "Delivery",
+    "Housekeeper",
+    "StreamConsumer",
+    "StreamMetrics",
+    "StreamStatus",
+    "build_consumer",
+    "build_housekeeper",
+    "consumer_name",
+    "default_state_dir",
+    "drop",
+    "ensure_group",
+    "list_letters",
+    "parse_fields",
+    "replay",
+    "stream_status",
+]
+
+
+def build_consumer(
+    redis: Redis,
+    settings: Settings,
+    group: str,
+    handler: BatchHandler,
+    *,
+    metrics: StreamMetrics | None = None,
+    consumer: str | None = None,
+) -> StreamConsumer:
+    """A consumer of `Keys.user_events()` in `group`, configured from settings."""
+    keys = Keys(settings.key_prefix)
+    config = ConsumerConfig.from_settings(
+        settings,
+        stream=keys.user_events(),
+        group=group,
+        consumer=consumer or consumer_name(settings, group),
+        dead_letters=keys.dead_letters(),
+    )
+    return StreamConsumer(redis, config, handler, metrics)
+
+
+def build_housekeeper(
+    redis: Redis,
+    settings: Settings,
+    consumer: StreamConsumer,
+    metrics: StreamMetrics | None = None,
+) -> Housekeeper:
+    cfg = consumer.config
+    return Housekeeper(
+        redis=redis,
+        keys=Keys(settings.key_prefix),
+        stream=cfg.stream,
+        group=cfg.group,
+        consumer=cfg.consumer,
+        interval=settings.housekeeping_interval,
+        idle_limit=settings.consumer_idle_limit,
+        metrics=metrics,
+    )

@@ -1,0 +1,343 @@
+"""The consumer runner: read a batch, parse, handle, ack after the effect, reclaim, dead-letter.
+
+Life of an entry in one group:
+
+1. `XREADGROUP … COUNT max_records BLOCK block >` hands a batch to this consumer (at start,
+   the consumer first re-reads its *own* pending entries from id 0: a restarted instance with
+   the same name finishes what it had in hand without waiting for the idle time).
+2. Each entry's `data` is parsed into the shared event union. An entry that does not parse,
+   has an unknown type or a wrong version is dead-lettered at once with the reason.
+3. The batch handler gets the parsed deliveries and does the effect (e.g. one pipeline). It
+   returns the ids that failed (or raises: then each entry is retried alone once, so one
+   poison entry does not take its batch-mates down with it).
+4. Done entries are acked. Failed ones stay pending; after `claim_idle` any live consumer
+   of the group claims them with `XAUTOCLAIM` and retries. A failure at delivery
+   `max_deliveries` dead-letters the entry (with the error, group and count) and acks it.
+
+Dead-letter XADDs and the batch's XACK go in one MULTI. Redis errors in the loop (server down,
+timeouts) are logged and retried with backoff; the entries stay pending, nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter as Tally
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
+
+from pydantic import ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from shared.connections import UNAVAILABLE_ERRORS
+from shared.errors import EventError
+from shared.events import (
+    DATA_FIELD,
+    EVENT_ADAPTER,
+    WIRE_FIELDS,
+    SessionEvent,
+    UserEvent,
+    parse_entry,
+)
+from shared.settings import Settings
+from shared.streams.deadletter import letter_fields
+from shared.streams.groups import ensure_group
+from shared.streams.metrics import StreamMetrics
+
+logger = logging.getLogger(__name__)
+
+Entry = tuple[Any, Any]  # (id, fields) as redis-py returns them; fields None when trimmed
+
+
+class _Letter(NamedTuple):
+    entry_id: str
+    fields: Mapping[Any, Any]
+    error: str
+    reason: str
+    deliveries: int
+
+
+_DATA_KEY = DATA_FIELD.encode()
+_WIRE_FIELDS = frozenset(WIRE_FIELDS)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One parsed entry handed to a batch handler; `deliveries` counts this one (1 = first)."""
+
+    entry_id: str
+    event: UserEvent | SessionEvent
+    fields: Mapping[bytes, bytes]
+    deliveries: int
+
+
+class BatchHandler(Protocol):
+    """Does the effect of a batch; returns {entry_id: error} for entries that failed.
+
+    Must be idempotent (entries can arrive twice). Raising fails the whole call.
+    """
+
+    async def __call__(self, batch: Sequence[Delivery], /) -> Mapping[str, BaseException]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerConfig:
+    stream: str
+    group: str
+    consumer: str
+    dead_letters: str
+    max_records: int = 100
+    block_ms: int = 1000
+    claim_idle_ms: int = 30_000
+    max_deliveries: int = 5
+    dlq_maxlen: int = 1_000_000
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, stream: str, group: str, consumer: str, dead_letters: str
+    ) -> ConsumerConfig:
+        return cls(
+            stream=stream,
+            group=group,
+            consumer=consumer,
+            dead_letters=dead_letters,
+            max_records=settings.stream_max_records,
+            block_ms=max(1, int(settings.stream_block * 1000)),
+            claim_idle_ms=max(1, int(settings.stream_claim_idle * 1000)),
+            max_deliveries=settings.stream_max_deliveries,
+            dlq_maxlen=settings.stream_maxlen,
+        )
+
+
+def parse_fields(fields: Mapping[Any, Any]) -> UserEvent | SessionEvent:
+    """The event in an entry; `EventError` with the reason when it is not a valid one."""
+    raw = fields.get(_DATA_KEY)
+    if raw is not None:
+        # Fast path: pydantic parses and validates the JSON in one pass (no dict built in
+        # Python). On any error the slow path below says precisely what is wrong.
+        try:
+            event = EVENT_ADAPTER.validate_json(raw)
+        except ValidationError:
+            pass
+        else:
+            # The contract wants every envelope field on the wire (a defaulted id would break
+            # idempotency): only an event that set them all takes the fast path.
+            if event.model_fields_set >= _WIRE_FIELDS:
+                return event
+    return parse_entry(dict(fields))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class StreamConsumer:
+    """One consumer of one group. `run()` until cancelled; the pieces are public for tests."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        config: ConsumerConfig,
+        handler: BatchHandler,
+        metrics: StreamMetrics | None = None,
+    ) -> None:
+        self.redis = redis
+        self.config = config
+        self.handler = handler
+        self.metrics = metrics
+        self._inflight: set[str] = set()
+        self.ready = asyncio.Event()
+
+    async def run(self) -> None:
+        """Ensure the group, finish our own pending entries, then read and reclaim forever."""
+        await self._retrying(self.prepare)
+        self.ready.set()
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._forever(self.read_new, pause=0.0))
+            tasks.create_task(self._forever(self.reclaim, pause=self._reclaim_every()))
+
+    async def prepare(self) -> None:
+        await ensure_group(self.redis, self.config.stream, self.config.group)
+        await self.recover_own()
+
+    async def recover_own(self) -> int:
+        """Re-read this consumer's own pending entries (from a previous incarnation)."""
+        start, seen = "0", 0
+        while True:
+            entries = await self._read(start, block=None)
+            if not entries:
+                return seen
+            seen += len(entries)
+            await self.process(entries, fresh=False)
+            start = _text(entries[-1][0])
+
+    async def read_new(self) -> int:
+        entries = await self._read(">", block=self.config.block_ms)
+        if entries:
+            await self.process(entries, fresh=True)
+        return len(entries)
+
+    async def reclaim(self) -> int:
+        """XAUTOCLAIM every entry idle past claim_idle (any consumer's) and retry it."""
+        cfg, cursor, claimed = self.config, "0-0", 0
+        for _ in range(1000):  # bounded: a huge PEL is finished on the next round
+            reply: Any = await self.redis.xautoclaim(
+                cfg.stream, cfg.group, cfg.consumer, cfg.claim_idle_ms, cursor, cfg.max_records
+            )
+            cursor, entries = _text(reply[0]), reply[1]
+            entries = [e for e in entries if e[0] is None or _text(e[0]) not in self._inflight]
+            if entries:
+                claimed += len(entries)
+                if self.metrics:
+                    self.metrics.reclaimed.labels(cfg.group).inc(len(entries))
+                await self.process(entries, fresh=False)
+            if cursor == "0-0":
+                break
+        return claimed
+
+    async def process(self, entries: Sequence[Entry], *, fresh: bool) -> None:
+        """Parse, handle, then ack or dead-letter one batch (see the module docstring)."""
+        live = [(_text(i), f) for i, f in entries if i is not None]
+        ids = [i for i, _ in live]
+        self._inflight.update(ids)
+        try:
+            await self._process(live, ids, fresh=fresh)
+        finally:
+            self._inflight.difference_update(ids)
+
+    async def _process(self, live: list[tuple[str, Any]], ids: list[str], *, fresh: bool) -> None:
+        counts = {} if fresh else await self._delivery_counts(ids)
+        gone = [i for i, f in live if not f]  # trimmed away while pending: nothing to do
+        batch: list[Delivery] = []
+        letters: list[_Letter] = []
+        for entry_id, fields in live:
+            if not fields:
+                continue
+            n = counts.get(entry_id, 1)
+            try:
+                batch.append(Delivery(entry_id, parse_fields(fields), fields, n))
+            except EventError as exc:
+                letters.append(_Letter(entry_id, fields, exc.reason, exc.code, n))
+        failures = await self._handle(batch)
+        for d in batch:
+            if (failure := failures.get(d.entry_id)) is not None:
+                self._log_failure(d, failure)
+                if d.deliveries >= self.config.max_deliveries and not _transient(failure):
+                    error = _describe(failure)
+                    letters.append(
+                        _Letter(d.entry_id, d.fields, error, "handler_failed", d.deliveries)
+                    )
+        done = [d for d in batch if d.entry_id not in failures]
+        await self._settle(done, letters, gone)
+
+    async def _handle(self, batch: list[Delivery]) -> dict[str, BaseException]:
+        if not batch:
+            return {}
+        try:
+            return dict(await self.handler(batch))
+        except Exception as exc:  # noqa: BLE001 - recorded per entry: retried, then dead-lettered
+            if len(batch) == 1:
+                return {batch[0].entry_id: exc}
+        failures: dict[str, BaseException] = {}
+        for delivery in batch:  # isolate the poison: retry each entry on its own once
+            failures.update(await self._handle([delivery]))
+        return failures
+
+    async def _settle(
+        self,
+        done: list[Delivery],
+        letters: list[_Letter],
+        gone: list[str],
+    ) -> None:
+        cfg = self.config
+        ack = [d.entry_id for d in done] + [letter.entry_id for letter in letters] + gone
+        if not ack:
+            return
+        pipe = self.redis.pipeline(transaction=bool(letters))
+        for entry_id, fields, error, reason, n in letters:
+            dead: dict[Any, Any] = letter_fields(
+                fields, error=error, reason=reason, group=cfg.group, deliveries=n,
+                stream=cfg.stream, entry_id=entry_id, consumer=cfg.consumer,
+            )  # fmt: skip
+            # Queued on the pipeline (redis-py types every command as an awaitable).
+            pipe.xadd(cfg.dead_letters, dead, maxlen=cfg.dlq_maxlen, approximate=True)  # type: ignore[unused-awaitable]
+        pipe.xack(cfg.stream, cfg.group, *ack)  # type: ignore[unused-awaitable]
+        await pipe.execute()
+        self._count(done, letters)
+
+    def _count(self, done: list[Delivery], letters: list[_Letter]) -> None:
+        for entry_id, _, error, reason, n in letters:
+            logger.error(
+                "dead-lettered %s in group %s after %d deliveries (%s): %s",
+                entry_id, self.config.group, n, reason, error,
+            )  # fmt: skip
+        if self.metrics is None:
+            return
+        self.metrics.count_handled(self.config.group, Tally(d.event.type for d in done))
+        for reason, count in Tally(letter.reason for letter in letters).items():
+            self.metrics.dead_lettered.labels(self.config.group, reason).inc(count)
+
+    def _log_failure(self, delivery: Delivery, exc: BaseException) -> None:
+        if self.metrics:
+            self.metrics.failures.labels(self.config.group).inc()
+        logger.warning(
+            "entry %s (%s) failed on delivery %d of %d: %s",
+            delivery.entry_id, delivery.event.type, delivery.deliveries,
+            self.config.max_deliveries, _describe(exc),
+        )  # fmt: skip
+
+    async def _read(self, start: str, *, block: int | None) -> list[Entry]:
+        cfg = self.config
+        reply: Any = await self.redis.xreadgroup(
+            cfg.group, cfg.consumer, {cfg.stream: start}, count=cfg.max_records, block=block
+        )
+        return list(reply[0][1]) if reply else []
+
+    async def _delivery_counts(self, ids: list[str]) -> dict[str, int]:
+        if not ids:
+            return {}
+        cfg = self.config
+        rows: Any = await self.redis.xpending_range(
+            cfg.stream, cfg.group, min=ids[0], max=ids[-1], count=len(ids) + cfg.max_records,
+            consumername=cfg.consumer,
+        )  # fmt: skip
+        return {_text(row["message_id"]): int(row["times_delivered"]) for row in rows}
+
+    def _reclaim_every(self) -> float:
+        # Half the idle time keeps a dead consumer's entries waiting at most 1.5x claim_idle.
+        return min(5.0, max(0.05, self.config.claim_idle_ms / 2000))
+
+    async def _forever(self, step: Any, *, pause: float) -> None:
+        while True:
+            await self._retrying(step)
+            if pause:
+                await asyncio.sleep(pause)
+
+    async def _retrying(self, step: Any) -> Any:
+        delay = 0.05
+        while True:
+            try:
+                return await step()
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                logger.warning("group %s vanished; recreating it", self.config.group)
+                with contextlib.suppress(RedisError, OSError):
+                    await ensure_group(self.redis, self.config.stream, self.config.group)
+            except (RedisError, OSError) as exc:
+                logger.warning("stream consumer: Redis error (%s); retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+
+def _transient(exc: BaseException) -> bool:
+    # The server was unreachable: not the entry's fault, so it never counts toward the DLQ;
+    # it stays pending and is retried until the server answers again.
+    return isinstance(exc, UNAVAILABLE_ERRORS)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,75 @@
+"""Publishing and polling helpers for stream tests: plain XADD, as a third-party publisher."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from shared.events import (
+    UserCreated,
+    UserCreatedPayload,
+    UserDeleted,
+    UserDeletedPayload,
+    UserPasswordChanged,
+    UserPasswordChangedPayload,
+    UserUpdated,
+    UserUpdatedPayload,
+)
+
+UserEventModel = UserCreated | UserUpdated | UserDeleted | UserPasswordChanged
+
+
+def user_event(kind: str, uid: uuid.UUID | None = None) -> UserEventModel:
+    uid = uid or uuid.uuid4()
+    if kind == "user.created":
+        return UserCreated(
+            source="test", payload=UserCreatedPayload(user_id=uid, email="a@example.com", name="A")
+        )
+    if kind == "user.updated":
+        return UserUpdated(source="test", payload=UserUpdatedPayload(user_id=uid))
+    if kind == "user.deleted":
+        return UserDeleted(source="test", payload=UserDeletedPayload(user_id=uid))
+    return UserPasswordChanged(source="test", payload=UserPasswordChangedPayload(user_id=uid))
+
+
+async def publish(redis: Redis, stream: str, event: UserEventModel) -> str:
+    entry_id = await redis.xadd(stream, {"data": event.to_json()})
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+async def publish_raw(redis: Redis, stream: str, fields: dict[str, Any]) -> str:
+    encoded: dict[Any, Any] = {
+        k: orjson.dumps(v) if isinstance(v, dict) else v for k, v in fields.items()
+    }
+    entry_id = await redis.xadd(stream, encoded)
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], *, within: float = 10.0, every: float = 0.02
+) -> None:
+    """Poll `check` until true, or fail after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within}s")
+        await asyncio.sleep(every)
+
+
+async def is_true(value: bool) -> bool:
+    return value
+
+
+async def equals(value: Awaitable[Any], expected: object) -> bool:
+    return bool(await value == expected)
+
+
+async def pending_count(redis: Redis, stream: str, group: str) -> int:
+    summary = await redis.xpending(stream, group)
+    return int(summary["pending"])
