@@ -39,7 +39,7 @@ def user_id(value: str | UUID) -> str:
     """
     if isinstance(value, UUID):
         return str(value)
-    if not isinstance(value, str) or _UUID_TEXT.match(value) is None:
+    if _UUID_TEXT.match(str(value)) is None:
         raise InvalidIdentifierError(f"not a UUID: {value!r}")
     return str(UUID(value))
 

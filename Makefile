@@ -1,0 +1,57 @@
+# `make help` lists the targets. Everything runs from the uv workspace in .venv.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# uv on PATH, else the copy `make uv` bootstraps into .tools/, else pip's module.
+UV = $(shell command -v uv 2>/dev/null || { test -x .tools/bin/uv && echo .tools/bin/uv; } || echo python3 -m uv)
+RUN = $(UV) run --frozen
+MYPY_PATHS = shared/src $(wildcard services/*/src) tests devtools $(wildcard bench/*.py) $(wildcard scripts/*.py)
+PYTEST_ARGS ?=
+
+.PHONY: help uv install run test lint bench docs up down clean
+
+help: ## list the targets
+	@grep -hE '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+
+uv: ## install uv (into .tools/, a venv of its own) when it is missing
+	@command -v uv >/dev/null 2>&1 || test -x .tools/bin/uv || python3 -m uv --version >/dev/null 2>&1 || \
+	{ echo "installing uv into .tools/"; python3 -m venv .tools && .tools/bin/pip install --quiet uv; } || \
+	python3 -m pip install uv
+
+install: uv ## install every package from uv.lock into .venv
+	$(UV) sync --frozen
+
+run: install ## start the whole stack (Redis, SQLite, services) on embedded defaults; Ctrl-C stops it
+	$(RUN) python -m devtools.run
+
+test: install ## run the test suite (unit, integration, e2e); "no tests collected" fails
+	@$(RUN) pytest $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
+	exit $$status
+
+lint: install ## ruff check, ruff format --check, mypy --strict, import-linter
+	@status=0; \
+	echo "+ ruff check"; $(RUN) ruff check . || status=1; \
+	echo "+ ruff format --check"; $(RUN) ruff format --check . || status=1; \
+	echo "+ mypy --strict"; $(RUN) mypy --strict $(MYPY_PATHS) || status=1; \
+	echo "+ lint-imports"; $(RUN) lint-imports || status=1; \
+	exit $$status
+
+bench: install ## run every benchmark in bench/ (short runs; figures and ratios to a baseline)
+	@shopt -s nullglob; files=(bench/*.py); \
+	if [ $${#files[@]} -eq 0 ]; then echo "no benchmarks in bench/"; exit 0; fi; \
+	status=0; for f in "$${files[@]}"; do echo "+ $$f"; $(RUN) python "$$f" || status=1; done; exit $$status
+
+docs: install ## regenerate docs/: events.schema.json (and the AsyncAPI document when its script exists)
+	$(RUN) python scripts/export_schemas.py
+	@if [ -f scripts/export_asyncapi.py ]; then $(RUN) python scripts/export_asyncapi.py; fi
+
+up: ## docker compose: build and start redis, redis-cache, postgres and the services
+	docker compose up -d --build
+
+down: ## docker compose: stop and remove the containers (volumes are kept)
+	docker compose down
+
+clean: ## remove .devstack/ (make run's data), caches and build output
+	rm -rf .devstack .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist
+	find . -path ./.venv -prune -o -path ./.tools -prune -o -name __pycache__ -type d -print0 | xargs -0 rm -rf
