@@ -239,8 +239,9 @@ class StreamConsumer:
         try:
             return dict(await self.handler(batch))
         except Exception as exc:  # noqa: BLE001 - recorded per entry: retried, then dead-lettered
-            if len(batch) == 1:
-                return {batch[0].entry_id: exc}
+            if len(batch) == 1 or _transient(exc):
+                # Server unreachable: retrying entry by entry would only wait out N timeouts.
+                return {d.entry_id: exc for d in batch}
         failures: dict[str, BaseException] = {}
         for delivery in batch:  # isolate the poison: retry each entry on its own once
             failures.update(await self._handle([delivery]))

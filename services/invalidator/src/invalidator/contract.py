@@ -1,0 +1,70 @@
+"""The invalidator's message contracts, declared with FastStream for the AsyncAPI document.
+
+Why the declarations live on a broker of their own that is never started: FastStream drives
+a subscriber with its per-message machinery (a handler call per entry drains ≈ 0.03× of a
+raw XREADGROUP loop, `batch=True` ≈ 0.5×, shared/NOTES.md), with no retry and no dead
+letters. The consuming loop is the stream toolkit's (`shared.streams`): batches, one purge
+pipeline per batch, ack after the effect, XAUTOCLAIM, DLQ. FastStream stays what it is good
+at here: the app shell (ASGI lifespan, routes) and this document, generated from the same
+pydantic models the toolkit validates entries against — so the document cannot drift.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from faststream.redis import RedisBroker, StreamSub
+from pydantic import BaseModel, ConfigDict, Field
+
+from invalidator.config import GROUP
+from shared.events import Event
+from shared.keys import Keys
+from shared.settings import Settings
+
+
+class InvalidationNotice(BaseModel):
+    """What one purge announces on `app:cache:invalidated` (plain JSON, no FastStream framing)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    keys: list[str] = Field(description="keys deleted (the user's value and lease); [] on create")
+    generation: int = Field(description="the user list generation after the purge")
+    event_id: uuid.UUID = Field(description="id of the event that caused the purge")
+
+
+def contract_broker(settings: Settings) -> RedisBroker:
+    """A broker carrying only declarations (never connected): the source of the document."""
+    keys = Keys(settings.key_prefix)
+    broker = RedisBroker(
+        settings.redis_dsn,
+        description="The data Redis: the user event stream and the invalidation channel",
+    )
+    stream = StreamSub(
+        keys.user_events(),
+        group=GROUP,
+        consumer="<instance>",  # consumer_name(): CONSUMER_NAME, else host + a persisted id
+    )
+
+    @broker.subscriber(
+        stream=stream,
+        title="user events (group invalidator)",
+        description=(
+            "One envelope per entry, JSON in the single field `data` (plain XADD), read in "
+            f"batches of STREAM_MAX_RECORDS ({settings.stream_max_records}). user.created bumps "
+            "the list generation; user.updated / user.deleted / user.password_changed delete the "
+            "user's value and lease and bump it. Entries that do not parse go to "
+            f"`{keys.dead_letters()}` at once; entries failing {settings.stream_max_deliveries} "
+            "deliveries go there too."
+        ),
+    )
+    async def user_events(event: Annotated[Event, Field(discriminator="type")]) -> None:
+        """Declaration only: `invalidator.purge.Purger` handles these (module docstring)."""
+
+    broker.publisher(
+        channel=keys.cache_invalidated(),
+        title="cache invalidated",
+        description="One message per purge; pub/sub, so it may be lost (near caches use a TTL)",
+        schema=InvalidationNotice,
+    )
+    return broker
