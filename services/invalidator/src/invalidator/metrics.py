@@ -19,7 +19,6 @@ class InvalidatorMetrics:
     stream: StreamMetrics
     lag: Histogram
     purged_keys: Counter
-    notices_lost: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> InvalidatorMetrics:
@@ -33,10 +32,5 @@ class InvalidatorMetrics:
             ),
             purged_keys=Counter(
                 "invalidation_purged_keys", "Value and lease keys deleted", registry=registry
-            ),
-            notices_lost=Counter(
-                "invalidation_notices_failed",
-                "Purge notices that could not be published (the near cache TTL bounds them)",
-                registry=registry,
             ),
         )
