@@ -78,7 +78,7 @@ async def publish(redis: Redis, stream: str, count: int) -> None:
     for start in range(0, count, 1000):
         pipe = redis.pipeline(transaction=False)
         for _ in range(min(1000, count - start)):
-            pipe.xadd(stream, {"data": make_event(rng, users)})
+            pipe.xadd(stream, {"data": make_event(rng, users)})  # type: ignore[unused-awaitable]  # queued
         await pipe.execute()
 
 
@@ -94,8 +94,8 @@ async def drain_raw(redis: Redis, keys: Keys, group: str, count: int) -> float:
             event = orjson.loads(fields[b"data"])
             if event["type"] != "user.created":
                 uid = event["payload"]["user_id"]
-                pipe.delete(keys.user(uid), keys.user_lease(uid))
-            pipe.incr(gen)
+                pipe.delete(keys.user(uid), keys.user_lease(uid))  # type: ignore[unused-awaitable]  # queued
+            pipe.incr(gen)  # type: ignore[unused-awaitable]  # queued
         await pipe.execute()
         await redis.xack(stream, group, *[entry_id for entry_id, _ in entries])
         done += len(entries)
