@@ -32,10 +32,11 @@ from shared.metrics import LATENCY_BUCKETS
 from shared.nearcache import purge_message
 
 # KEYS[1] value, KEYS[2] lease; ARGV token, value, ttl in ms. Writes only under our own lease.
+# The lease is left to expire, not deleted: a reader whose GET missed just before this store
+# must not win a fresh lease and load again (one load per key per lease period).
 _STORE_IF_LEASED: Final = """
 if redis.call('GET', KEYS[2]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  redis.call('DEL', KEYS[2])
   return 1
 end
 return 0

@@ -135,6 +135,10 @@ class PurgeSubscriber:
             try:
                 await self._listen()
             except _REDIS_ERRORS as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # A cancellation redis-py turned into a timeout: stop, as asked.
+                    raise asyncio.CancelledError from exc
                 logger.warning("purge subscription lost (%s); near cache off", type(exc).__name__)
             self.near.clear(live=False)
             await asyncio.sleep(delay)

@@ -186,3 +186,10 @@ async def test_metrics_count_cache_results(api: Api) -> None:
     assert 'cache_operations_total{op="get",result="hit"} 1.0' in text
     assert 'cache_operations_total{op="get",result="miss"} 1.0' in text
     assert 'http_requests_total{method="GET",route="/v1/users/{user_id}",status="200"} 2.0' in text
+
+
+@pytest.mark.parametrize("name", ["\x00", "a\x00b", "line\nbreak"])
+async def test_control_characters_in_a_name_are_422_not_500(api: Api, name: str) -> None:
+    body = {"email": f"{uuid.uuid4().hex}@example.com", "name": name, "password": "password1"}
+    response = await api.client.post("/v1/users", json=body)
+    assert response.status_code == 422

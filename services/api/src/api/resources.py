@@ -31,6 +31,8 @@ from shared.nearcache import NearCache, PurgeSubscriber
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
+# Shutdown must finish: a background task gets this long to honour its cancellation.
+_STOP_TIMEOUT = 5.0
 
 
 class _Opened:
@@ -126,9 +128,13 @@ class Resources:
     async def _stop_tasks(self) -> None:
         for task in self._tasks:
             task.cancel()
+        _, stuck = await asyncio.wait(self._tasks, timeout=_STOP_TIMEOUT)
+        for task in stuck:
+            logger.error("background task %s ignored its cancellation", task.get_name())
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            if task.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    task.result()
         self._tasks.clear()
 
 

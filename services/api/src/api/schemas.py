@@ -8,7 +8,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
-Name = Field(min_length=1, max_length=200)
+# No control characters: PostgreSQL refuses NUL in text, and none belongs in a name.
+_PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+Name = Field(min_length=1, max_length=200, pattern=_PRINTABLE)
 Password = Field(min_length=8, max_length=128)
 
 
@@ -24,7 +26,7 @@ class UserCreate(_Request):
 
 class UserUpdate(_Request):
     email: EmailStr | None = None
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: str | None = Field(default=None, min_length=1, max_length=200, pattern=_PRINTABLE)
     password: str | None = Field(default=None, min_length=8, max_length=128)
 
     @model_validator(mode="after")

@@ -1,7 +1,8 @@
 """Warm-up: pre-load hot users into the cache at start (CACHE_WARMUP_IDS / _RECENT).
 
-Runs in the background so start-up never waits on it; a Redis or database failure only
-means a colder cache, so it is logged, never raised.
+Runs in the background so start-up never waits on it. Several instances starting together
+would each load the same rows: a lock (`shared.lock`, tried once) lets one of them warm and
+the others skip. A Redis or database failure only means a colder cache: logged, not raised.
 """
 
 from __future__ import annotations
@@ -9,16 +10,24 @@ from __future__ import annotations
 import logging
 import uuid
 from functools import partial
+from typing import Final
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.adapters.repository import UserRepository
 from api.service import UserService
+from shared.errors import LockError
 from shared.keys import Keys
+from shared.lock import lock
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+LOCK_RESOURCE: Final = "cache-warmup"
+# Long enough for a few thousand loads; renewed while warming anyway.
+_LOCK_TTL: Final = 30.0
 
 
 async def hot_ids(settings: Settings, service: UserService) -> list[uuid.UUID]:
@@ -29,13 +38,22 @@ async def hot_ids(settings: Settings, service: UserService) -> list[uuid.UUID]:
     return list(dict.fromkeys(ids))
 
 
+async def warm(settings: Settings, service: UserService) -> int:
+    """Load every hot user through the cache; the number loaded."""
+    ids = await hot_ids(settings, service)
+    for user_id in ids:
+        await service.cache.warm(user_id, partial(service.load_user, user_id))
+    return len(ids)
+
+
 async def warm_up(settings: Settings, keys: Keys, redis: Redis, service: UserService) -> None:
-    del keys, redis  # kept for the single-instance lock (see _warm_once)
     try:
-        ids = await hot_ids(settings, service)
-        for user_id in ids:
-            await service.cache.warm(user_id, partial(service.load_user, user_id))
-    except (SQLAlchemyError, OSError) as exc:
+        async with lock(redis, keys, LOCK_RESOURCE, ttl=_LOCK_TTL, timeout=0.0):
+            count = await warm(settings, service)
+    except LockError:
+        logger.info("cache warm-up skipped: another instance holds the warm-up lock")
+        return
+    except (RedisError, OSError, SQLAlchemyError) as exc:
         logger.warning("cache warm-up stopped: %s", type(exc).__name__)
         return
-    logger.info("cache warm-up loaded %d users", len(ids))
+    logger.info("cache warm-up loaded %d users", count)

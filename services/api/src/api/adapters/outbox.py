@@ -79,22 +79,28 @@ class OutboxRelay:
     async def run(self) -> None:
         delay = _BACKOFF_FIRST
         while True:
+            _raise_if_cancelling()
             self._wake.clear()
             try:
                 published = await self.publish_pending()
             except _RETRYABLE as exc:
+                _raise_if_cancelling()
                 self.metrics.outbox_errors.inc()
                 logger.warning("outbox relay: publish failed (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, _BACKOFF_CAP)
                 continue
+            _raise_if_cancelling()
             delay = _BACKOFF_FIRST
             if published < self.batch_size:
                 await self._sleep()
 
     async def _sleep(self) -> None:
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+        # arrives as the event is set, and the relay would outlive the app's shutdown.
         try:
-            await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            async with asyncio.timeout(self.poll_interval):
+                await self._wake.wait()
         except TimeoutError:
             return
 
@@ -123,3 +129,11 @@ class OutboxRelay:
             )
         self.metrics.outbox_published.inc(len(rows))
         return len(rows)
+
+
+def _raise_if_cancelling() -> None:
+    """Re-raise a cancellation a library swallowed (e.g. turned into a timeout mid-query):
+    the relay must stop when the app shuts down."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -24,7 +24,8 @@ _PROBE_TIMEOUT = 1.0
 
 async def _bounded(probe: Awaitable[Health]) -> Health:
     try:
-        return await asyncio.wait_for(probe, _PROBE_TIMEOUT)
+        async with asyncio.timeout(_PROBE_TIMEOUT):
+            return await probe
     except TimeoutError:
         return Health("down", None, "timeout")
 

@@ -1,0 +1,45 @@
+"""Two api processes share Redis: a write on one drops the other's near-cache entry."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import httpx
+
+from .conftest import ApiProcess
+
+# How long a purge may take to reach another process: publish + one pub/sub hop on loopback,
+# with room for a loaded 2-core machine. The near-cache TTL (30 s) is far beyond it, so only
+# the purge can explain a fresh answer inside this bound.
+LAG_BOUND = 2.0
+
+
+def near_hits(metrics: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith('near_cache_lookups_total{result="hit"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_a_write_on_one_process_drops_the_near_cache_entry_in_another(
+    api_env: dict[str, str], start_api: Callable[..., ApiProcess]
+) -> None:
+    env = {**api_env, "NEAR_CACHE_TTL": "30s", "RATE_LIMIT_ENABLED": "false"}
+    writer, reader = start_api(env), start_api(env)
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        body = {"email": f"{time.time_ns()}@example.com", "name": "Old", "password": "password1"}
+        created = await client.post(f"{writer.url}/v1/users", json=body)
+        assert created.status_code == 201
+        path = f"/v1/users/{created.json()['id']}"
+        for _ in range(3):
+            assert (await client.get(f"{reader.url}{path}")).json()["name"] == "Old"
+        assert near_hits((await client.get(f"{reader.url}/metrics")).text) >= 1
+
+        patched = await client.patch(f"{writer.url}{path}", json={"name": "New"})
+        assert patched.status_code == 200
+        started = time.monotonic()
+        while (await client.get(f"{reader.url}{path}")).json()["name"] != "New":
+            assert time.monotonic() - started < LAG_BOUND, "the near cache kept the old value"
+            await asyncio.sleep(0.005)
