@@ -1,0 +1,116 @@
+"""Housekeeping and the transient-failure rule, on a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from shared.keys import Keys
+from shared.settings import Settings
+from shared.streams import (
+    ConsumerConfig,
+    Delivery,
+    Housekeeper,
+    StreamConsumer,
+    StreamMetrics,
+    stream_status,
+)
+from tests.integration.streams.support import eventually, publish, user_event
+
+GROUP = "hk"
+
+
+def _housekeeper(
+    redis: Redis, keys: Keys, consumer: str, metrics: StreamMetrics | None = None
+) -> Housekeeper:
+    return Housekeeper(
+        redis=redis,
+        keys=keys,
+        stream=keys.user_events(),
+        group=GROUP,
+        consumer=consumer,
+        interval=30.0,
+        idle_limit=0.05,
+        metrics=metrics,
+    )
+
+
+async def test_idle_consumers_without_pending_are_pruned_by_one_instance(
+    redis: Redis, key_prefix: str
+) -> None:
+    keys = Keys(key_prefix)
+    stream = keys.user_events()
+    await redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    for _ in range(3):
+        await publish(redis, stream, user_event("user.updated"))
+    await redis.xreadgroup(GROUP, "holder", {stream: ">"}, count=1)  # keeps 1 pending
+    gone: Any = await redis.xreadgroup(GROUP, "gone", {stream: ">"}, count=1)
+    await redis.xack(stream, GROUP, gone[0][1][0][0])
+    await redis.xgroup_createconsumer(stream, GROUP, "me")
+
+    async def idle_enough() -> bool:
+        consumers: Any = await redis.xinfo_consumers(stream, GROUP)
+        return all(c["idle"] >= 60 for c in consumers)
+
+    await eventually(idle_enough)
+    metrics = StreamMetrics.create(CollectorRegistry())
+    first = _housekeeper(redis, keys, "me", metrics)
+    other = _housekeeper(redis, keys, "other")
+    removed = await first.run_once()
+    assert await other.run_once() is None  # the guard: one instance per interval
+    consumers: Any = await redis.xinfo_consumers(stream, GROUP)
+    names = sorted(c["name"].decode() for c in consumers)
+    # "gone" (idle, nothing pending) is pruned; "holder" keeps its pending entry; "me" is us.
+    assert (removed, names) == (["gone"], ["holder", "me"])
+    assert metrics.pending.labels(GROUP)._value.get() == 1
+    assert metrics.lag.labels(GROUP)._value.get() == 1  # the third entry was never read
+    assert metrics.oldest_pending_age.labels(GROUP)._value.get() >= 0
+
+    status = await stream_status(redis, stream)
+    assert status.length == 3
+    assert [(g.name, g.pending, g.lag) for g in status.groups] == [(GROUP, 1, 1)]
+
+
+async def test_status_of_a_missing_stream_is_empty(redis: Redis, key_prefix: str) -> None:
+    status = await stream_status(redis, Keys(key_prefix).user_events())
+    assert (status.length, status.groups) == (0, [])
+
+
+async def test_an_unreachable_server_never_sends_an_entry_to_the_dlq(
+    redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(stream_block="50ms", stream_claim_idle="50ms")
+    keys = Keys(settings.key_prefix)
+
+    async def unreachable(batch: Sequence[Delivery]) -> Mapping[str, BaseException]:
+        raise RedisConnectionError("cache is down")
+
+    config = ConsumerConfig.from_settings(
+        settings,
+        stream=keys.user_events(),
+        group=GROUP,
+        consumer="c1",
+        dead_letters=keys.dead_letters(),
+    )
+    consumer = StreamConsumer(redis, config, unreachable)
+    await publish(redis, keys.user_events(), user_event("user.deleted"))
+    task = asyncio.create_task(consumer.run())
+    await asyncio.wait_for(consumer.ready.wait(), 10)
+
+    async def retried_past_the_limit() -> bool:
+        rows: Any = await redis.xpending_range(keys.user_events(), GROUP, "-", "+", 10)
+        return bool(rows) and rows[0]["times_delivered"] > settings.stream_max_deliveries
+
+    try:
+        await eventually(retried_past_the_limit, within=15)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert await redis.xlen(keys.dead_letters()) == 0
+    summary = await redis.xpending(keys.user_events(), GROUP)
+    assert summary["pending"] == 1
