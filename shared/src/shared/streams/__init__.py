@@ -34,8 +34,8 @@ API:
   (`handler_failed`); a failure because Redis was unreachable never counts toward that.
   Settings: STREAM_MAX_RECORDS, STREAM_BLOCK, STREAM_CLAIM_IDLE, STREAM_MAX_DELIVERIES.
 - `parse_fields(fields)` — an entry's event, or `EventError` with the reason.
-- `Housekeeper` / `build_housekeeper` — gauges every HOUSEKEEPING_INTERVAL; one instance
-  per interval deletes consumers idle past CONSUMER_IDLE_LIMIT with nothing pending.
+- `Housekeeper` / `build_housekeeper` — gauges every HOUSEKEEPING_INTERVAL; one instance at
+  a time (`shared.lock`) deletes consumers idle past CONSUMER_IDLE_LIMIT with nothing pending.
 - `stream_status(redis, stream)` — length, groups, consumers, pending, lag, oldest age.
 - `deadletter.list_letters / replay / drop` — the operator's DLQ commands.
 - `StreamMetrics.create(registry)` — the counters and gauges, labelled by group.

@@ -6,28 +6,29 @@ every interval it exports its group's pending / lag / oldest-age gauges, and —
 at a time — deletes consumers idle past `CONSUMER_IDLE_LIMIT` that hold no pending entries
 (a consumer with pending entries is left alone: its entries must be claimed first).
 
-One instance at a time: a `SET <Keys.lock("streams.housekeeping.<group>")> <token> NX PX
-<interval>` guard that is never released, so the job runs at most once per interval across
-all instances. (shared/lock.py was not committed when this was written; the guard needs no
-renewal or fencing: pruning twice is harmless, it is only wasted work.)
+One instance at a time: the prune runs under `shared.lock` on resource
+`streams.housekeeping.<group>`, taken without waiting (`timeout=0`); an instance that finds it
+taken skips pruning this round. Pruning twice would be harmless anyway (only wasted work).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from shared.errors import LockNotAcquiredError
 from shared.keys import Keys
+from shared.lock import lock
 from shared.streams.metrics import StreamMetrics
 
 logger = logging.getLogger(__name__)
 _LAG_SCAN_CAP = 100_000
+_LOCK_TTL = 30.0  # renewed while held; a pruning pass takes milliseconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +147,6 @@ class Housekeeper:
     interval: float
     idle_limit: float
     metrics: StreamMetrics | None = None
-    token: str = field(default_factory=lambda: secrets.token_hex(8))
 
     async def run(self) -> None:
         while True:
@@ -157,17 +157,21 @@ class Housekeeper:
             await asyncio.sleep(self.interval)
 
     async def run_once(self) -> list[str] | None:
-        """Report; then prune if this instance won the interval's guard (None if it did not)."""
+        """Report; then prune unless another instance is pruning (None then)."""
         status = await stream_status(self.redis, self.stream, self.group)
         for group in status.groups:
             self._report(group)
-        guard = self.keys.lock(f"streams.housekeeping.{self.group}")
-        ms = max(1, int(self.interval * 1000))
-        if not await self.redis.set(guard, self.token, nx=True, px=ms):
+        try:
+            async with lock(
+                self.redis, self.keys, f"streams.housekeeping.{self.group}",
+                ttl=_LOCK_TTL, timeout=0,
+            ):  # fmt: skip
+                removed = await prune_consumers(
+                    self.redis, self.stream, self.group, self.idle_limit,
+                    frozenset({self.consumer}),
+                )  # fmt: skip
+        except LockNotAcquiredError:
             return None
-        removed = await prune_consumers(
-            self.redis, self.stream, self.group, self.idle_limit, frozenset({self.consumer})
-        )
         if removed:
             logger.info("removed idle consumers from %s: %s", self.group, ", ".join(removed))
         return removed
