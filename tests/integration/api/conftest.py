@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from api.deps import get_resources
+from api.deps import resources_of
 from api.main import create_app
 from api.migrate import upgrade
 from api.resources import Resources
@@ -101,7 +101,7 @@ def make_api(clean_database: str, make_settings: Callable[..., Settings]) -> Api
     async def start(**overrides: Any) -> AsyncIterator[Api]:
         settings = make_settings(database_url=clean_database, **overrides)
         app = create_app(settings)
-        resources: Resources = app.dependency_overrides[get_resources]()
+        resources = resources_of(app)
         async with LifespanManager(app) as manager:
             probe = SqlProbe()
             event.listen(resources.opened.engine.sync_engine, "before_cursor_execute", probe)

@@ -55,9 +55,9 @@ async def test_metrics_count_hits_misses_and_latency(cache: Cache, keys: Keys) -
     await cache.get(key)
     await cache.set(key, [1], ttl=10)
     await cache.get(key)
-    assert cache.metrics.get_hit._value.get() == 1
-    assert cache.metrics.get_miss._value.get() == 1
-    assert cache.metrics.get_latency._sum.get() > 0
+    assert cache.metrics.value("get", "hit") == 1
+    assert cache.metrics.value("get", "miss") == 1
+    assert cache.metrics.latency_sum("get") > 0
 
 
 async def test_get_or_set_loads_once_and_caches_none_briefly(
@@ -134,6 +134,6 @@ async def test_breaker_opens_and_short_circuits(
     for _ in range(5):
         with pytest.raises(CacheUnavailableError):
             await cache.get(keys.user_list_gen())
-    assert cache.metrics.calls.labels("get", "error")._value.get() == 2
-    assert cache.metrics.calls.labels("get", "short_circuit")._value.get() == 3
+    assert cache.metrics.value("get", "error") == 2
+    assert cache.metrics.value("get", "short_circuit") == 3
     await client.aclose()

@@ -25,11 +25,11 @@ async def test_near_cache_answers_without_redis_round_trips(make_api: ApiFactory
     async with make_api(near_cache_ttl="30s") as api:
         user = await api.create_user()
         await _warm_near(api, user["id"])
-        gets = api.resources.metrics.cache.get_hit._value.get()
+        gets = api.resources.metrics.cache.value("get", "hit")
         for _ in range(10):
             response = await api.client.get(f"/v1/users/{user['id']}")
             assert (response.headers["x-cache"], response.json()) == ("HIT", user)
-        assert api.resources.metrics.cache.get_hit._value.get() == gets  # Redis not asked
+        assert api.resources.metrics.cache.value("get", "hit") == gets  # Redis not asked
 
 
 async def test_purge_on_the_channel_drops_the_entry(make_api: ApiFactory, redis: Redis) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 
 from api.config import SERVICE_NAME, get_settings
-from api.deps import get_resources
+from api.deps import attach_resources
 from api.errors import install_domain_errors
 from api.middleware import HttpMetricsMiddleware
 from api.resources import Resources
@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=resources.lifespan,
         default_response_class=JsonResponse,
     )
-    app.dependency_overrides[get_resources] = lambda: resources
+    attach_resources(app, resources)
     install_error_handlers(app)
     install_domain_errors(app)
     for router in _routers():

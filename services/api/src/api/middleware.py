@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
+from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.metrics import ApiMetrics
@@ -19,6 +20,7 @@ class HttpMetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -40,8 +42,17 @@ class HttpMetricsMiddleware:
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         route = getattr(scope.get("route"), "path", "unmatched")
-        self.metrics.requests.labels(scope["method"], route, str(status)).inc()
-        self.metrics.latency.labels(route).observe(seconds)
+        method = scope["method"]
+        children = self._children.get((method, route, status))
+        if children is None:
+            # Bound once per (method, route, status): `labels()` per request is measurable.
+            children = (
+                self.metrics.requests.labels(method, route, str(status)),
+                (self.metrics.latency.labels(route)),
+            )
+            self._children[(method, route, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
         if status >= 500:
             logger.warning("%s %s -> %d in %.1f ms", scope["method"], route, status, seconds * 1e3)
         elif logger.isEnabledFor(logging.DEBUG):

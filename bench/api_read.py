@@ -1,0 +1,218 @@
+"""GET /v1/users/{id} on the cache-hit path vs the least a FastAPI endpoint can do.
+
+In one run, against one private redis-server, each server as `uvicorn --workers 1 --loop uvloop
+--http httptools` on 127.0.0.1:
+  api        the real api, every middleware on (request id, metrics, logging, the rate limiter
+             with a limit too high to reject), near cache off: one Redis GET per request
+  api+near   the same with the in-process near cache on
+  redis      bench/bare_app.py: one Redis GET + orjson decode of the same cached object
+  dict       bench/bare_app.py: the same object from an in-process dict
+Load: `wrk` (Debian package) with 50 connections, else a bounded Python httpx load generator
+(which is itself the bottleneck: its ratios are indicative only). Prints req/s, p50/p99 and
+the ratios against the bare Redis endpoint. Targets: api >= 0.8x redis, api+near >= 1.0x.
+The machine has 2 cores shared by server, load generator and other work: compare ratios
+from the same run, not absolute figures across runs.
+
+    .venv/bin/python bench/api_read.py [--seconds 5] [--connections 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from devtools.redis_server import RedisServer, free_port
+from shared.keys import Keys
+
+VENV_BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
+MAX_PYTHON_REQUESTS = 200_000
+
+
+@dataclass
+class Result:
+    name: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def start_server(
+    app: str, env: dict[str, str], *factory: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    args = [
+        str(VENV_BIN / "uvicorn"), app, *factory, "--host", "127.0.0.1", "--port", str(port),
+        "--workers", "1", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+        "--log-level", "warning",
+    ]  # fmt: skip
+    process = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{url}/openapi.json", timeout=1.0)
+        except httpx.HTTPError:
+            time.sleep(0.05)
+        else:
+            return process, url
+    process.kill()
+    raise RuntimeError(f"{app} did not start")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.match(r"([\d.]+)(us|ms|s)", text)
+    if match is None:
+        return float("nan")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def run_wrk(name: str, url: str, seconds: float, connections: int) -> Result:
+    args = ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", url]
+    subprocess.run([*args[:3], "-d1s", url], capture_output=True, check=True)  # warm up
+    out = subprocess.run(args, capture_output=True, check=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return Result(name, rps, p50, p99, int(bad.group(1)) if bad else 0)
+
+
+async def _python_load(url: str, seconds: float, connections: int) -> tuple[int, list[float], int]:
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    async with httpx.AsyncClient(limits=limits, timeout=5.0) as client:
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < deadline and len(latencies) < MAX_PYTHON_REQUESTS:
+                started = time.perf_counter()
+                response = await client.get(url)
+                latencies.append((time.perf_counter() - started) * 1000)
+                errors += response.status_code != 200
+
+        await asyncio.gather(*(worker() for _ in range(connections)))
+    return len(latencies), latencies, errors
+
+
+def run_python(name: str, url: str, seconds: float, connections: int) -> Result:
+    asyncio.run(_python_load(url, 1.0, connections))  # warm up
+    started = time.perf_counter()
+    count, latencies, errors = asyncio.run(_python_load(url, seconds, connections))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+
+    def quantile(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(len(latencies) * q))]
+
+    return Result(name, count / elapsed, quantile(0.50), quantile(0.99), errors)
+
+
+def api_env(redis_url: str, database_url: str, near: bool) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": database_url,
+        "KEY_PREFIX": "bench",
+        "LOG_LEVEL": "WARNING",
+        "LOG_FORMAT": "json",
+        # The limiter runs on every request; the limit only has to be out of reach.
+        "RATE_LIMIT_DEFAULT": "1000000000/minute",
+        "NEAR_CACHE_SIZE": "10000" if near else "0",
+        "NEAR_CACHE_TTL": "60s",
+        # The bare endpoint's client has 50 connections for 50 concurrent requests: same here.
+        "REDIS_POOL_SIZE": "50",
+    }
+
+
+def seed_user(url: str) -> str:
+    body = {"email": f"{uuid.uuid4().hex}@example.com", "name": "Bench", "password": "bench-pw-1"}
+    user_id: str = httpx.post(f"{url}/v1/users", json=body, timeout=10).json()["id"]
+    for _ in range(3):
+        response = httpx.get(f"{url}/v1/users/{user_id}", timeout=10)
+        assert response.status_code == 200, response.text
+    return user_id
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--connections", type=int, default=50)
+    args = parser.parse_args()
+    load = run_wrk if shutil.which("wrk") else run_python
+    print(f"load generator: {'wrk' if load is run_wrk else 'python httpx (wrk not found)'}")
+    workdir = Path(tempfile.mkdtemp(prefix="bench-api-"))
+    database_url = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
+    results: list[Result] = []
+    with ExitStack() as stack, RedisServer(data_dir=workdir / "redis") as redis:
+        env = api_env(redis.url, database_url, near=False)
+        migrate = [str(VENV_BIN / "python"), "-m", "api.migrate"]
+        subprocess.run(migrate, env=env, check=True, capture_output=True)
+        api, api_url = start_server("api.main:create_app", env, "--factory")
+        stack.callback(stop, api)
+        user_id = seed_user(api_url)
+        key = Keys("bench").user(user_id)
+        bare_env = {**env, "BENCH_REDIS_URL": redis.url, "BENCH_KEY": key}
+        bare, bare_url = start_server("bench.bare_app:create_app", bare_env, "--factory")
+        stack.callback(stop, bare)
+        path = f"/v1/users/{user_id}"
+        results.append(load("redis", f"{bare_url}/redis/{user_id}", args.seconds, args.connections))
+        results.append(load("api", f"{api_url}{path}", args.seconds, args.connections))
+        stop(api)
+        near_env = api_env(redis.url, database_url, near=True)
+        near_api, near_url = start_server("api.main:create_app", near_env, "--factory")
+        stack.callback(stop, near_api)
+        httpx.get(f"{near_url}{path}", timeout=10)
+        results.append(load("api+near", f"{near_url}{path}", args.seconds, args.connections))
+        results.append(load("dict", f"{bare_url}/dict/{user_id}", args.seconds, args.connections))
+    report(results)
+
+
+def report(results: list[Result]) -> None:
+    by_name = {r.name: r for r in results}
+    baseline = by_name["redis"].rps
+    print(
+        f"{'endpoint':<10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'x redis':>8}"
+    )
+    for r in results:
+        print(
+            f"{r.name:<10} {r.rps:>10.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.errors:>8}"
+            f" {r.rps / baseline:>8.2f}"
+        )
+    print(f"api / bare redis      = {by_name['api'].rps / baseline:.2f}x (target >= 0.8x)")
+    print(f"api+near / bare redis = {by_name['api+near'].rps / baseline:.2f}x (target >= 1.0x)")
+    print(f"api+near / dict       = {by_name['api+near'].rps / by_name['dict'].rps:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+"""The generic cache: `Cache` (get/set/delete/exists/get_or_set with leases) and its metrics.
+
+See `shared.cache.client` for the lease protocol (DESIGN "Mechanisms").
+"""
+
+from __future__ import annotations
+
+from shared.cache.client import Cache, CacheUnavailableError, Lookup, encode
+from shared.cache.metrics import CacheMetrics
+
+__all__ = ["Cache", "CacheMetrics", "CacheUnavailableError", "Lookup", "encode"]
