@@ -128,9 +128,10 @@ class PurgeSubscriber:
         self.near = near
         self.poll = poll
         self.subscriptions = 0  # confirmed (re)subscriptions, for health and tests
+        self._delay = _RETRY_FIRST
 
     async def run(self) -> None:
-        delay = _RETRY_FIRST
+        self._delay = _RETRY_FIRST
         while True:
             try:
                 await self._listen()
@@ -141,8 +142,8 @@ class PurgeSubscriber:
                     raise asyncio.CancelledError from exc
                 logger.warning("purge subscription lost (%s); near cache off", type(exc).__name__)
             self.near.clear(live=False)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _RETRY_CAP)
+            await asyncio.sleep(self._delay)
+            self._delay = min(self._delay * 2, _RETRY_CAP)
 
     async def _listen(self) -> None:
         async with self.redis.pubsub() as pubsub:
@@ -158,6 +159,7 @@ class PurgeSubscriber:
             # First subscription or redis-py's silent resubscribe after a reconnect: anything
             # may have been purged while we were not listening.
             self.subscriptions += 1
+            self._delay = _RETRY_FIRST
             self.near.clear(live=True)
         elif kind == "message":
             try:
