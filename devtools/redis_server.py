@@ -6,16 +6,38 @@ started, killed (SIGKILL) and restarted by PID — never by name — on a port o
 
 from __future__ import annotations
 
+import ctypes
 import filecmp
 import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """On Linux, a pre-exec hook that makes the child get SIGKILL when its parent dies.
+
+    A killed test run or launcher then leaves no orphaned redis-server behind.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+    return hook
 
 
 def free_port() -> int:
@@ -150,7 +172,12 @@ class RedisServer:
             "--logfile", str(self.log_file),
             *self.extra_args,
         ]  # fmt: skip
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.process = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent(),  # noqa: PLW1509 - the hook only calls prctl(2)
+        )
         try:
             wait_for_redis(self.url, timeout, self.process)
         except TimeoutError as exc:
