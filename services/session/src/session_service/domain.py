@@ -1,0 +1,80 @@
+"""Session ids and records: the pure part of the service (no I/O).
+
+An id is 256 bits from `secrets`, shown to the client once. Redis only ever sees its
+SHA-256 hex digest, so a dump of Redis yields no id that would pass a lookup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+
+ID_BYTES: Final = 32  # 256 bits: OWASP asks for at least 64 bits of entropy
+# token_urlsafe(32) gives 43 characters; accept a little more so a longer id could come later.
+_ID_SHAPE: Final = re.compile(r"^[A-Za-z0-9_-]{43,128}$")
+HASH_PREFIX_LEN: Final = 16
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(ID_BYTES)
+
+
+def hash_session_id(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+def well_formed(session_id: str) -> bool:
+    """Whether an id could be one of ours; anything else is answered 404 without a lookup."""
+    return _ID_SHAPE.match(session_id) is not None
+
+
+def from_ms(ms: float) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """What Redis holds under `Keys.session(hash)`; times are server-clock milliseconds."""
+
+    session_hash: str
+    user_id: str
+    data: dict[str, Any]
+    created_at: int
+    last_seen_at: int
+    expires_at: int
+    absolute_expires_at: int
+
+    @classmethod
+    def from_json(cls, session_hash: str, raw: bytes | str) -> SessionRecord:
+        doc = orjson.loads(raw)
+        # `data` is stored as JSON text inside the record: the Lua scripts re-encode the
+        # record with cjson, which would turn an empty object into an empty array.
+        return cls(
+            session_hash=session_hash,
+            user_id=doc["user_id"],
+            data=orjson.loads(doc["data"]),
+            created_at=int(doc["created_at"]),
+            last_seen_at=int(doc["last_seen_at"]),
+            expires_at=int(doc["expires_at"]),
+            absolute_expires_at=int(doc["absolute_expires_at"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedSession:
+    """A record together with its id: only create and rotate ever hold one."""
+
+    session_id: str
+    record: SessionRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    issued: IssuedSession
+    evicted: tuple[str, ...]  # hashes of the user's oldest sessions dropped by the cap

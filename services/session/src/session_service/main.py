@@ -1,0 +1,119 @@
+"""The composition root: `uvicorn session_service.main:create_app --factory`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from redis.asyncio import Redis
+
+from session_service.adapters.events import StreamPublisher
+from session_service.adapters.store import RedisSessionStore
+from session_service.auth import ServiceTokenMiddleware
+from session_service.config import SERVICE, Timeouts
+from session_service.errors import install_session_errors
+from session_service.metrics import SessionMetrics, sample_active
+from session_service.routes import router
+from session_service.usecases import Sessions
+from shared.connections import describe_target, make_redis, redis_health
+from shared.http import JsonResponse, RequestIdMiddleware, install_error_handlers
+from shared.keys import Keys
+from shared.logs import setup_logging
+from shared.metrics import make_registry, mount_metrics
+from shared.settings import Settings, settings_or_exit
+
+logger = logging.getLogger(__name__)
+
+
+def build_sessions(redis: Redis, settings: Settings, metrics: SessionMetrics) -> Sessions:
+    keys = Keys(settings.key_prefix)
+    timeouts = Timeouts.of(settings)
+    store = RedisSessionStore(
+        redis,
+        keys,
+        idle_ms=timeouts.idle_ms,
+        absolute_ms=timeouts.absolute_ms,
+        max_per_user=settings.session_max_per_user,
+    )
+    return Sessions(store, StreamPublisher(redis, keys, settings.stream_maxlen), metrics)
+
+
+async def _stop(task: asyncio.Task[None], stop: asyncio.Event) -> None:
+    stop.set()
+    try:
+        await asyncio.wait_for(task, timeout=5)
+    except TimeoutError:
+        logger.warning("active-session sampler did not stop in 5 s; abandoned")
+
+
+def _lifespan(settings: Settings, metrics: SessionMetrics) -> Any:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        async with AsyncExitStack() as stack:
+            # No ping gate: the service starts without Redis and answers 503 until it is
+            # back (fail closed), rather than crash-looping.
+            redis = make_redis(settings.redis_dsn, settings)
+            stack.push_async_callback(redis.aclose)
+            sessions = build_sessions(redis, settings, metrics)
+            stop = asyncio.Event()
+            sampler = asyncio.create_task(
+                sample_active(
+                    metrics, sessions.store.count_active, settings.housekeeping_interval, stop
+                )
+            )
+            stack.push_async_callback(_stop, sampler, stop)
+            logger.info("session store on Redis at %s", describe_target(settings.redis_dsn))
+            yield {"sessions": sessions, "redis": redis}
+
+    return lifespan
+
+
+async def health(request: Request) -> JsonResponse:
+    """`ok` when Redis answers; 503 otherwise, since no session can be served without it."""
+    state = await redis_health(request.state.redis)
+    status = "ok" if state.status == "ok" else "down"
+    body = {"status": status, "components": {"redis": state.as_dict()}}
+    return JsonResponse(body, status_code=200 if status == "ok" else 503)
+
+
+def _document_token(app: FastAPI) -> None:
+    """Declare the bearer token in the OpenAPI document: every operation but /health."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()  # cached by FastAPI after the first call; edits are idempotent
+        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+        schemes["serviceToken"] = {"type": "http", "scheme": "bearer"}
+        schema["security"] = [{"serviceToken": []}]
+        schema["paths"]["/health"]["get"]["security"] = []
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to customise
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or settings_or_exit()
+    setup_logging(SERVICE, settings.log_level, settings.log_format)
+    registry = make_registry()
+    metrics = SessionMetrics(registry)
+    app = FastAPI(
+        title="session service",
+        version="1.0.0",
+        summary="Session lifecycle over Redis: ids shown once, stored hashed, revoked by events.",
+        lifespan=_lifespan(settings, metrics),
+    )
+    install_error_handlers(app)
+    install_session_errors(app)
+    app.include_router(router)
+    app.add_api_route("/health", health, methods=["GET"], tags=["ops"])
+    mount_metrics(app, registry)
+    _document_token(app)
+    token = settings.service_token.get_secret_value()
+    if token:
+        app.add_middleware(ServiceTokenMiddleware, token=token)
+    app.add_middleware(RequestIdMiddleware)
+    return app

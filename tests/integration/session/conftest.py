@@ -1,0 +1,46 @@
+"""The session app in-process (real lifespan, real Redis) behind an httpx client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from session_service.main import create_app
+from shared.settings import Settings
+
+TOKEN = "integration-service-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+SettingsFactory = Callable[..., Settings]
+
+
+@asynccontextmanager
+async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://session", headers=AUTH
+        ) as client:
+            yield client
+
+
+@pytest.fixture
+def session_settings(make_settings: SettingsFactory) -> SettingsFactory:
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {"service_token": TOKEN}
+        values.update(overrides)
+        return make_settings(**values)
+
+    return build
+
+
+@pytest.fixture
+async def client(session_settings: SettingsFactory) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve(session_settings()) as http:
+        yield http
