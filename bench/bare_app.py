@@ -1,8 +1,12 @@
 """Baselines for bench/api_read.py: the least a FastAPI endpoint can do for the same read.
 
-`GET /redis/{id}`: one Redis GET of the api's cached user + orjson decode, returned as JSON.
+`GET /redis/{id}`: one Redis GET of the api's cached user + orjson decode, returned as JSON,
+with a default redis-py client (no timeouts: nothing to arm per command).
+`GET /redis-timeouts/{id}`: the same through `shared.connections.make_redis`, the client the
+api uses (socket timeouts, retries, blocking pool): what the settings' timeouts cost.
 `GET /dict/{id}`: the same object from an in-process dict.
-Run: `uvicorn bench.bare_app:create_app --factory` with BENCH_REDIS_URL and BENCH_KEY set.
+Run: `uvicorn bench.bare_app:create_app --factory` with BENCH_REDIS_URL and BENCH_KEY set
+(and the api's REDIS_* variables for the second client).
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ import orjson
 from fastapi import FastAPI, HTTPException
 from redis.asyncio import Redis
 
+from shared.connections import make_redis
+from shared.settings import load_settings
+
 
 def create_app() -> FastAPI:
     redis_url, key = os.environ["BENCH_REDIS_URL"], os.environ["BENCH_KEY"]
@@ -25,18 +32,27 @@ def create_app() -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         client = Redis.from_url(redis_url, max_connections=50)
         state["redis"] = client
+        state["configured"] = make_redis(redis_url, load_settings())
         raw = await client.get(key)
         if raw is None:
             raise RuntimeError(f"{key} is not in Redis: warm the api first")
         state["object"] = orjson.loads(raw)
         yield
         await client.aclose()
+        await state["configured"].aclose()
 
     app = FastAPI(lifespan=lifespan)
 
     @app.get("/redis/{user_id}")
     async def from_redis(user_id: str) -> Any:
         raw = await state["redis"].get(key)
+        if raw is None:
+            raise HTTPException(404)
+        return orjson.loads(raw)
+
+    @app.get("/redis-timeouts/{user_id}")
+    async def from_configured_redis(user_id: str) -> Any:
+        raw = await state["configured"].get(key)
         if raw is None:
             raise HTTPException(404)
         return orjson.loads(raw)
