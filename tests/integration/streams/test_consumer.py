@@ -72,8 +72,8 @@ async def running(consumer: StreamConsumer) -> AsyncIterator[StreamConsumer]:
         await asyncio.wait_for(consumer.ready.wait(), 10)
         yield consumer
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        consumer.stop()
+        await asyncio.wait_for(task, 10)
 
 
 async def test_entry_published_before_the_group_existed_is_handled(

@@ -111,8 +111,8 @@ async def test_an_unreachable_server_never_sends_an_entry_to_the_dlq(
     try:
         await eventually(retried_past_the_limit, within=15)
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        consumer.stop()
+        await asyncio.wait_for(task, 10)
     assert await redis.xlen(keys.dead_letters()) == 0
     summary = await redis.xpending(keys.user_events(), GROUP)
     assert summary["pending"] == 1

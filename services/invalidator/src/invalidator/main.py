@@ -13,7 +13,6 @@ it serves `/health`, `/metrics` and the AsyncAPI document at `/asyncapi`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -33,7 +32,7 @@ from shared.keys import Keys
 from shared.logs import setup_logging
 from shared.metrics import make_registry
 from shared.settings import Settings, settings_or_exit
-from shared.streams import build_consumer, build_housekeeper
+from shared.streams import StreamConsumer, build_consumer, build_housekeeper
 
 logger = logging.getLogger(__name__)
 
@@ -102,12 +101,20 @@ async def _consuming(
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await _shut_down(consumer, tasks, settings.stream_block + 5.0)
             runtime.data = runtime.cache = None
+
+
+async def _shut_down(
+    consumer: StreamConsumer, tasks: list[asyncio.Task[None]], grace: float
+) -> None:
+    """Let the consumer finish its batch (stop, not cancel: see StreamConsumer.stop)."""
+    consumer.stop()
+    tasks[1].cancel()  # housekeeping holds nothing that must finish
+    _done, pending = await asyncio.wait(tasks, timeout=grace)
+    for task in pending:
+        logger.warning("task %s did not stop within %.1fs; cancelling it", task.get_name(), grace)
+        task.cancel()
 
 
 def _client(stack: AsyncExitStack, url: str, settings: Settings) -> Redis:

@@ -150,14 +150,23 @@ class StreamConsumer:
         self.metrics = metrics
         self._inflight: set[str] = set()
         self.ready = asyncio.Event()
+        self._stopping = asyncio.Event()
 
     async def run(self) -> None:
-        """Ensure the group, finish our own pending entries, then read and reclaim forever."""
+        """Ensure the group, finish our own pending entries, then read and reclaim until stop()."""
         await self._retrying(self.prepare)
         self.ready.set()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._forever(self.read_new, pause=0.0))
             tasks.create_task(self._forever(self.reclaim, pause=self._reclaim_every()))
+
+    def stop(self) -> None:
+        """Finish the batch in hand, then return from run() (within about STREAM_BLOCK).
+
+        Prefer this to cancelling: a cancellation that lands inside a redis-py read can race
+        with the read's own timeout (Python 3.11 asyncio) and be lost, leaving the task stuck.
+        """
+        self._stopping.set()
 
     async def prepare(self) -> None:
         await ensure_group(self.redis, self.config.stream, self.config.group)
@@ -239,6 +248,7 @@ class StreamConsumer:
         try:
             return dict(await self.handler(batch))
         except Exception as exc:  # noqa: BLE001 - recorded per entry: retried, then dead-lettered
+            raise_if_cancelling()
             if len(batch) == 1 or _transient(exc):
                 # Server unreachable: retrying entry by entry would only wait out N timeouts.
                 return {d.entry_id: exc for d in batch}
@@ -312,14 +322,15 @@ class StreamConsumer:
         return min(5.0, max(0.05, self.config.claim_idle_ms / 2000))
 
     async def _forever(self, step: Any, *, pause: float) -> None:
-        while True:
+        while not self._stopping.is_set():
             await self._retrying(step)
             if pause:
-                await asyncio.sleep(pause)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), pause)
 
     async def _retrying(self, step: Any) -> Any:
         delay = 0.05
-        while True:
+        while not self._stopping.is_set():
             try:
                 return await step()
             except ResponseError as exc:
@@ -329,9 +340,19 @@ class StreamConsumer:
                 with contextlib.suppress(RedisError, OSError):
                     await ensure_group(self.redis, self.config.stream, self.config.group)
             except (RedisError, OSError) as exc:
+                raise_if_cancelling()
                 logger.warning("stream consumer: Redis error (%s); retrying in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+        return None
+
+
+def raise_if_cancelling() -> None:
+    # redis-py can turn a cancellation that lands inside a command into a TimeoutError or a
+    # ConnectionError; retrying it would make the task impossible to cancel (shutdown hangs).
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _transient(exc: BaseException) -> bool:

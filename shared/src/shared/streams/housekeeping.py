@@ -24,6 +24,7 @@ from redis.exceptions import RedisError, ResponseError
 from shared.errors import LockNotAcquiredError
 from shared.keys import Keys
 from shared.lock import lock
+from shared.streams.consumer import raise_if_cancelling
 from shared.streams.metrics import StreamMetrics
 
 logger = logging.getLogger(__name__)
@@ -153,6 +154,7 @@ class Housekeeper:
             try:
                 await self.run_once()
             except (RedisError, OSError) as exc:
+                raise_if_cancelling()
                 logger.warning("housekeeping of %s skipped: %s", self.group, exc)
             await asyncio.sleep(self.interval)
 
