@@ -17,15 +17,19 @@ Typical use (inside a lifespan; `redis` is the *data* Redis that holds the strea
 
     metrics = StreamMetrics.create(registry)
     consumer = build_consumer(redis, settings, SESSION_GROUP, handle, metrics=metrics)
-    tasks.create_task(consumer.run())                 # until cancelled
-    tasks.create_task(build_housekeeper(redis, settings, consumer, metrics).run())
+    task = asyncio.create_task(consumer.run())        # until consumer.stop()
+    housekeeping = asyncio.create_task(build_housekeeper(redis, settings, consumer, metrics).run())
+    ...
+    consumer.stop()                                   # on shutdown: stop, not cancel (see
+    await asyncio.wait_for(task, settings.stream_block + 5)   # StreamConsumer.stop)
+    housekeeping.cancel()
 
 API:
 
 - `ensure_group(redis, stream, group)` — XGROUP CREATE at 0 with MKSTREAM; BUSYGROUP is fine.
 - `consumer_name(settings, group)` — `CONSUMER_NAME`, else `<host>-<id>` with the id persisted
   in a flock-ed slot file under `default_state_dir()` (`$STREAM_STATE_DIR`, else XDG state).
-- `StreamConsumer(redis, ConsumerConfig, handler, metrics)` — `run()` forever: group, own
+- `StreamConsumer(redis, ConsumerConfig, handler, metrics)` — `run()` until `stop()`: group, own
   pending entries first, then `XREADGROUP COUNT max_records` batches and an XAUTOCLAIM loop.
   The handler gets `Delivery(entry_id, event, fields, deliveries)` items and returns failures
   (or raises: each entry is then retried alone). Acks only entries whose effect is done.
