@@ -6,7 +6,9 @@ rounds; the figure of each is the median of its rounds.
 - raw: `XREADGROUP COUNT 100`, `orjson.loads` of each entry, one pipeline of
   `DEL value lease` + `INCR generation` per event, one `XACK` per batch — the issue's baseline.
 - raw-1-incr: the same loop with one INCR per batch, as the invalidator does — so the
-  second ratio isolates the cost of the toolkit (validation, metrics, notices, DLQ logic).
+  second ratio isolates what the invalidator does beyond purging: validating every envelope,
+  metrics, DLQ bookkeeping and, above all (profiled), the PUBLISH of one notice per event
+  that no raw loop sends.
 - invalidator: `shared.streams.StreamConsumer` + `invalidator.purge.Purger` (what the service
   runs): pydantic validation of every envelope, one purge pipeline per batch, one PUBLISH per
   event on the invalidation channel, the XACK, metrics.
