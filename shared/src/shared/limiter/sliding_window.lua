@@ -35,7 +35,8 @@ local retry = 0
 if allowed then
   current = current + cost
   -- The state matters until the end of the next window, when `current` has fully decayed.
-  redis.call('SET', KEYS[1], index .. ' ' .. previous .. ' ' .. current,
+  -- Fixed-width counts: the value (and so MEMORY USAGE) does not grow with the count.
+  redis.call('SET', KEYS[1], string.format('%d %010d %010d', index, previous, current),
              'PX', 2 * window - elapsed)
 elseif current + cost <= limit then
   -- Later in this window, once the previous window's weight has decayed enough:

@@ -1,0 +1,98 @@
+"""One EVALSHA per check, and the scripts survive SCRIPT FLUSH and a Redis restart."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from devtools.redis_server import RedisServer
+from shared.keys import Keys
+from shared.limiter import Policy, RateLimiter
+from shared.settings import RateAlgorithm
+
+ALGORITHMS = [RateAlgorithm.SLIDING_WINDOW, RateAlgorithm.GCRA]
+
+
+async def _calls(redis: Redis) -> dict[str, int]:
+    stats: dict[str, Any] = await redis.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+async def test_a_check_is_exactly_one_evalsha(
+    redis_server_factory: Callable[..., RedisServer], algorithm: RateAlgorithm
+) -> None:
+    server = redis_server_factory()
+    redis = Redis.from_url(server.url)
+    try:
+        limiter = RateLimiter(redis, Keys("t"), denials=None)
+        policy = Policy("one", limit=50, period=60, algorithm=algorithm)
+        await limiter.check(policy, "warm")  # loads the script once (NOSCRIPT → load)
+        await redis.config_resetstat()
+        for _ in range(100):  # half admitted, half refused: both paths
+            await limiter.check(policy, "a")
+        calls = await _calls(redis)
+    finally:
+        await redis.aclose()
+    # commandstats also counts the commands a script runs: those are all the rest.
+    assert calls.pop("evalsha") == 100
+    assert set(calls) <= {"time", "get", "set", "config|resetstat", "config"}, calls
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+async def test_checks_keep_working_across_script_flush(
+    redis: Redis, key_prefix: str, algorithm: RateAlgorithm
+) -> None:
+    limiter = RateLimiter(redis, Keys(key_prefix), denials=None)
+    policy = Policy("flush", limit=300, period=60, algorithm=algorithm)
+    stop = asyncio.Event()
+
+    async def flusher() -> int:
+        flushes = 0
+        while not stop.is_set():
+            await redis.script_flush()
+            flushes += 1
+            await asyncio.sleep(0.002)
+        return flushes
+
+    task = asyncio.create_task(flusher())
+    try:
+        decisions = [await limiter.check(policy, "f") for _ in range(400)]
+    finally:
+        stop.set()
+        flushes = await task
+    assert flushes >= 10
+    assert sum(d.allowed for d in decisions) == 300  # no check lost or double-counted
+    assert [d.remaining for d in decisions[:300]] == list(range(299, -1, -1))
+
+
+async def test_checks_resume_after_a_redis_restart(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    server = redis_server_factory()
+    redis = Redis.from_url(server.url)
+    try:
+        limiter = RateLimiter(redis, Keys("t"), denials=None)
+        policy = Policy("restart", limit=5, period=60)
+        assert (await limiter.check(policy, "r")).remaining == 4
+        server.restart()  # a new process: empty script cache, empty data (no persistence)
+        after = await _first_answer(limiter, policy)
+    finally:
+        await redis.aclose()
+    assert after.allowed
+    assert after.remaining == 4
+
+
+async def _first_answer(limiter: RateLimiter, policy: Policy) -> Any:
+    # The pool's old sockets died with the server: redis-py reconnects on the next call.
+    for _ in range(50):
+        try:
+            return await limiter.check(policy, "r")
+        except RedisConnectionError:
+            await asyncio.sleep(0.05)
+    pytest.fail("the limiter never answered after the restart")
