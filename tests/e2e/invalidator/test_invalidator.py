@@ -8,12 +8,15 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 from redis.asyncio import Redis
 
+from devtools.redis_server import RedisServer
 from shared.keys import Keys
 from shared.streams import list_letters
 from tests.e2e.invalidator.conftest import VENV_BIN, StartInvalidator
@@ -252,3 +255,34 @@ async def test_unparseable_entries_are_dead_lettered_at_once_and_later_ones_are_
     assert {letters[i].meta["deliveries"] for i in ids.values()} == {"1"}
     assert "occurred_at" in letters[ids["missing fields"]].meta["error"]
     assert "user.teleported" in letters[ids["unknown type"]].meta["error"]
+
+
+async def test_started_while_redis_is_down_it_reports_503_then_recovers_by_itself(
+    key_prefix: str,
+    start_invalidator: StartInvalidator,
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    server = redis_server_factory()
+    server.kill()
+    invalidator = start_invalidator(redis_url=server.url)
+    async with httpx.AsyncClient(timeout=5) as client:
+
+        async def answers_503() -> bool:
+            try:
+                return (await client.get(f"{invalidator.url}/health")).status_code == 503
+            except httpx.HTTPError:
+                return False  # not listening yet
+
+        await eventually(answers_503, within=20)
+        server.restart()
+        body = await invalidator.wait_healthy()
+    assert body["status"] == "ok"
+    keys = Keys(key_prefix)
+    redis = Redis.from_url(server.url)
+    try:
+        event = user_event("user.deleted")
+        await _fill(redis, keys, [event.payload.user_id])
+        await publish(redis, keys.user_events(), event)
+        await eventually(lambda: equals(_cached(redis, keys, [event.payload.user_id]), 0))
+    finally:
+        await redis.aclose()
