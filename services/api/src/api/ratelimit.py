@@ -20,6 +20,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
 from fastapi import FastAPI, Request
@@ -72,6 +73,14 @@ class RateLimitMetrics:
             ["policy", "decision"],
             registry=registry,
         )
+        self._children: dict[tuple[str, str], Any] = {}
+
+    def count(self, policy: str, decision: str) -> None:
+        # Bound children, cached: labels() takes a lock and hashes on every call.
+        child = self._children.get((policy, decision))
+        if child is None:
+            child = self._children[(policy, decision)] = self.decisions.labels(policy, decision)
+        child.inc()
 
 
 class RateLimitUnavailableError(Exception):
@@ -118,9 +127,7 @@ class Guard:
         except REDIS_DOWN as exc:
             self._degraded(policy, exc)
             return None
-        self.metrics.decisions.labels(
-            policy.name, "allowed" if decision.allowed else "limited"
-        ).inc()
+        self.metrics.count(policy.name, "allowed" if decision.allowed else "limited")
         return decision
 
     def _degraded(self, policy: Policy, exc: BaseException) -> None:
@@ -128,7 +135,7 @@ class Guard:
             logger.warning(
                 "rate limiter: Redis failed (%s) for %s", type(exc).__name__, policy.name
             )
-        self.metrics.decisions.labels(policy.name, "degraded").inc()
+        self.metrics.count(policy.name, "degraded")
         if policy.name in self.fail_closed:
             raise RateLimitUnavailableError(policy, self.breaker.retry_in())
 
