@@ -99,6 +99,9 @@ def make_api(clean_database: str, make_settings: Callable[..., Settings]) -> Api
 
     @asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[Api]:
+        # Rate limiting off unless asked for: it has its own tests (tests/integration/ratelimit),
+        # and here it would throttle stampedes and add its commands to command counts.
+        overrides = {"rate_limit_enabled": False, **overrides}
         settings = make_settings(database_url=clean_database, **overrides)
         app = create_app(settings)
         resources = resources_of(app)

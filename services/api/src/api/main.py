@@ -12,6 +12,7 @@ from api.config import SERVICE_NAME, get_settings
 from api.deps import attach_resources
 from api.errors import install_domain_errors
 from api.middleware import HttpMetricsMiddleware
+from api.ratelimit import install_rate_limiting
 from api.resources import Resources
 from api.routes import health, users
 from shared.http import JsonResponse, RequestIdMiddleware, install_error_handlers
@@ -30,7 +31,8 @@ def _routers() -> list[APIRouter]:
 
 def _middleware(app: FastAPI, settings: Settings, resources: Resources) -> None:
     """Every middleware. Starlette runs the last added first: the request id is outermost."""
-    del settings  # for middleware that needs it (the rate limiter)
+    # Innermost: its 429s are still counted and timed by the metrics middleware.
+    install_rate_limiting(app, settings, lambda: resources.opened.redis, resources.metrics.registry)
     app.add_middleware(HttpMetricsMiddleware, metrics=resources.metrics)
     app.add_middleware(RequestIdMiddleware)
 
