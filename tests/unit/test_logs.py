@@ -1,0 +1,80 @@
+"""setup_logging: one handler, JSON or console lines, request and event ids on every line."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import orjson
+import pytest
+
+from shared import logs
+from shared.metrics import make_registry, metrics_response
+
+
+@pytest.fixture(autouse=True)
+def restore_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+def test_json_lines_carry_service_and_ids(capsys: pytest.CaptureFixture[str]) -> None:
+    logs.setup_logging("api", "INFO", "json")
+    token = logs.request_id.set("req-1")
+    try:
+        logging.getLogger("t.json").info("user %s loaded", "u1", extra={"user_id": "u1"})
+    finally:
+        logs.request_id.reset(token)
+    line = capsys.readouterr().err.strip()
+    document = orjson.loads(line)
+    assert document["message"] == "user u1 loaded"
+    assert document["level"] == "info"
+    assert document["logger"] == "t.json"
+    assert document["service"] == "api"
+    assert document["request_id"] == "req-1"
+    assert document["user_id"] == "u1"
+    assert "event_id" not in document  # unset ids are left out, not null
+
+
+def test_console_lines_show_the_ids(capsys: pytest.CaptureFixture[str]) -> None:
+    logs.setup_logging("invalidator", "DEBUG", "console")
+    token = logs.event_id.set("evt-9")
+    try:
+        logging.getLogger("t.console").debug("purged")
+    finally:
+        logs.event_id.reset(token)
+    line = capsys.readouterr().err.strip()
+    assert line.endswith("t.console [event_id=evt-9]: purged")
+    assert "DEBUG" in line
+
+
+def test_setup_twice_leaves_one_handler_and_quiets_noisy_loggers() -> None:
+    logs.setup_logging("api")
+    logs.setup_logging("api", "DEBUG")
+    assert len(logging.getLogger().handlers) == 1
+    assert logging.getLogger("uvicorn.access").level == logging.WARNING
+
+
+def test_exceptions_are_one_json_document(capsys: pytest.CaptureFixture[str]) -> None:
+    logs.setup_logging("api")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("t.exc").exception("failed")
+    document = orjson.loads(capsys.readouterr().err)
+    assert "ValueError: boom" in document["exc"]
+
+
+def test_each_registry_is_separate_and_renders_prometheus_text() -> None:
+    first, second = make_registry(), make_registry()
+    assert first is not second
+    response = metrics_response(first)
+    assert response.media_type is not None
+    assert response.media_type.startswith("text/plain")
+    assert b"process_cpu_seconds_total" in bytes(response.body)
