@@ -51,14 +51,9 @@ from redis.asyncio import Redis
 
 from shared.keys import Keys
 from shared.settings import Settings
-from shared.streams.consumer import (
-    BatchHandler,
-    ConsumerConfig,
-    Delivery,
-    StreamConsumer,
-    parse_fields,
-)
+from shared.streams.consumer import StreamConsumer
 from shared.streams.deadletter import DeadLetter, drop, list_letters, replay
+from shared.streams.delivery import BatchHandler, ConsumerConfig, Delivery, parse_fields
 from shared.streams.groups import consumer_name, default_state_dir, ensure_group
 from shared.streams.housekeeping import Housekeeper, StreamStatus, stream_status
 from shared.streams.metrics import StreamMetrics
