@@ -129,6 +129,13 @@ async def test_cost_counts_and_a_cheaper_request_may_pass(
         await limiter.check(policy, "c", cost=11)
 
 
+async def test_switching_algorithm_on_live_state_keeps_answering(redis: Redis, keys: Keys) -> None:
+    limiter = RateLimiter(redis, keys, denials=None)
+    for algorithm in (SW, GCRA, SW):  # RATE_LIMIT_ALGORITHM changed while keys are live
+        decision = await limiter.check(Policy("switch", 5, 60, algorithm), "s")
+        assert decision.allowed
+
+
 async def test_denial_cache_answers_without_redis(redis: Redis, keys: Keys) -> None:
     policy = Policy("cached", limit=1, period=60)
     limiter = RateLimiter(redis, keys, denials=DenialCache())

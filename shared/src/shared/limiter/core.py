@@ -82,7 +82,7 @@ class Script:
 
 
 def _decision(limit: int, raw: Any) -> Decision:
-    allowed, remaining, reset_after_ms, retry_after_ms, now_us = (int(v) for v in raw)
+    allowed, remaining, reset_after_ms, retry_after_ms, now_us = raw  # Lua numbers: ints
     now = now_us / 1_000_000
     return Decision(
         allowed=bool(allowed),

@@ -17,7 +17,9 @@ local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now = now_us / 1000
 
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+-- Anything unreadable (e.g. the other algorithm's state after RATE_LIMIT_ALGORITHM changed)
+-- counts as no state.
+local tat = tonumber(redis.call('GET', KEYS[1])) or 0
 if tat < now then tat = now end
 local new_tat = tat + cost * interval
 local allowed = new_tat - now <= period + slack
