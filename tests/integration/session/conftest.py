@@ -33,7 +33,8 @@ async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def session_settings(make_settings: SettingsFactory) -> SettingsFactory:
     def build(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {"service_token": TOKEN}
+        # A short block keeps shutdown (the consumer finishes its read) quick.
+        values: dict[str, Any] = {"service_token": TOKEN, "stream_block": "100ms"}
         values.update(overrides)
         return make_settings(**values)
 

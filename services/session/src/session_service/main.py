@@ -9,12 +9,14 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from session_service.adapters.events import StreamPublisher
 from session_service.adapters.store import RedisSessionStore
 from session_service.auth import ServiceTokenMiddleware
 from session_service.config import SERVICE, Timeouts
+from session_service.consumer import STOP_TIMEOUT, start_consumer
 from session_service.errors import install_session_errors
 from session_service.metrics import SessionMetrics, sample_active
 from session_service.routes import router
@@ -45,17 +47,17 @@ def build_sessions(redis: Redis, settings: Settings, metrics: SessionMetrics) ->
 async def _stop(task: asyncio.Task[None], stop: asyncio.Event) -> None:
     stop.set()
     try:
-        await asyncio.wait_for(task, timeout=5)
+        await asyncio.wait_for(task, timeout=STOP_TIMEOUT)
     except TimeoutError:
-        logger.warning("active-session sampler did not stop in 5 s; abandoned")
+        logger.warning("active-session sampler did not stop in time; abandoned")
 
 
-def _lifespan(settings: Settings, metrics: SessionMetrics) -> Any:
+def _lifespan(settings: Settings, metrics: SessionMetrics, registry: CollectorRegistry) -> Any:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with AsyncExitStack() as stack:
             # No ping gate: the service starts without Redis and answers 503 until it is
-            # back (fail closed), rather than crash-looping.
+            # back (fail closed), rather than crash-looping; the consumer retries meanwhile.
             redis = make_redis(settings.redis_dsn, settings)
             stack.push_async_callback(redis.aclose)
             sessions = build_sessions(redis, settings, metrics)
@@ -66,6 +68,7 @@ def _lifespan(settings: Settings, metrics: SessionMetrics) -> Any:
                 )
             )
             stack.push_async_callback(_stop, sampler, stop)
+            start_consumer(stack, redis, settings, sessions, registry)
             logger.info("session store on Redis at %s", describe_target(settings.redis_dsn))
             yield {"sessions": sessions, "redis": redis}
 
@@ -104,7 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="session service",
         version="1.0.0",
         summary="Session lifecycle over Redis: ids shown once, stored hashed, revoked by events.",
-        lifespan=_lifespan(settings, metrics),
+        lifespan=_lifespan(settings, metrics, registry),
     )
     install_error_handlers(app)
     install_session_errors(app)

@@ -91,7 +91,8 @@ return encoded
 
 # KEYS: old session, new session. ARGV: old hash, new hash, idle_ms, i_head, i_tail
 # The new session keeps user, data and the absolute expiry: rotating never extends a
-# session's lifetime, only its id changes.
+# session's lifetime, only its id changes. `rotated_from` lets a revoke that keeps the old
+# hash keep its successor too (a password change rotates the session that made it).
 ROTATE: Final = (
     _PRELUDE
     + """
@@ -106,6 +107,7 @@ prune(idx, now)
 if now >= rec.absolute_expires_at then return false end
 rec.created_at = now
 rec.last_seen_at = now
+rec.rotated_from = ARGV[1]
 rec.expires_at = expiry(now, tonumber(ARGV[3]), rec.absolute_expires_at)
 local encoded = cjson.encode(rec)
 if not redis.call('SET', KEYS[2], encoded, 'PX', rec.expires_at - now, 'NX') then
@@ -154,21 +156,27 @@ return out
 )
 
 # KEYS: index. ARGV: s_head, s_tail, keep hash or '', created-before ms or -1.
-# Returns the hashes revoked. With a cut-off, sessions created after it survive, so a
-# redelivered `user.password_changed` never logs out a sign-in made with the new password.
+# Returns the hashes revoked. `keep` and the session rotated from it survive. With a
+# cut-off, sessions created after it survive too, so a redelivered
+# `user.password_changed` never logs out a sign-in made with the new password.
 REVOKE_ALL: Final = (
     _PRELUDE
     + """
 prune(KEYS[1], now_ms())
-local cutoff = tonumber(ARGV[4])
+local keep, cutoff = ARGV[3], tonumber(ARGV[4])
+local function doomed(raw)
+  local rec = cjson.decode(raw)
+  if keep ~= '' and rec.rotated_from == keep then return false end
+  return cutoff < 0 or rec.created_at <= cutoff
+end
 local revoked = {}
 for _, h in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  if h ~= ARGV[3] then
+  if h ~= keep then
     local key = ARGV[1] .. h .. ARGV[2]
     local raw = redis.call('GET', key)
     if not raw then
       redis.call('ZREM', KEYS[1], h)
-    elseif cutoff < 0 or cjson.decode(raw).created_at <= cutoff then
+    elseif doomed(raw) then
       redis.call('DEL', key)
       redis.call('ZREM', KEYS[1], h)
       revoked[#revoked + 1] = h
