@@ -16,7 +16,8 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
-from typing import Final
+from typing import Final, Protocol
+from uuid import UUID
 
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
@@ -44,10 +45,23 @@ STOP_TIMEOUT: Final = 5.0
 CLOCK_MARGIN_MS: Final = 1000
 
 
+class Revoking(Protocol):
+    """The one use case the consumer needs (`Sessions.revoke_all`)."""
+
+    async def revoke_all(
+        self,
+        user_id: UUID,
+        *,
+        reason: str = ...,
+        keep: str | None = None,
+        created_before_ms: int | None = None,
+    ) -> int: ...
+
+
 class Revoker:
     """The batch handler the toolkit calls."""
 
-    def __init__(self, sessions: Sessions) -> None:
+    def __init__(self, sessions: Revoking) -> None:
         self._sessions = sessions
 
     async def __call__(self, batch: Sequence[Delivery], /) -> Mapping[str, BaseException]:
