@@ -59,6 +59,7 @@ DEFAULTS: dict[str, Any] = {
     "outbox_poll_interval": 5.0,
     "outbox_batch_size": 500,
     "consumer_name": None,
+    "stream_state_dir": None,
     "stream_claim_idle": 30.0,
     "stream_max_deliveries": 5,
     "stream_max_records": 100,

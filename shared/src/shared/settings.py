@@ -207,6 +207,7 @@ class Settings(BaseSettings):
     outbox_poll_interval: Duration = 5.0
     outbox_batch_size: int = Field(500, ge=1)
     consumer_name: str | None = None
+    stream_state_dir: str | None = None
     stream_claim_idle: Duration = 30.0
     stream_max_deliveries: int = Field(5, ge=1)
     stream_max_records: int = Field(100, ge=1)

@@ -28,7 +28,7 @@ API:
 
 - `ensure_group(redis, stream, group)` — XGROUP CREATE at 0 with MKSTREAM; BUSYGROUP is fine.
 - `consumer_name(settings, group)` — `CONSUMER_NAME`, else `<host>-<id>` with the id persisted
-  in a flock-ed slot file under `default_state_dir()` (`$STREAM_STATE_DIR`, else XDG state).
+  in a flock-ed slot file under STREAM_STATE_DIR, else `default_state_dir()` (XDG state).
 - `StreamConsumer(redis, ConsumerConfig, handler, metrics)` — `run()` until `stop()`: group, own
   pending entries first, then `XREADGROUP COUNT max_records` batches and an XAUTOCLAIM loop.
   The handler gets `Delivery(entry_id, event, fields, deliveries)` items and returns failures

@@ -49,9 +49,7 @@ async def ensure_group(redis: Redis, stream: str, group: str) -> bool:
 
 
 def default_state_dir() -> Path:
-    """`$STREAM_STATE_DIR`, else `$XDG_STATE_HOME/redis-platform`, else ~/.local/state/…."""
-    if explicit := os.environ.get("STREAM_STATE_DIR"):
-        return Path(explicit)
+    """`$XDG_STATE_HOME/redis-platform`, else ~/.local/state/redis-platform."""
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "redis-platform"
 
@@ -68,7 +66,8 @@ def consumer_name(settings: Settings, group: str, state_dir: Path | None = None)
     if settings.consumer_name:
         return settings.consumer_name
     host = socket.gethostname().split(".")[0] or "host"
-    directory = state_dir or default_state_dir()
+    configured = Path(settings.stream_state_dir) if settings.stream_state_dir else None
+    directory = state_dir or configured or default_state_dir()
     try:
         directory.mkdir(parents=True, exist_ok=True)
         for slot in range(_MAX_SLOTS):
