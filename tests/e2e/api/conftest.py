@@ -81,7 +81,7 @@ def start_api(tmp_path: Path) -> Iterator[Callable[..., ApiProcess]]:
         workdir = tempfile.mkdtemp(prefix="api-")
         args = [
             str(VENV_BIN / "uvicorn"), "api.main:create_app", "--factory",
-            "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+            "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--no-proxy-headers",
         ]  # fmt: skip
         with log.open("wb") as sink:
             process = subprocess.Popen(
