@@ -14,7 +14,7 @@ from api.errors import install_domain_errors
 from api.middleware import HttpMetricsMiddleware
 from api.ratelimit import install_rate_limiting
 from api.resources import Resources
-from api.routes import health, users
+from api.routes import auth, health, users
 from shared.http import JsonResponse, RequestIdMiddleware, install_error_handlers
 from shared.logs import setup_logging
 from shared.metrics import mount_metrics
@@ -25,6 +25,7 @@ def _routers() -> list[APIRouter]:
     """Every router of the api, in the order the OpenAPI document lists them."""
     return [
         health.router,
+        auth.router,  # before users: its /v1/users/me must win over /v1/users/{user_id}
         users.router,
     ]
 

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.adapters.db import make_engine, make_sessions
 from api.adapters.outbox import OutboxRelay
+from api.adapters.sessions import SessionClient
 from api.adapters.user_cache import UserCache
 from api.metrics import ApiMetrics
 from api.service import UserService
@@ -77,12 +78,15 @@ class _Opened:
             metrics=metrics,
         )
         self.user_service = UserService(self.sessions, self.user_cache, self.relay, metrics)
+        # Pooled keep-alive HTTP client to the session service (auth); no I/O until used.
+        self.session_client = SessionClient(settings)
 
     async def close(self) -> None:
         if self.cache_redis is not self.redis:
             await self.cache_redis.aclose()
         await self.redis.aclose()
         await self.engine.dispose()
+        await self.session_client.aclose()
 
 
 class Resources:

@@ -97,14 +97,19 @@ class UserService:
         await self.cache.purge_user(None, event.id)
         return encode(user_document(row))
 
-    async def update(self, user_id: uuid.UUID, data: UserUpdate) -> bytes:
+    async def update(
+        self, user_id: uuid.UUID, data: UserUpdate, *, keep_session: str | None = None
+    ) -> bytes:
+        """Apply a PATCH; a password change's event names `keep_session` as the survivor."""
         password_hash = None if data.password is None else await hash_password(data.password)
 
         async def write(repo: UserRepository) -> tuple[UserRow, UserEvent]:
             row = await self._existing(repo, user_id)
             changed = await _apply(repo, row, data, password_hash)
             if password_hash is not None:
-                password_payload = UserPasswordChangedPayload(user_id=row.id)
+                password_payload = UserPasswordChangedPayload(
+                    user_id=row.id, keep_session=keep_session
+                )
                 return row, UserPasswordChanged(source=SOURCE, payload=password_payload)
             payload = UserUpdatedPayload(user_id=row.id, changed=tuple(changed))
             return row, UserUpdated(source=SOURCE, payload=payload)

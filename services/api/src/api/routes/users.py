@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
+from api.auth.deps import OwnAccount
 from api.deps import UserIdPath, Users
 from api.schemas import UserCreate, UserOut, UserPage, UserUpdate
 from shared.cache import Lookup
@@ -56,18 +57,26 @@ async def list_users(
 @router.patch(
     "/{user_id}",
     response_model=UserOut,
-    responses=error_responses(401, 403, 404, 409, 422),
+    responses=error_responses(401, 403, 404, 409, 422, 503),
 )
-async def update_user(user_id: UserIdPath, body: UserUpdate, users: Users) -> Response:
-    return _json(await users.update(user_id, body))
+async def update_user(
+    user_id: UserIdPath, body: UserUpdate, users: Users, me: OwnAccount
+) -> Response:
+    # A password change keeps this session (the event says so) and rotates its id.
+    response = _json(await users.update(user_id, body, keep_session=me.session_hash))
+    if body.password is not None:
+        await me.renew(response)
+    return response
 
 
 @router.delete(
     "/{user_id}",
     status_code=204,
     response_class=Response,
-    responses=error_responses(401, 403, 404, 422),
+    responses=error_responses(401, 403, 404, 422, 503),
 )
-async def delete_user(user_id: UserIdPath, users: Users) -> Response:
+async def delete_user(user_id: UserIdPath, users: Users, me: OwnAccount) -> Response:
     await users.delete(user_id)
-    return Response(status_code=204)
+    response = Response(status_code=204)
+    await me.sign_out(response)  # this session at once; the others by the user.deleted event
+    return response

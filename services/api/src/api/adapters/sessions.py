@@ -1,0 +1,126 @@
+"""The session service over HTTP: one pooled keep-alive client per api process.
+
+Sessions fail closed: a transport error, a timeout, a 5xx or a refused service token is
+`SessionServiceUnavailableError` (the caller answers 503), never "no session" and never
+"signed in". A circuit breaker turns a dead service into an immediate 503 instead of a
+timeout per request. Ids are checked for shape before they become part of a URL path, so a
+cookie can never steer a request to another endpoint (`../users/<id>/sessions`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+from uuid import UUID
+
+import httpx
+
+from shared.breaker import CircuitBreaker
+from shared.errors import CircuitOpenError
+from shared.settings import Settings
+
+_ID_SHAPE: Final = re.compile(r"^[A-Za-z0-9_-]{43,128}\Z")
+
+
+def well_formed(session_id: str) -> bool:
+    return _ID_SHAPE.match(session_id) is not None
+
+
+class SessionServiceUnavailableError(Exception):
+    """The session service did not give a usable answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    user_id: UUID
+    expires_at: datetime
+    absolute_expires_at: datetime
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> SessionInfo:
+        return cls(
+            user_id=UUID(body["user_id"]),
+            expires_at=datetime.fromisoformat(body["expires_at"]),
+            absolute_expires_at=datetime.fromisoformat(body["absolute_expires_at"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedSession:
+    id: str
+    info: SessionInfo
+
+
+class SessionClient:
+    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None):
+        token = settings.service_token.get_secret_value()
+        self._http = httpx.AsyncClient(
+            base_url=settings.session_service_url,
+            timeout=settings.session_service_timeout,
+            headers={"Authorization": f"Bearer {token}"} if token else {},
+            # Every authenticated request makes one call: keep connections warm.
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
+            transport=transport,
+        )
+        self._breaker = CircuitBreaker(
+            "session-service",
+            failure_threshold=settings.breaker_failure_threshold,
+            reset_timeout=settings.breaker_reset_timeout,
+            failures=(SessionServiceUnavailableError,),
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def create(self, user_id: UUID) -> IssuedSession:
+        body = await self._call("POST", "/v1/sessions", {"user_id": str(user_id)})
+        assert body is not None  # 201 or an error
+        return IssuedSession(body["id"], SessionInfo.of(body))
+
+    async def get(self, session_id: str) -> SessionInfo | None:
+        body = await self._on(session_id, "GET", "")
+        return None if body is None else SessionInfo.of(body)
+
+    async def refresh(self, session_id: str) -> SessionInfo | None:
+        body = await self._on(session_id, "POST", "/refresh")
+        return None if body is None else SessionInfo.of(body)
+
+    async def rotate(self, session_id: str) -> IssuedSession | None:
+        body = await self._on(session_id, "POST", "/rotate")
+        return None if body is None else IssuedSession(body["id"], SessionInfo.of(body))
+
+    async def destroy(self, session_id: str) -> None:
+        await self._on(session_id, "DELETE", "")
+
+    async def _on(self, session_id: str, method: str, action: str) -> dict[str, Any] | None:
+        # A malformed id is no session, and must never become part of a path.
+        if not well_formed(session_id):
+            return None
+        return await self._call(method, f"/v1/sessions/{session_id}{action}")
+
+    async def _call(
+        self, method: str, path: str, json: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """The JSON body; None on 404 (and 204); unavailable on anything unusable."""
+        try:
+            response = await self._breaker.call(lambda: self._send(method, path, json))
+        except CircuitOpenError as exc:
+            raise SessionServiceUnavailableError(str(exc)) from None
+        if response.status_code in (204, 404):
+            return None
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def _send(self, method: str, path: str, json: dict[str, Any] | None) -> httpx.Response:
+        try:
+            response = await self._http.request(method, path, json=json)
+        except httpx.TransportError as exc:
+            raise SessionServiceUnavailableError(type(exc).__name__) from None
+        if response.status_code >= 500 or response.status_code in (401, 403):
+            # 401/403: our service token is wrong — a configuration fault, not "signed out".
+            raise SessionServiceUnavailableError(f"session service answered {response.status_code}")
+        if response.status_code >= 400 and response.status_code != 404:
+            raise SessionServiceUnavailableError(f"session service refused: {response.status_code}")
+        return response

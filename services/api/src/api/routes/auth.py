@@ -1,0 +1,92 @@
+"""`/v1/auth/*` and `/v1/users/me`: register, sign in, sign out, who am I.
+
+The `auth` rate policy on register and login is applied by the rate-limit middleware.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, EmailStr, Field
+from starlette.responses import Response
+
+from api.adapters.repository import user_document
+from api.auth.cookies import clear_session_cookie, session_cookie, set_session_cookie
+from api.auth.credentials import authenticate
+from api.auth.deps import AUTH_ERRORS, SessionsClient, SignedIn, guarded, unauthorized
+from api.deps import ApiResources, Users
+from api.errors import UserNotFoundError
+from api.schemas import UserCreate, UserOut
+from shared.http import ApiError, JsonResponse, error_responses
+
+router = APIRouter(tags=["auth"])
+
+
+class Login(BaseModel):
+    email: EmailStr
+    password: str = Field(min_length=1, max_length=128)
+
+
+class LoginOut(BaseModel):
+    user: UserOut
+    expires_at: datetime = Field(description="idle expiry: moves forward while the session is used")
+    absolute_expires_at: datetime = Field(description="hard limit; the cookie expires then too")
+
+
+@router.post(
+    "/v1/auth/register",
+    status_code=201,
+    response_model=UserOut,
+    responses=error_responses(409, 422, 429),
+)
+async def register(body: UserCreate, users: Users) -> Response:
+    return Response(await users.create(body), status_code=201, media_type="application/json")
+
+
+@router.post(
+    "/v1/auth/login", response_model=LoginOut, responses=error_responses(401, 422, 429, 503)
+)
+async def login(
+    body: Login, request: Request, users: Users, client: SessionsClient, resources: ApiResources
+) -> Response:
+    """Sign in: a new session and its cookie. A session the request carried is ended."""
+    row = await authenticate(users.sessions, body.email, body.password)
+    if row is None:
+        # One answer for an unknown email and a wrong password.
+        raise ApiError(401, "INVALID_CREDENTIALS", "email or password is wrong")
+    issued = await guarded(client.create(row.id))
+    if (carried := session_cookie(request)) is not None:
+        # No fixation: whatever id the browser brought, signed in or not, is dead now.
+        await guarded(client.destroy(carried))
+    out = LoginOut(
+        user=UserOut.model_validate(user_document(row)),
+        expires_at=issued.info.expires_at,
+        absolute_expires_at=issued.info.absolute_expires_at,
+    )
+    response = JsonResponse(out.model_dump(mode="json"))
+    set_session_cookie(response, issued, secure=resources.settings.secure_cookies)
+    return response
+
+
+@router.post(
+    "/v1/auth/logout", status_code=204, response_class=Response, responses=error_responses(503)
+)
+async def logout(request: Request, client: SessionsClient, resources: ApiResources) -> Response:
+    """End the session (if any) and clear the cookie; signing out twice is fine."""
+    if (carried := session_cookie(request)) is not None:
+        await guarded(client.destroy(carried))
+    response = Response(status_code=204)
+    clear_session_cookie(response, secure=resources.settings.secure_cookies)
+    return response
+
+
+@router.get("/v1/users/me", response_model=UserOut, tags=["users"], responses=AUTH_ERRORS)
+async def me(signed: SignedIn, users: Users) -> Response:
+    """The signed-in user."""
+    try:
+        found = await users.get(signed.user_id)
+    except UserNotFoundError:
+        # Deleted a moment ago; its sessions are being revoked: not signed in.
+        raise unauthorized() from None
+    return Response(found.data, media_type="application/json")
