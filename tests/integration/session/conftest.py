@@ -12,6 +12,10 @@ from asgi_lifespan import LifespanManager
 
 from session_service.main import create_app
 from shared.settings import Settings
+from tests.integration.api.conftest import api, api_database_url, clean_database, make_api
+
+# The api's fixtures, for tests of the api's session wiring (test_api_wiring.py).
+__all__ = ["api", "api_database_url", "clean_database", "make_api"]
 
 TOKEN = "integration-service-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

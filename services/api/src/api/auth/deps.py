@@ -116,7 +116,10 @@ async def _slide(
 SignedIn = Annotated[Signed, Depends(signed_in)]
 
 
-async def own_account(user_id: UserIdPath, me: SignedIn) -> Signed:
+async def own_account(request: Request, user_id: UserIdPath, client: SessionsClient) -> Signed:
+    # signed_in is called here, not declared as a sub-dependency: FastAPI validates this
+    # function's parameters first, so a malformed id is a 422 before any session check.
+    me = await signed_in(request, client)
     if me.user_id != user_id:
         raise ApiError(403, "FORBIDDEN", "only the signed-in user's own account")
     return me
