@@ -63,7 +63,9 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path, within: 
 def start_session(tmp_path: Path) -> Iterator[Callable[..., SessionProcess]]:
     started: list[SessionProcess] = []
 
-    def start(env: dict[str, str], port: int | None = None) -> SessionProcess:
+    def start(
+        env: dict[str, str], port: int | None = None, *, access_log: bool = False
+    ) -> SessionProcess:
         port = port or free_port()
         log = tmp_path / f"session-{port}-{len(started)}.log"
         args = [
@@ -74,7 +76,7 @@ def start_session(tmp_path: Path) -> Iterator[Callable[..., SessionProcess]]:
             "127.0.0.1",
             "--port",
             str(port),
-            "--no-access-log",
+            *([] if access_log else ["--no-access-log"]),
         ]
         state = tempfile.mkdtemp(prefix="session-state-")
         full = {"SERVICE_TOKEN": TOKEN, "STREAM_STATE_DIR": state, "STREAM_BLOCK": "100ms", **env}
