@@ -10,7 +10,7 @@ import pytest
 from tests.e2e.api.conftest import ApiProcess, api_env, start_api
 from tests.e2e.session.processes import TOKEN, SessionProcess, start_session
 
-__all__ = ["Stack", "api_env", "stack", "start_api", "start_session"]
+__all__ = ["Stack", "StackFactory", "api_env", "make_stack", "stack", "start_api", "start_session"]
 
 
 @dataclass
@@ -20,20 +20,34 @@ class Stack:
     env: dict[str, str]
 
 
+StackFactory = Callable[..., Stack]
+
+
 @pytest.fixture
-def stack(
+def make_stack(
     api_env: dict[str, str],
     start_api: Callable[..., ApiProcess],
     start_session: Callable[..., SessionProcess],
-) -> Stack:
-    env = {
-        **api_env,
-        "SERVICE_TOKEN": TOKEN,
-        "RATE_LIMIT_AUTH": "1000/minute",  # the tests sign in more than 5 times a minute
-        "RATE_LIMIT_DEFAULT": "10000/minute",
-        "LOG_LEVEL": "DEBUG",  # the most talkative the services get: ids must still not show
-        "OUTBOX_POLL_INTERVAL": "200ms",
-    }
-    session = start_session(env)
-    api = start_api({**env, "SESSION_SERVICE_URL": session.url})
-    return Stack(api, session, {**env, "SESSION_SERVICE_URL": session.url})
+) -> StackFactory:
+    """`make_stack(VAR=value, ...)`: both services with these variables on top of the defaults."""
+
+    def build(**extra: str) -> Stack:
+        env = {
+            **api_env,
+            "SERVICE_TOKEN": TOKEN,
+            "RATE_LIMIT_AUTH": "1000/minute",  # the tests sign in more than 5 times a minute
+            "RATE_LIMIT_DEFAULT": "10000/minute",
+            "LOG_LEVEL": "DEBUG",  # the most talkative the services get: ids must still not show
+            "OUTBOX_POLL_INTERVAL": "200ms",
+            **extra,
+        }
+        session = start_session(env)
+        env["SESSION_SERVICE_URL"] = session.url
+        return Stack(start_api(env), session, env)
+
+    return build
+
+
+@pytest.fixture
+def stack(make_stack: StackFactory) -> Stack:
+    return make_stack()
