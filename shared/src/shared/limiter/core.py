@@ -6,6 +6,9 @@ returns everything the response headers need. A check sends one `EVALSHA`; after
 or a restart of Redis the server answers `NOSCRIPT` and that check is sent again as `EVAL`,
 which runs the script and caches it in the same round trip. (redis-py's `register_script`
 does `SCRIPT LOAD` then `EVALSHA` instead, which fails again if a flush lands in between.)
+Checks go through the client's auto-pipeline (`shared.autopipeline`): a lone check is written
+at once on a dedicated connection (no pool checkout per call), concurrent checks share one
+round trip.
 `TIME` in a script that writes needs effects replication, the default since Redis 5, so this
 runs on 6.2 and 7.x alike.
 
@@ -25,6 +28,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from shared.autopipeline import AutoPipeline, auto_pipeline
 from shared.keys import Keys
 from shared.limiter.denials import DenialCache
 from shared.limiter.model import Decision, Policy
@@ -51,6 +55,7 @@ class RateLimiter:
         self.redis = redis
         self.keys = keys
         self.denials = denials
+        self._pipeline = auto_pipeline(redis)
         self._scripts = {algorithm: Script(script_source(algorithm)) for algorithm in SCRIPT_FILES}
 
     async def check(self, policy: Policy, identifier: str, cost: int = 1) -> Decision:
@@ -60,7 +65,7 @@ class RateLimiter:
         if self.denials is not None and (cached := self.denials.get(key, cost)) is not None:
             return cached
         script = self._scripts[policy.algorithm]
-        raw = await script(self.redis, key, policy.limit, policy.period_ms, cost)
+        raw = await script(self._pipeline, key, policy.limit, policy.period_ms, cost)
         decision = _decision(policy.limit, raw)
         if self.denials is not None and not decision.allowed:
             self.denials.put(key, cost, decision)
@@ -74,11 +79,11 @@ class Script:
         self.source = source
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
 
-    async def __call__(self, redis: Redis, key: str, *args: int) -> Any:
+    async def __call__(self, pipeline: AutoPipeline, key: str, *args: int) -> Any:
         try:
-            return await redis.evalsha(self.sha, 1, key, *args)
+            return await pipeline.execute("EVALSHA", self.sha, 1, key, *args)
         except NoScriptError:
-            return await redis.eval(self.source, 1, key, *args)
+            return await pipeline.execute("EVAL", self.source, 1, key, *args)
 
 
 def _decision(limit: int, raw: Any) -> Decision:
