@@ -7,6 +7,9 @@ value and the lease in one `DEL` (both keys share a hash tag), so a reader that 
 write can never put the old value back. A reader that meets someone else's lease polls for the
 value a bounded few milliseconds, then loads without storing.
 
+Reads (`GET`) go through the client's auto-pipeline (`shared.autopipeline`): the GETs of
+concurrent requests — and their rate-limit checks, on the same client — share one round trip.
+
 Every Redis failure surfaces as `CacheUnavailableError` (a `CacheError`), and an open breaker
 raises it without touching the network, so callers fail open with one `except`.
 """
@@ -24,6 +27,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from shared.autopipeline import auto_pipeline
 from shared.breaker import CircuitBreaker, State
 from shared.cache.metrics import CacheMetrics
 from shared.connections import UNAVAILABLE_ERRORS
@@ -83,6 +87,7 @@ class Cache:
         self.max_value_bytes = max_value_bytes
         self.metrics = metrics or CacheMetrics(None)
         self.breaker = breaker or CircuitBreaker("cache", failures=UNAVAILABLE_ERRORS)
+        self._pipeline = auto_pipeline(redis)
         self._store = redis.register_script(_STORE_IF_LEASED)
         self._release = redis.register_script(_RELEASE_LEASE)
 
@@ -122,7 +127,7 @@ class Cache:
 
     async def get_bytes(self, key: str) -> bytes | None:
         """The stored bytes, or None on a miss. Counted as a hit or a miss."""
-        data: bytes | None = await self._call("get", self.redis.get(key))
+        data: bytes | None = await self._call("get", self._pipeline.execute("GET", key))
         self.metrics.count("get", "miss" if data is None else "hit")
         return data
 
@@ -195,7 +200,7 @@ class Cache:
         delay = _FIRST_POLL
         while time.monotonic() < deadline:
             await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            data: bytes | None = await self._call("get", self.redis.get(key))
+            data: bytes | None = await self._call("get", self._pipeline.execute("GET", key))
             if data is not None:
                 return data
             delay = min(delay * 2, _MAX_POLL)
