@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -29,13 +29,13 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.breaker import CircuitBreaker
+from shared.breaker import CircuitBreaker, State
 from shared.connections import UNAVAILABLE_ERRORS
 from shared.errors import CircuitOpenError
 from shared.http import ApiError, error_response
 from shared.keys import Keys, user_id
 from shared.limiter import Decision, DenialCache, Policy, RateLimiter
-from shared.limiter.http import client_ip, rate_limit_headers
+from shared.limiter.http import client_ip, rate_limit_raw_headers
 from shared.settings import Network, Settings
 
 logger = logging.getLogger(__name__)
@@ -122,8 +122,13 @@ class Guard:
     async def check(self, policy: Policy, identifier: str) -> Decision | None:
         """The decision; None when Redis is unavailable and the policy fails open."""
         limiter = self.limiter
+        breaker = self.breaker
         try:
-            decision = await self.breaker.call(lambda: limiter.check(policy, identifier))
+            if breaker.state is State.CLOSED:
+                # Fast path of every request (no trial slot to manage while closed).
+                decision = await _counted(breaker, limiter.check(policy, identifier))
+            else:
+                decision = await breaker.call(lambda: limiter.check(policy, identifier))
         except REDIS_DOWN as exc:
             self._degraded(policy, exc)
             return None
@@ -155,7 +160,7 @@ class RequestLimits:
         return decision
 
     def headers(self) -> list[tuple[bytes, bytes]]:
-        return [(k.encode(), v.encode()) for k, v in rate_limit_headers(self.applied)]
+        return rate_limit_raw_headers(self.applied)
 
 
 class RateLimitMiddleware:
@@ -217,6 +222,16 @@ def unavailable_response(exc: RateLimitUnavailableError) -> ASGIApp:
 
 def _retry_header(exc: RateLimitUnavailableError) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(exc.retry_in)))}
+
+
+async def _counted(breaker: CircuitBreaker, check: Awaitable[Decision]) -> Decision:
+    try:
+        decision = await check
+    except breaker.failures:
+        breaker.record_failure()
+        raise
+    breaker.record_success()
+    return decision
 
 
 async def enforce_user_limit(request: Request, uid: UUID | str) -> None:

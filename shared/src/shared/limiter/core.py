@@ -39,6 +39,8 @@ SCRIPT_FILES = {
     RateAlgorithm.GCRA: "gcra.lua",
 }
 
+KEY_MEMO_SIZE = 4096
+
 
 def script_source(algorithm: RateAlgorithm) -> str:
     return files("shared.limiter").joinpath(SCRIPT_FILES[algorithm]).read_text("utf-8")
@@ -56,12 +58,13 @@ class RateLimiter:
         self.keys = keys
         self.denials = denials
         self._pipeline = auto_pipeline(redis)
+        self._key_memo: dict[tuple[str, str], str] = {}
         self._scripts = {algorithm: Script(script_source(algorithm)) for algorithm in SCRIPT_FILES}
 
     async def check(self, policy: Policy, identifier: str, cost: int = 1) -> Decision:
         if not 1 <= cost <= policy.limit:
             raise ValueError(f"cost must be between 1 and the limit ({policy.limit})")
-        key = self.keys.ratelimit(policy.name, identifier)
+        key = self._key(policy.name, identifier)
         if self.denials is not None and (cached := self.denials.get(key, cost)) is not None:
             return cached
         script = self._scripts[policy.algorithm]
@@ -70,6 +73,15 @@ class RateLimiter:
         if self.denials is not None and not decision.allowed:
             self.denials.put(key, cost, decision)
         return decision
+
+    def _key(self, policy: str, identifier: str) -> str:
+        # Building a key validates both tokens (two regex matches): memoized, bounded.
+        key = self._key_memo.get((policy, identifier))
+        if key is None:
+            if len(self._key_memo) >= KEY_MEMO_SIZE:
+                self._key_memo.clear()
+            key = self._key_memo[(policy, identifier)] = self.keys.ratelimit(policy, identifier)
+        return key
 
 
 class Script:
