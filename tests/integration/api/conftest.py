@@ -26,10 +26,13 @@ from api.main import create_app
 from api.migrate import upgrade
 from api.resources import Resources
 from shared.settings import Settings, normalise_database_url
+from tests.integration.session.wiring import session_backend, sign_in
 
 # A load of one user by id, as the repository issues it (SQLAlchemy's compiled SELECT).
 _USER_BY_ID = re.compile(r"FROM users\s+WHERE users\.id = ", re.IGNORECASE)
 _PAGE = re.compile(r"FROM users ORDER BY", re.IGNORECASE)
+# Every user `Api.create_user` makes has this password, so a test can sign it in.
+PASSWORD = "s3cret-pw"
 
 
 @pytest.fixture(scope="session")
@@ -83,11 +86,23 @@ class Api:
     settings: Settings
 
     async def create_user(self, name: str = "Ada") -> dict[str, Any]:
-        body = {"email": f"{uuid.uuid4().hex}@example.com", "name": name, "password": "s3cret-pw"}
+        body = {"email": f"{uuid.uuid4().hex}@example.com", "name": name, "password": PASSWORD}
         response = await self.client.post("/v1/users", json=body)
         assert response.status_code == 201, response.text
         document: dict[str, Any] = response.json()
         return document
+
+    @asynccontextmanager
+    async def sessions(self, **overrides: Any) -> AsyncIterator[None]:
+        """Serve this api's session calls from an in-process session service (see
+        tests/integration/session/wiring.py); `overrides` change that service's settings only,
+        e.g. `redis_url` for a Redis of its own."""
+        async with session_backend(self.app, self.settings.model_copy(update=overrides)):
+            yield
+
+    async def sign_in(self, user: dict[str, Any]) -> dict[str, str]:
+        """Log in a user made by `create_user` (inside `sessions()`); its session's headers."""
+        return await sign_in(self.client, user["email"], PASSWORD)
 
 
 ApiFactory = Callable[..., AbstractAsyncContextManager[Api]]

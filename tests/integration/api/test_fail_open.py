@@ -28,13 +28,17 @@ async def _hits_again(api: Api, path: str) -> bool:
 
 
 async def test_redis_killed_mid_test_reads_from_database_then_recovers(
-    make_api: ApiFactory, redis_server_factory: Callable[..., RedisServer]
+    make_api: ApiFactory, redis_server_factory: Callable[..., RedisServer], redis_url: str
 ) -> None:
     server = redis_server_factory()
-    async with make_api(
-        redis_url=server.url, near_cache_size=0, breaker_reset_timeout="300ms"
-    ) as api:
+    # The sessions live on another Redis: the PATCH needs a live session (no answer is a 503,
+    # fail closed); what is killed here is the api's own Redis (cache, stream).
+    async with (
+        make_api(redis_url=server.url, near_cache_size=0, breaker_reset_timeout="300ms") as api,
+        api.sessions(redis_url=redis_url),
+    ):
         user = await api.create_user()
+        headers = await api.sign_in(user)
         path = f"/v1/users/{user['id']}"
         assert (await api.client.get(path)).headers["x-cache"] == "MISS"
         assert (await api.client.get(path)).headers["x-cache"] == "HIT"
@@ -44,7 +48,8 @@ async def test_redis_killed_mid_test_reads_from_database_then_recovers(
         assert {r.status_code for r in reads} == {200}
         assert all(r.json() == user for r in reads)
         assert {r.headers["x-cache"] for r in reads} == {"MISS"}
-        assert (await api.client.patch(path, json={"name": "Offline"})).status_code == 200
+        patched = await api.client.patch(path, json={"name": "Offline"}, headers=headers)
+        assert patched.status_code == 200
 
         health = await api.client.get("/health")
         assert health.status_code == 200

@@ -21,8 +21,9 @@ from .conftest import ApiFactory
 async def test_reader_holding_an_old_row_cannot_store_it_after_a_write(
     make_api: ApiFactory, redis: Redis
 ) -> None:
-    async with make_api(near_cache_size=0, cache_invalidation="write") as api:
+    async with make_api(near_cache_size=0, cache_invalidation="write") as api, api.sessions():
         user = await api.create_user("Old")
+        headers = await api.sign_in(user)
         uid = uuid.UUID(user["id"])
         service = api.resources.user_service
         loaded, release = asyncio.Event(), asyncio.Event()
@@ -35,7 +36,7 @@ async def test_reader_holding_an_old_row_cannot_store_it_after_a_write(
 
         reader = asyncio.create_task(service.cache.user(uid, held_load))
         await asyncio.wait_for(loaded.wait(), 10)
-        patched = await api.client.patch(f"/v1/users/{uid}", json={"name": "New"})
+        patched = await api.client.patch(f"/v1/users/{uid}", json={"name": "New"}, headers=headers)
         assert patched.status_code == 200
         release.set()
         found = await asyncio.wait_for(reader, 10)

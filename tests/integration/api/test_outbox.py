@@ -46,11 +46,16 @@ async def test_relay_publishes_right_after_commit_not_at_the_next_poll(
 
 
 async def test_events_committed_while_redis_is_down_reach_the_stream_exactly_once(
-    make_api: ApiFactory, redis_server_factory: Callable[..., RedisServer]
+    make_api: ApiFactory, redis_server_factory: Callable[..., RedisServer], redis_url: str
 ) -> None:
     # AOF with fsync always: what the relay published before the crash survives it.
     server = redis_server_factory("--appendonly", "yes", "--appendfsync", "always")
-    async with make_api(redis_url=server.url, outbox_poll_interval="60s") as api:
+    # The sessions the PATCH and DELETE need live on another Redis (and their events on its
+    # stream): what is killed here is the api's own Redis.
+    async with (
+        make_api(redis_url=server.url, outbox_poll_interval="60s") as api,
+        api.sessions(redis_url=redis_url),
+    ):
         keys = Keys(api.settings.key_prefix)
         before = [await api.create_user(f"Before {i}") for i in range(3)]
         probe = Redis.from_url(server.url)
@@ -61,8 +66,12 @@ async def test_events_committed_while_redis_is_down_reach_the_stream_exactly_onc
 
         server.kill()
         during = [await api.create_user(f"During {i}") for i in range(5)]
-        patched = await api.client.patch(f"/v1/users/{before[0]['id']}", json={"name": "Z"})
-        deleted = await api.client.delete(f"/v1/users/{during[0]['id']}")
+        patched = await api.client.patch(
+            f"/v1/users/{before[0]['id']}", json={"name": "Z"}, headers=await api.sign_in(before[0])
+        )
+        deleted = await api.client.delete(
+            f"/v1/users/{during[0]['id']}", headers=await api.sign_in(during[0])
+        )
         assert (patched.status_code, deleted.status_code) == (200, 204)  # writes still commit
         assert len(await outbox_ids(api, pending=True)) == 7
 

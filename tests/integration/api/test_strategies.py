@@ -17,13 +17,15 @@ from .conftest import ApiFactory
 async def test_who_purges_after_a_write(
     make_api: ApiFactory, redis: Redis, strategy: str, writer_purges: bool
 ) -> None:
-    async with make_api(cache_invalidation=strategy, near_cache_size=0) as api:
+    async with make_api(cache_invalidation=strategy, near_cache_size=0) as api, api.sessions():
         user = await api.create_user("Old")
+        headers = await api.sign_in(user)
         path = f"/v1/users/{user['id']}"
         assert (await api.client.get(path)).headers["x-cache"] == "MISS"
         keys = Keys(api.settings.key_prefix)
         generation = await redis.get(keys.user_list_gen())
-        assert (await api.client.patch(path, json={"name": "New"})).status_code == 200
+        patched = await api.client.patch(path, json={"name": "New"}, headers=headers)
+        assert patched.status_code == 200
         after = await api.client.get(path)
         new_generation = await redis.get(keys.user_list_gen())
 

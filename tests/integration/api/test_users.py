@@ -16,8 +16,19 @@ from .conftest import Api, ApiFactory, wait_until
 
 
 async def stream_events(redis: Redis, keys: Keys) -> list[Any]:
+    """The user events on the stream; the session service's own events share it."""
     entries = await redis.xrange(keys.user_events()) or []
-    return [parse_entry(fields or {}) for _, fields in entries]
+    events = [parse_entry(fields or {}) for _, fields in entries]
+    return [e for e in events if e.type.startswith("user.")]
+
+
+def detached(api: Api) -> dict[str, str]:
+    """Settings for a session service that does not read this api's stream (another prefix).
+
+    A session of a deleted user then stays live, as it does in production until the
+    `user.deleted` event revokes it: the window in which the api itself must answer 404.
+    """
+    return {"key_prefix": f"{api.settings.key_prefix}-s"}
 
 
 async def test_first_get_misses_then_hits(api: Api) -> None:
@@ -35,10 +46,13 @@ async def test_first_get_misses_then_hits(api: Api) -> None:
 async def test_patch_then_get_returns_new_value_and_event_is_on_stream(
     make_api: ApiFactory, redis: Redis
 ) -> None:
-    async with make_api(cache_invalidation="write", near_cache_size=0) as api:
+    async with make_api(cache_invalidation="write", near_cache_size=0) as api, api.sessions():
         user = await api.create_user("Before")
+        headers = await api.sign_in(user)
         assert (await api.client.get(f"/v1/users/{user['id']}")).status_code == 200
-        patched = await api.client.patch(f"/v1/users/{user['id']}", json={"name": "After"})
+        patched = await api.client.patch(
+            f"/v1/users/{user['id']}", json={"name": "After"}, headers=headers
+        )
         assert patched.status_code == 200
         assert patched.json()["name"] == "After"
         again = await api.client.get(f"/v1/users/{user['id']}")
@@ -65,13 +79,17 @@ async def _events_when(redis: Redis, keys: Keys, ready: Any) -> list[Any] | None
 
 
 async def test_delete_then_get_is_404(api: Api) -> None:
-    user = await api.create_user()
-    assert (await api.client.get(f"/v1/users/{user['id']}")).headers["x-cache"] == "MISS"
-    assert (await api.client.delete(f"/v1/users/{user['id']}")).status_code == 204
-    gone = await api.client.get(f"/v1/users/{user['id']}")
-    assert gone.status_code == 404
-    assert gone.json()["error"]["code"] == "NOT_FOUND"
-    assert (await api.client.delete(f"/v1/users/{user['id']}")).status_code == 404
+    async with api.sessions(**detached(api)):
+        user = await api.create_user()
+        first, second = await api.sign_in(user), await api.sign_in(user)
+        path = f"/v1/users/{user['id']}"
+        assert (await api.client.get(path)).headers["x-cache"] == "MISS"
+        assert (await api.client.delete(path, headers=first)).status_code == 204
+        gone = await api.client.get(path)
+        assert gone.status_code == 404
+        assert gone.json()["error"]["code"] == "NOT_FOUND"
+        # The first session ended with the delete; the second is not revoked yet.
+        assert (await api.client.delete(path, headers=second)).status_code == 404
 
 
 async def test_absent_user_is_negatively_cached(api: Api, redis: Redis) -> None:
@@ -91,7 +109,11 @@ async def test_taken_email_is_409_case_insensitively(api: Api) -> None:
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "EMAIL_TAKEN"
     other = await api.create_user()
-    clash = await api.client.patch(f"/v1/users/{other['id']}", json={"email": user["email"]})
+    async with api.sessions():
+        headers = await api.sign_in(other)
+        clash = await api.client.patch(
+            f"/v1/users/{other['id']}", json={"email": user["email"]}, headers=headers
+        )
     assert clash.status_code == 409
 
 
@@ -126,9 +148,11 @@ async def test_cached_value_has_a_ttl(api: Api, redis: Redis) -> None:
             {"email": "a@example.com", "name": "A", "password": "password1", "admin": True},
             422,
         ),
-        ("PATCH", f"/v1/users/{uuid.uuid4()}", {}, 422),
-        ("PATCH", f"/v1/users/{uuid.uuid4()}", {"role": "admin"}, 422),
-        ("PATCH", f"/v1/users/{uuid.uuid4()}", {"name": "New"}, 404),
+        # {me}: the signed-in user; {gone}: the signed-in user, deleted; {other}: someone else.
+        ("PATCH", "/v1/users/{me}", {}, 422),
+        ("PATCH", "/v1/users/{me}", {"role": "admin"}, 422),
+        ("PATCH", "/v1/users/{gone}", {"name": "New"}, 404),
+        ("PATCH", "/v1/users/{other}", {"name": "New"}, 403),
         ("PUT", "/v1/users", None, 405),
         ("GET", "/v1/nowhere", None, 404),
     ],
@@ -136,13 +160,32 @@ async def test_cached_value_has_a_ttl(api: Api, redis: Redis) -> None:
 async def test_bad_input_is_4xx_in_the_error_shape(
     api: Api, method: str, path: str, body: Any, status: int
 ) -> None:
-    response = await api.client.request(method, path, json=body)
+    if "{" in path:
+        async with api.sessions(**detached(api)):
+            path, headers = await as_signed_in(api, path)
+            response = await api.client.request(method, path, json=body, headers=headers)
+    else:
+        response = await api.client.request(method, path, json=body)
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert isinstance(error["code"], str)
     assert error["code"]
     assert isinstance(error["message"], str)
     assert error["message"]
+
+
+async def as_signed_in(api: Api, path: str) -> tuple[str, dict[str, str]]:
+    """`path` with its placeholder filled, and the headers of the signed-in user's session."""
+    me = await api.create_user()
+    headers = await api.sign_in(me)
+    other = ""
+    if "{gone}" in path:
+        # Deleted through another of its sessions: the one in `headers` stays live.
+        deleted = await api.client.delete(f"/v1/users/{me['id']}", headers=await api.sign_in(me))
+        assert deleted.status_code == 204
+    if "{other}" in path:
+        other = (await api.create_user())["id"]
+    return path.format(me=me["id"], gone=me["id"], other=other), headers
 
 
 async def test_malformed_json_is_422_in_the_error_shape(api: Api) -> None:
