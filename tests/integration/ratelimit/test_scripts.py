@@ -96,3 +96,28 @@ async def _first_answer(limiter: RateLimiter, policy: Policy) -> Any:
         except RedisConnectionError:
             await asyncio.sleep(0.05)
     pytest.fail("the limiter never answered after the restart")
+
+
+async def test_sliding_window_state_expires_at_the_end_of_the_next_window(
+    redis: Redis, key_prefix: str
+) -> None:
+    # The first admission in a window sets the expiry; later ones keep it (SET ... KEEPTTL):
+    # it must always be the end of the next window, and move when the window does.
+    keys = Keys(key_prefix)
+    limiter = RateLimiter(redis, keys, denials=None)
+    policy = Policy("ttl", limit=1000, period=0.2)
+    key = keys.ratelimit("ttl", "t")
+    seen: dict[int, set[int]] = {}
+    deadline = asyncio.get_running_loop().time() + 5
+    while len(seen) < 3 and asyncio.get_running_loop().time() < deadline:
+        assert (await limiter.check(policy, "t")).allowed
+        state, expires_at = await asyncio.gather(redis.get(key), redis.pexpiretime(key))
+        assert isinstance(state, bytes)
+        index = int(state.split()[0])
+        seen.setdefault(index, set()).add(int(expires_at))
+        await asyncio.sleep(0.01)
+    assert len(seen) >= 3, "the checks did not span three windows"
+    for index, expiries in seen.items():
+        assert len(expiries) == 1, expiries  # one expiry per window, kept by later admissions
+        # The server's command clock may differ from TIME in the script by a millisecond.
+        assert abs(expiries.pop() - (index + 2) * policy.period_ms) <= 2
