@@ -129,3 +129,15 @@ async def test_a_dead_server_fails_the_batch_and_a_restart_heals(server: RedisSe
         )
     finally:
         await redis.aclose()
+
+
+async def test_a_one_connection_pool_is_not_starved(server: RedisServer) -> None:
+    # The dedicated connection would be the pool's only one: plain calls instead.
+    redis = Redis.from_url(server.url, max_connections=1)
+    try:
+        pipeline = AutoPipeline(redis)
+        assert await pipeline.execute("SET", "k", "v") in (True, b"OK")
+        assert await asyncio.wait_for(redis.get("k"), timeout=5) == b"v"
+        assert pipeline.batches == 0
+    finally:
+        await redis.aclose()

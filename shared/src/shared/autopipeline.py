@@ -19,7 +19,8 @@ Semantics kept from a plain call:
 
 Replies are raw (no redis-py response callbacks): use it for commands whose raw reply is what
 the caller wants (GET, EVALSHA). The dedicated connection is taken from the client's pool
-once and never returned: `Redis.aclose()` closes it with the pool.
+once and never returned: `Redis.aclose()` closes it with the pool; a client whose pool has
+a single connection is not pipelined (plain calls), so it never starves its other users.
 """
 
 from __future__ import annotations
@@ -64,9 +65,16 @@ class AutoPipeline:
         self._busy = False  # a round trip is on the wire; whoever runs it drains the queue
         self._conn: AbstractConnection | None = None
         self._drains: set[asyncio.Task[None]] = set()
+        # Holding the only connection of a one-connection pool would starve every other
+        # command of the client: such a client gets plain calls, no pipelining.
+        pool_size = getattr(redis.connection_pool, "max_connections", 2)
+        self._shared_pool_too_small = pool_size < 2
 
     async def execute(self, *args: EncodableT) -> Any:
         """Send one command with the others queued in this tick; its raw reply."""
+        if self._shared_pool_too_small:
+            # redis-py leaves execute_command unannotated.
+            return await self.redis.execute_command(*args)  # type: ignore[no-untyped-call]
         if not self._busy:
             return await self._alone(args)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
