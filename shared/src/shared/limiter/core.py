@@ -59,6 +59,7 @@ class RateLimiter:
         self.denials = denials
         self._pipeline = auto_pipeline(redis)
         self._key_memo: dict[tuple[str, str], str] = {}
+        self._args: dict[Policy, tuple[bytes, bytes]] = {}  # pre-encoded limit and period
         self._scripts = {algorithm: Script(script_source(algorithm)) for algorithm in SCRIPT_FILES}
 
     async def check(self, policy: Policy, identifier: str, cost: int = 1) -> Decision:
@@ -68,7 +69,10 @@ class RateLimiter:
         if self.denials is not None and (cached := self.denials.get(key, cost)) is not None:
             return cached
         script = self._scripts[policy.algorithm]
-        raw = await script(self._pipeline, key, policy.limit, policy.period_ms, cost)
+        args = self._args.get(policy)
+        if args is None:
+            args = self._args[policy] = (b"%d" % policy.limit, b"%d" % policy.period_ms)
+        raw = await script(self._pipeline, key, *args, b"%d" % cost)
         decision = _decision(policy.limit, raw)
         if self.denials is not None and not decision.allowed:
             self.denials.put(key, cost, decision)
@@ -91,7 +95,7 @@ class Script:
         self.source = source
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
 
-    async def __call__(self, pipeline: AutoPipeline, key: str, *args: int) -> Any:
+    async def __call__(self, pipeline: AutoPipeline, key: str, *args: bytes) -> Any:
         try:
             return await pipeline.execute("EVALSHA", self.sha, 1, key, *args)
         except NoScriptError:
