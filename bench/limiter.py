@@ -11,7 +11,11 @@ with the same client settings and the same concurrency for every contender.
 Contenders: ours (sliding-window counter, GCRA), `limits` moving window and sliding window
 counter (`hit()` only — it needs a second round trip for the header figures that our single
 call returns, so this is generous to it), the Go seed's sorted set (ZREMRANGEBYSCORE, ZADD,
-ZCARD, EXPIRE in one MULTI pipeline), and a raw GET (the one-call ceiling).
+ZCARD, EXPIRE in one MULTI pipeline), and three one-call ceilings: a raw redis-py GET, a raw
+redis-py EVALSHA of a trivial script (`return 1`, same arguments as ours: the gap to it is
+our script's cost, the gap from it to the GET is EVALSHA's own) and a raw GET through
+`shared.autopipeline` (the client path our limiter uses: no pool checkout per call, and
+concurrent calls share round trips — the gap to it is the script plus our wrapper).
 
 Scenarios: sequential and 50 concurrent tasks; allow regime (limit out of reach, one
 identifier) and reject regime (1 % admitted: 20 identifiers round-robin, each with a limit of
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import itertools
 import sys
 import time
@@ -39,11 +44,13 @@ from redis.asyncio import Redis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from devtools.redis_server import RedisServer
+from shared.autopipeline import auto_pipeline
 from shared.keys import Keys
 from shared.limiter import DenialCache, Policy, RateLimiter
 from shared.settings import RateAlgorithm
 
 HOUR = 3600
+TRIVIAL_SCRIPT = "return 1"
 REJECT_IDS = 20
 MEMORY_CHECKS = 10_000
 Check = Callable[[str], Awaitable[Any]]
@@ -107,6 +114,19 @@ def contenders(redis: Redis, url: str) -> dict[str, Factory]:
         del limit
         return lambda ident: redis.get(f"raw:get:{ident}")
 
+    trivial = hashlib.sha1(TRIVIAL_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+
+    def raw_evalsha(limit: int) -> Check:
+        # Loaded in main(); the same key and arguments as our check sends.
+        return lambda ident: redis.evalsha(
+            trivial, 1, f"raw:evalsha:{ident}", limit, HOUR * 1000, 1
+        )
+
+    def pipelined_get(limit: int) -> Check:
+        del limit
+        pipeline = auto_pipeline(redis)
+        return lambda ident: pipeline.execute("GET", f"raw:get:{ident}")
+
     return {
         "ours sliding window": ours(RateAlgorithm.SLIDING_WINDOW),
         "ours GCRA": ours(RateAlgorithm.GCRA),
@@ -114,6 +134,8 @@ def contenders(redis: Redis, url: str) -> dict[str, Factory]:
         "limits sliding counter": peer(SlidingWindowCounterRateLimiter),
         "seed sorted set": sorted_set,
         "raw GET (ceiling)": raw_get,
+        "raw EVALSHA return 1": raw_evalsha,
+        "raw GET, auto-pipeline": pipelined_get,
     }
 
 
@@ -152,7 +174,7 @@ async def state_bytes(redis: Redis, factories: dict[str, Factory], checks: int) 
     """MEMORY USAGE of one identifier's state (all its keys) after `checks` admitted checks."""
     sizes: dict[str, int] = {}
     for n, (name, factory) in enumerate(factories.items()):
-        if name.startswith("raw GET"):
+        if name.startswith("raw "):
             continue
         ident = f"memory-{n}"
         await run(factory(checks * 10), [ident], checks, 50)
@@ -170,17 +192,23 @@ def report(
     names = list(results[scenarios[0]])
     width = max(len(s) for s in scenarios) + 2
     print(f"\nchecks/s ({checks:,} checks per contender and scenario, in turns)")
-    print(f"{'':34}" + "".join(f"{s:>{width}}" for s in scenarios))
+    print(f"{'':42}" + "".join(f"{s:>{width}}" for s in scenarios))
     for name in names:
-        print(f"{name:34}" + "".join(f"{results[s][name]:>{width},.0f}" for s in scenarios))
+        print(f"{name:42}" + "".join(f"{results[s][name]:>{width},.0f}" for s in scenarios))
     print("\nratios")
     for ours in ("ours sliding window", "ours GCRA"):
-        for other in ("limits moving window", "limits sliding counter", "raw GET (ceiling)"):
+        for other in (
+            "limits moving window",
+            "limits sliding counter",
+            "raw GET (ceiling)",
+            "raw EVALSHA return 1",
+            "raw GET, auto-pipeline",
+        ):
             label = f"{ours.removeprefix('ours ')} / {other.removesuffix(' (ceiling)')}"
             cells = "".join(
                 f"{results[s][ours] / results[s][other]:>{width}.2f}" for s in scenarios
             )
-            print(f"{label:34}" + cells)
+            print(f"{label:42}" + cells)
     print(f"\nbytes of one identifier's state after {memory_checks:,} allowed checks")
     for name, size in sizes.items():
         print(f"  {name:32}{size:>12,}")
@@ -196,6 +224,7 @@ async def main() -> None:
     with RedisServer() as server:
         redis = Redis.from_url(server.url)
         try:
+            await redis.script_load(TRIVIAL_SCRIPT)
             factories = contenders(redis, server.url)
             for factory in factories.values():  # open every pool's 50 connections first
                 await run(factory(10**9), ["warm"], 500, 50)
