@@ -45,7 +45,8 @@ class Service:
 # One line per service; each service's owner may adjust its own line.
 SERVICES: Final = (
     Service("api", "api.main", "api_port",
-            "uvicorn api.main:create_app --factory --host 127.0.0.1 --port {port} --no-proxy-headers"),
+            "uvicorn api.main:create_app --factory --host 127.0.0.1 --port {port}"
+            " --no-proxy-headers"),
     Service("session", "session_service.main", "session_port",
             "uvicorn session_service.main:create_app --factory --host 127.0.0.1 --port {port}"),
     Service("invalidator", "invalidator.main", "invalidator_port",
