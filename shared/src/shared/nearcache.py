@@ -87,14 +87,19 @@ class NearCache:
         return len(self._entries)
 
     def get(self, key: str) -> bytes | None:
+        data = self.peek(key)
+        (self.metrics.miss if data is None else self.metrics.hit).inc()
+        return data
+
+    def peek(self, key: str) -> bytes | None:
+        """`get` without counting: for a caller that counts the hit itself and whose miss
+        falls through to a `get` (which counts it), so no lookup is counted twice."""
         entry = self._entries.get(key) if self.live else None
         if entry is None or entry[0] <= self._clock():
             if entry is not None:
                 del self._entries[key]
-            self.metrics.miss.inc()
             return None
         self._entries.move_to_end(key)
-        self.metrics.hit.inc()
         return entry[1]
 
     def put(self, key: str, data: bytes, epoch: int) -> None:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, FastAPI
 from api.config import SERVICE_NAME, get_settings
 from api.deps import attach_resources
 from api.errors import install_domain_errors
+from api.fastpath import install_user_fast_path
 from api.middleware import HttpMetricsMiddleware
 from api.ratelimit import install_rate_limiting
 from api.resources import Resources
@@ -32,6 +33,9 @@ def _routers() -> list[APIRouter]:
 
 def _middleware(app: FastAPI, settings: Settings, resources: Resources) -> None:
     """Every middleware. Starlette runs the last added first: the request id is outermost."""
+    if settings.near_cache_size > 0:
+        # Innermost, before the router: near-cache hits skip routing, never the limiter.
+        install_user_fast_path(app, users.router, lambda: resources.opened.near, resources.keys)
     # Innermost: its 429s are still counted and timed by the metrics middleware.
     install_rate_limiting(app, settings, lambda: resources.opened.redis, resources.metrics.registry)
     app.add_middleware(HttpMetricsMiddleware, metrics=resources.metrics)
