@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -121,5 +122,7 @@ async def test_hung_redis_costs_no_timeout_once_the_breaker_is_open(
     assert all(elapsed >= READ_TIMEOUT * 0.8 for _, elapsed in tripping)
     # ...after, none does.
     assert all(r.status_code == 200 for r, _ in opened)
-    assert max(elapsed for _, elapsed in opened) < READ_TIMEOUT / 5
+    # (Half the timeout as the bound: a full GC pass of a big test process can take ~0.1 s.)
+    assert max(elapsed for _, elapsed in opened) < READ_TIMEOUT / 2
+    assert statistics.median(elapsed for _, elapsed in opened) < READ_TIMEOUT / 10
     assert recovered.headers["x-ratelimit-remaining"].isdigit()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -115,7 +116,7 @@ async def test_sliding_window_state_expires_at_the_end_of_the_next_window(
         assert (await limiter.check(policy, "t")).allowed
         state, expires_at = await asyncio.gather(redis.get(key), redis.pexpiretime(key))
         assert isinstance(state, bytes)
-        index = int(state.split()[0])
+        index = int(struct.unpack(">ddd", state)[0])
         seen.setdefault(index, set()).add(int(expires_at))
         await asyncio.sleep(0.01)
     assert len(seen) >= 3, "the checks did not span three windows"
@@ -123,3 +124,27 @@ async def test_sliding_window_state_expires_at_the_end_of_the_next_window(
         assert len(expiries) == 1, expiries  # one expiry per window, kept by later admissions
         # The server's command clock may differ from TIME in the script by a millisecond.
         assert abs(expiries.pop() - (index + 2) * policy.period_ms) <= 2
+
+
+async def test_sliding_window_reads_the_text_state_of_earlier_releases(
+    redis: Redis, key_prefix: str
+) -> None:
+    # Earlier releases stored "<index> <previous> <current>" as text: a deploy must not reset
+    # live windows (a reset would hand every blocked client a fresh limit).
+    keys = Keys(key_prefix)
+    limiter = RateLimiter(redis, keys, denials=None)
+    policy = Policy("legacy", limit=5, period=3600)
+    key = keys.ratelimit("legacy", "t")
+    seconds, micros = await redis.time()
+    index = (seconds * 1000 + micros // 1000) // policy.period_ms
+    await redis.set(key, f"{index} 0000000000 {policy.limit:010d}", px=60_000)
+    refused = await limiter.check(policy, "t")
+    assert not refused.allowed
+    assert refused.remaining == 0
+    await redis.set(key, f"{index} 0000000000 0000000003", px=60_000)
+    admitted = await limiter.check(policy, "t")
+    assert admitted.allowed
+    assert admitted.remaining == 1
+    state = await redis.get(key)
+    assert isinstance(state, bytes)
+    assert struct.unpack(">ddd", state) == (index, 0, 4)  # rewritten in the packed form
