@@ -10,16 +10,16 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from devtools.redis_server import free_port
+
+from ..session.processes import wait_healthy
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -38,20 +38,6 @@ class ApiProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
-
-
-def _wait_healthy(api: ApiProcess, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if api.process.poll() is not None:
-            raise RuntimeError(f"api exited: {api.log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{api.url}/health", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"api at {api.url} not healthy in {timeout}s")
 
 
 @pytest.fixture
@@ -89,7 +75,7 @@ def start_api(tmp_path: Path) -> Iterator[Callable[..., ApiProcess]]:
             )
         api = ApiProcess(process, f"http://127.0.0.1:{port}", log)
         started.append(api)
-        _wait_healthy(api)
+        wait_healthy(api.url, api.process, api.log)
         return api
 
     yield start
