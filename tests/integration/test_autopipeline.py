@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +15,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from devtools.redis_server import RedisServer
 from shared.autopipeline import AutoPipeline, auto_pipeline
@@ -141,3 +145,123 @@ async def test_a_one_connection_pool_is_not_starved(server: RedisServer) -> None
         assert pipeline.batches == 0
     finally:
         await redis.aclose()
+
+
+async def test_a_hung_server_times_out_the_batch_and_heals(server: RedisServer) -> None:
+    # SIGSTOP: the socket stays open but nothing answers. The read timeout fails what is on
+    # the wire and what queued behind it, without a timer per command; SIGCONT heals.
+    redis = Redis.from_url(server.url, socket_timeout=0.3, retry=Retry(NoBackoff(), 0))
+    assert server.pid is not None
+    try:
+        pipeline = auto_pipeline(redis)
+        assert await pipeline.execute("SET", "k", "v") == b"OK"
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            results = await asyncio.gather(
+                *(pipeline.execute("GET", "k") for _ in range(5)), return_exceptions=True
+            )
+            waited = time.monotonic() - started
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        assert all(isinstance(r, RedisTimeoutError) for r in results), results
+        assert 0.25 <= waited < 2.5  # the timeout, not forever (and not at once)
+        assert await pipeline.execute("GET", "k") == b"v"  # a fresh connection, in step
+    finally:
+        await redis.aclose()
+
+
+async def test_the_watchdog_does_not_fire_on_a_busy_healthy_connection(
+    server: RedisServer,
+) -> None:
+    # Commands for three timeouts' worth of time, one after another: every batch is
+    # answered well within the timeout, so none may fail however long the run.
+    redis = Redis.from_url(server.url, socket_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    try:
+        pipeline = auto_pipeline(redis)
+        deadline, done = time.monotonic() + 0.6, 0
+        while time.monotonic() < deadline:
+            assert await pipeline.execute("INCR", "n") == done + 1
+            done += 1
+        await asyncio.sleep(0.3)  # idle past the timeout: nothing pending, nothing fails
+        assert await pipeline.execute("INCR", "n") == done + 1
+    finally:
+        await redis.aclose()
+
+
+async def test_a_connection_killed_while_idle_is_replaced(server: RedisServer) -> None:
+    redis, admin = Redis.from_url(server.url), Redis.from_url(server.url)
+    try:
+        pipeline = auto_pipeline(redis)
+        await pipeline.execute("CLIENT", "SETNAME", "autopipeline")
+        assert await admin.client_kill_filter(_type=None, skipme=True) >= 1  # not admin
+        await asyncio.sleep(0.05)  # the close reaches the client
+        assert await pipeline.execute("SET", "k", "v") == b"OK"
+        assert await pipeline.execute("GET", "k") == b"v"
+    finally:
+        await redis.aclose()
+        await admin.aclose()
+
+
+async def test_a_connection_killed_mid_command_fails_it_and_heals(server: RedisServer) -> None:
+    redis = Redis.from_url(server.url, retry=Retry(NoBackoff(), 0))
+    admin = Redis.from_url(server.url)
+    try:
+        pipeline = auto_pipeline(redis)
+        blocked = asyncio.create_task(pipeline.execute("BLPOP", "nothing", 5))
+        queued = asyncio.create_task(pipeline.execute("GET", "k"))
+        while not any(c.get("cmd") == "blpop" for c in await admin.client_list()):
+            await asyncio.sleep(0.01)
+        await admin.client_kill_filter(_type=None, skipme=True)
+        results = await asyncio.gather(blocked, queued, return_exceptions=True)
+        assert all(isinstance(r, RedisConnectionError) for r in results), results
+        assert await pipeline.execute("SET", "k", "after") == b"OK"
+        assert await pipeline.execute("GET", "k") == b"after"
+    finally:
+        await redis.aclose()
+        await admin.aclose()
+
+
+async def test_a_killed_command_is_retried_under_the_clients_policy(server: RedisServer) -> None:
+    # One retry allowed: the command that was on the killed connection is sent again.
+    redis = Redis.from_url(server.url, retry=Retry(NoBackoff(), 1))
+    admin = Redis.from_url(server.url)
+    try:
+        pipeline = auto_pipeline(redis)
+        blocked = asyncio.create_task(pipeline.execute("BLPOP", "list", 5))
+        while not any(c.get("cmd") == "blpop" for c in await admin.client_list()):
+            await asyncio.sleep(0.01)
+        await admin.client_kill_filter(_type=None, skipme=True)
+        while not any(c.get("cmd") == "blpop" for c in await admin.client_list()):
+            await asyncio.sleep(0.01)  # the retry is blocked on the new connection
+        await admin.rpush("list", "x")
+        assert await asyncio.wait_for(blocked, 5) == [b"list", b"x"]
+    finally:
+        await redis.aclose()
+        await admin.aclose()
+
+
+async def test_decoded_clients_get_decoded_replies(server: RedisServer) -> None:
+    redis = Redis.from_url(server.url, decode_responses=True)
+    try:
+        pipeline = auto_pipeline(redis)
+        await pipeline.execute("SET", "k", "välue")
+        assert await pipeline.execute("GET", "k") == "välue"
+        with pytest.raises(ResponseError):
+            await pipeline.execute("INCR", "k")
+    finally:
+        await redis.aclose()
+
+
+async def test_closing_the_client_closes_the_dedicated_connection(server: RedisServer) -> None:
+    redis, admin = Redis.from_url(server.url), Redis.from_url(server.url)
+    try:
+        pipeline = auto_pipeline(redis)
+        await pipeline.execute("CLIENT", "SETNAME", "dedicated")
+        names = [c.get("name") for c in await admin.client_list()]
+        assert "dedicated" in names
+        await asyncio.wait_for(redis.aclose(), timeout=5)  # and does not hang on it
+        await asyncio.sleep(0.05)
+        assert "dedicated" not in [c.get("name") for c in await admin.client_list()]
+    finally:
+        await admin.aclose()

@@ -1,26 +1,35 @@
 """Auto-pipelining: commands issued by concurrent tasks share one round trip (like ioredis).
 
-`await auto_pipeline(redis).execute("GET", key)` queues the command and returns its reply.
-One drain task per client writes every queued command (up to `max_batch`) to one dedicated
-connection in a single send, reads the replies in order and hands each to its caller; the
-commands that arrive meanwhile form the next batch. Under load a batch holds what the
-concurrent requests issued while the previous one was on the wire, so N requests cost one
-round trip (one write, one read syscall, one pool-free exchange) instead of N; a lone caller
-pays no wait — its command goes out as soon as the loop runs the drain task.
+`await auto_pipeline(redis).execute("GET", key)` sends the command and returns its raw reply.
+Each client has one dedicated connection for this, driven by its own asyncio protocol
+(`_Link`) instead of redis-py's stream reader: a lone command is written at once from the
+caller's task; commands that arrive while a batch is on the wire queue up, and the moment
+the batch's last reply is parsed (inside the protocol's `data_received`, with hiredis) the
+queue goes out as the next batch, up to `max_batch` commands in one write. Under load N
+requests cost one round trip instead of N; a lone caller pays no wait. Reading replies in
+the protocol callback, rather than through `StreamReader.read` and redis-py's per-read
+`asyncio.timeout`, saves about a third of the client's CPU per command (bench/limiter.py
+prints the gap as "raw GET, auto-pipeline" against a raw redis-py GET).
 
-Semantics kept from a plain call:
+Semantics kept from a plain redis-py call:
+- The handshake (AUTH/ACL, SELECT, client name, TLS) is redis-py's own: the connection is
+  taken from the client's pool and connected by redis-py, then its transport is handed to
+  the `_Link` (the stream protocol stays behind it, so redis-py can still close it).
 - Per-command errors: a command's error reply (`NOSCRIPT`, `WRONGTYPE`, ...) is raised to its
-  own caller only; the others in the batch get their replies.
-- Connection failures and timeouts fail every command of the batch with the redis-py error,
-  after the connection's own `Retry` policy (the same as redis-py's pipelines: the batch is
-  re-sent on a fresh connection), so breakers and fail-open callers see what they saw before.
+  own caller only, as the exception class redis-py maps it to; the others get their replies.
+- A read timeout (the client's `socket_timeout`) or a lost connection fails every command on
+  the wire and queued behind it with redis-py's `TimeoutError` / `ConnectionError`; each
+  caller then retries under the connection's own `Retry` policy on a fresh connection,
+  like a plain call. The timeout costs no timer per command: one watchdog timer at a time,
+  re-armed for the batch on the wire when it fires.
 - A caller cancelled before its batch is written is dropped from it; one cancelled after
-  simply ignores the reply (the connection stays in sync: every reply is read).
+  simply ignores the reply (every reply is read: the connection stays in sync).
 
 Replies are raw (no redis-py response callbacks): use it for commands whose raw reply is what
 the caller wants (GET, EVALSHA). The dedicated connection is taken from the client's pool
-once and never returned: `Redis.aclose()` closes it with the pool; a client whose pool has
-a single connection is not pipelined (plain calls), so it never starves its other users.
+once and never returned: `Redis.aclose()` closes it with the pool. A client whose pool has a
+single connection, or whose connection class has no asyncio transport, is not pipelined
+(plain calls), so it never starves its other users.
 """
 
 from __future__ import annotations
@@ -28,17 +37,19 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import InvalidResponse
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
 
 MAX_BATCH: Final = 128
+CLOSED_BY_SERVER: Final = "Connection closed by server."  # redis-py's wording
 
 _Queued = tuple[tuple[EncodableT, ...], "asyncio.Future[Any]"]
 _PIPELINES: weakref.WeakKeyDictionary[Redis, AutoPipeline] = weakref.WeakKeyDictionary()
@@ -61,63 +72,74 @@ class AutoPipeline:
         self.batches = 0  # round trips made (for tests and benchmarks)
         self.commands = 0  # commands sent
         self.largest_batch = 0
-        self._queue: deque[_Queued] = deque()
-        self._busy = False  # a round trip is on the wire; whoever runs it drains the queue
         self._conn: AbstractConnection | None = None
-        self._drains: set[asyncio.Task[None]] = set()
+        self._link: _Link | None = None
+        self._opening: asyncio.Future[_Link | None] | None = None
         # Holding the only connection of a one-connection pool would starve every other
         # command of the client: such a client gets plain calls, no pipelining.
         pool_size = getattr(redis.connection_pool, "max_connections", 2)
-        self._shared_pool_too_small = pool_size < 2
+        self._plain = pool_size < 2
 
     async def execute(self, *args: EncodableT) -> Any:
-        """Send one command with the others queued in this tick; its raw reply."""
-        if self._shared_pool_too_small:
+        """Send one command with the others queued meanwhile; its raw reply."""
+        link = self._link
+        if link is not None and link.open:
+            try:
+                return await link.submit(args)
+            except (RedisConnectionError, RedisTimeoutError) as error:
+                return await self._retry(args, error)
+        if self._plain:
             # redis-py leaves execute_command unannotated.
             return await self.redis.execute_command(*args)  # type: ignore[no-untyped-call]
-        if not self._busy:
-            return await self._alone(args)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((args, future))
-        return await future
+        return await self._retry(args, None)
 
-    async def _alone(self, args: tuple[EncodableT, ...]) -> Any:
-        # Nothing on the wire: send at once from the caller's own task (no hop through the
-        # drain task). Commands queued meanwhile go out together when this one is answered.
-        # A cancellation here only costs this caller's reply (redis-py drops the connection).
-        self._busy = True
-        try:
-            conn = await self._connection()
-            replies = await conn.retry.call_with_retry(
-                lambda: _send(conn, [args]), lambda _error: conn.disconnect()
-            )
-        finally:
-            self._busy = False
-            self._start_drain()
-        self.batches += 1
-        self.commands += 1
-        self.largest_batch = max(self.largest_batch, 1)
-        if isinstance(replies[0], ResponseError):
-            raise replies[0]
-        return replies[0]
+    async def _retry(self, args: tuple[EncodableT, ...], failed: Exception | None) -> Any:
+        """The command under the connection's `Retry` policy; `failed`: a first attempt's error."""
+        if self._conn is None:  # first use: connecting retries under the same policy
+            link = await self._opened()
+            if link is None:
+                return await self.redis.execute_command(*args)  # type: ignore[no-untyped-call]
+        assert self._conn is not None
+        first = [failed] if failed is not None else []
 
-    def _start_drain(self) -> None:
-        if self._queue and not self._busy:
-            self._busy = True
-            task = asyncio.get_running_loop().create_task(self._run())
-            self._drains.add(task)  # a strong reference until done
-            task.add_done_callback(self._drains.discard)
+        def attempt() -> Awaitable[Any]:
+            if first:  # the attempt already made counts as the policy's first
+                raise first.pop()
+            return self._submit(args)
 
-    async def _run(self) -> None:
-        try:
-            while self._queue:
-                batch = self._take()
-                if batch:
-                    await self._round_trip(batch)
-        finally:
-            self._busy = False
-            # Only reached with work left when this task itself was cancelled (loop shutdown).
-            _fail(self._take_all(), asyncio.CancelledError())
+        return await self._conn.retry.call_with_retry(attempt, self._drop)
+
+    def _submit(self, args: tuple[EncodableT, ...]) -> Awaitable[Any]:
+        link = self._link
+        if link is not None and link.open:
+            return link.submit(args)
+        return self._submit_when_open(args)
+
+    async def _submit_when_open(self, args: tuple[EncodableT, ...]) -> Any:
+        link = await self._opened()
+        if link is None:
+            return await self.redis.execute_command(*args)  # type: ignore[no-untyped-call]
+        return await link.submit(args)
+
+    async def _opened(self) -> _Link | None:
+        """The open link; every caller that needs a (re)connect waits on the same one.
+
+        Callers resume in the order they asked, so their commands keep their order. A
+        cancelled caller leaves the connect running for the others.
+        """
+        link = self._link
+        if link is not None and link.open:
+            return link
+        opening = self._opening
+        if opening is None:
+            opening = self._opening = asyncio.ensure_future(self._open())
+            opening.add_done_callback(self._opened_done)
+        return await asyncio.shield(opening)
+
+    def _opened_done(self, opening: asyncio.Future[_Link | None]) -> None:
+        self._opening = None
+        if not opening.cancelled() and opening.exception() is None:
+            self._link = opening.result()
 
     async def _connection(self) -> AbstractConnection:
         if self._conn is None:
@@ -126,107 +148,155 @@ class AutoPipeline:
             self._conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         return self._conn
 
-    def _take(self) -> list[_Queued]:
-        batch: list[_Queued] = []
-        queue = self._queue
-        while queue and len(batch) < self.max_batch:
-            item = queue.popleft()
-            if not item[1].done():  # a cancelled caller's command is not sent
-                batch.append(item)
-        return batch
+    async def _open(self) -> _Link | None:
+        """Connect the dedicated connection (redis-py's handshake) and take over its transport."""
+        conn = await self._connection()
+        writer: asyncio.StreamWriter | None = getattr(conn, "_writer", None)
+        if writer is not None and (
+            writer.transport.is_closing() or isinstance(writer.transport.get_protocol(), _Link)
+        ):
+            await conn.disconnect(nowait=True)  # the link's old socket: start afresh
+        if not conn.is_connected:
+            await conn.connect()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        writer = getattr(conn, "_writer", None)
+        if writer is None:  # a connection class without an asyncio stream: plain calls
+            self._plain = True
+            await self.redis.connection_pool.release(conn)
+            self._conn = None
+            return None
+        transport = writer.transport
+        link = _Link(self, transport, transport.get_protocol(), conn)
+        transport.set_protocol(link)
+        return link
 
-    def _take_all(self) -> list[_Queued]:
-        items = list(self._queue)
-        self._queue.clear()
-        return items
+    async def _drop(self, _error: Exception) -> None:
+        """After a failure: a closed link's connection is disconnected, to reconnect."""
+        link = self._link
+        if link is not None and not link.open:
+            self._link = None
+            if self._conn is not None:
+                await self._conn.disconnect(nowait=True)
 
-    async def _round_trip(self, batch: list[_Queued]) -> None:
-        try:
-            conn = await self._connection()
-            replies = await conn.retry.call_with_retry(
-                lambda: _send(conn, [args for args, _ in batch]), lambda _error: conn.disconnect()
-            )
-        except BaseException as exc:
-            _fail(batch, exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        self.batches += 1
-        self.commands += len(batch)
-        self.largest_batch = max(self.largest_batch, len(batch))
-        for (_, future), reply in zip(batch, replies, strict=True):
-            if future.done():
+
+class _Link(asyncio.Protocol):
+    """The dedicated connection's protocol: writes batches, hands replies out in order."""
+
+    def __init__(
+        self,
+        pipeline: AutoPipeline,
+        transport: asyncio.BaseTransport,
+        inner: asyncio.BaseProtocol,
+        conn: AbstractConnection,
+    ) -> None:
+        self.open = True
+        self._pipeline = pipeline
+        self._transport: Any = transport  # a WriteTransport; typed loosely for set_protocol
+        self._inner = inner  # redis-py's stream protocol: told when the connection closes
+        self._encode: Callable[[Any], bytes] = conn.encoder.encode
+        self._timeout: float | None = conn.socket_timeout
+        self._loop = asyncio.get_running_loop()
+        kwargs: dict[str, Any] = {
+            "protocolError": InvalidResponse,
+            "replyError": conn._parser.parse_error,
+        }
+        if conn.encoder.decode_responses:
+            kwargs["encoding"] = conn.encoder.encoding
+            kwargs["errors"] = conn.encoder.encoding_errors
+        self._reader = hiredis.Reader(**kwargs)
+        self._waiting: deque[asyncio.Future[Any]] = deque()  # replies due, in order
+        self._queue: deque[_Queued] = deque()  # the next batch
+        self._deadline = 0.0  # the batch on the wire times out then
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    def submit(self, args: tuple[EncodableT, ...]) -> asyncio.Future[Any]:
+        future = self._loop.create_future()
+        if self._waiting:
+            self._queue.append((args, future))
+        else:
+            self._write([(args, future)])
+        return future
+
+    def _write(self, batch: list[_Queued]) -> None:
+        encode = self._encode
+        parts: list[bytes] = []
+        waiting = self._waiting
+        for args, future in batch:
+            # RESP arrays of bulk strings: what `pack_commands` does, at a fraction of its
+            # cost (our command names are single words; arguments encode as redis-py's).
+            parts.append(b"*%d\r\n" % len(args))
+            for arg in args:
+                data = arg if type(arg) is bytes else encode(arg)
+                parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+            waiting.append(future)
+        self._transport.write(b"".join(parts))
+        pipeline = self._pipeline
+        pipeline.batches += 1
+        pipeline.commands += len(batch)
+        pipeline.largest_batch = max(pipeline.largest_batch, len(batch))
+        if self._timeout is not None:
+            self._deadline = self._loop.time() + self._timeout
+            if self._watchdog is None:
+                self._watchdog = self._loop.call_at(self._deadline, self._check_deadline)
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        reader.feed(data)
+        waiting = self._waiting
+        while waiting:
+            reply = reader.gets()
+            if reply is False:  # hiredis: not enough data yet
+                return
+            future = waiting.popleft()
+            if future.done():  # its caller was cancelled: the reply is read and dropped
                 continue
-            if isinstance(reply, ResponseError):
+            if isinstance(reply, Exception):
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
+        self._next_batch()
 
+    def _next_batch(self) -> None:
+        queue = self._queue
+        batch: list[_Queued] = []
+        limit = self._pipeline.max_batch
+        while queue and len(batch) < limit:
+            item = queue.popleft()
+            if not item[1].done():  # a cancelled caller's command is not sent
+                batch.append(item)
+        if batch:
+            self._write(batch)
 
-async def _send(conn: AbstractConnection, commands: list[tuple[EncodableT, ...]]) -> list[Any]:
-    await _write(conn, _pack(conn.encoder.encode, commands))
-    replies: list[Any] = []
-    for _ in commands:
-        try:
-            replies.append(await conn.read_response())
-        except ResponseError as exc:  # an error reply: the connection is still in sync
-            replies.append(exc)
-    return replies
+    def _check_deadline(self) -> None:
+        self._watchdog = None
+        if not self._waiting or not self.open:
+            return
+        if self._loop.time() < self._deadline:
+            self._watchdog = self._loop.call_at(self._deadline, self._check_deadline)
+            return
+        # The reply is late: the connection is out of step, so it is closed.
+        self._fail(RedisTimeoutError("Timeout reading from socket"))
+        self._transport.abort()
 
+    def eof_received(self) -> bool:
+        self._inner.eof_received()  # type: ignore[attr-defined]
+        return False  # close the transport: connection_lost follows
 
-def _pack(encode: Callable[[Any], bytes], commands: list[tuple[EncodableT, ...]]) -> list[bytes]:
-    """RESP arrays of bulk strings; what `pack_commands` does, at a fraction of its cost.
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is None:
+            error = RedisConnectionError(CLOSED_BY_SERVER)
+        else:
+            error = RedisConnectionError(f"Error while reading from socket: {exc}")
+        self._fail(error)
+        self._inner.connection_lost(exc)
 
-    (redis-py's packer checks every argument several times over and splits the command name
-    on spaces: our command names are single words.) Arguments encode as redis-py encodes them.
-    """
-    packed: list[bytes] = []
-    for args in commands:
-        parts = [b"*%d\r\n" % len(args)]
-        for arg in args:
-            data = arg if type(arg) is bytes else encode(arg)
-            parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
-        packed.append(b"".join(parts))
-    return packed
-
-
-async def _write(conn: AbstractConnection, packed: list[bytes]) -> None:
-    """`send_packed_command` without its per-call `asyncio.wait_for`.
-
-    On Python 3.11 `wait_for` wraps the write in a new task on every call — the largest
-    single cost of a sequential command. The write itself never blocks; only `drain()` can
-    wait, and only when the socket did not take everything, so that is when the timeout is
-    armed (`asyncio.timeout`, no task). A lost connection surfaces on the read that follows.
-    Errors map as redis-py maps them. Falls back to redis-py's own path to connect, or if its
-    internals ever change.
-    """
-    writer: asyncio.StreamWriter | None = getattr(conn, "_writer", None)
-    if writer is None or not conn.is_connected:
-        await conn.send_packed_command(packed, check_health=False)
-        return
-    if writer.transport.is_closing():
-        await conn.disconnect(nowait=True)
-        raise RedisConnectionError("Error while writing to socket: the connection is closing")
-    try:
-        writer.writelines(packed)
-        if writer.transport.get_write_buffer_size():
-            async with asyncio.timeout(conn.socket_timeout):
-                await writer.drain()
-    except TimeoutError:
-        await conn.disconnect(nowait=True)
-        raise RedisTimeoutError("Timeout writing to socket") from None
-    except OSError as exc:
-        await conn.disconnect(nowait=True)
-        raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
-    except BaseException:
-        await conn.disconnect(nowait=True)  # a half-written command: the socket is unusable
-        raise
-
-
-def _fail(batch: list[_Queued], exc: BaseException) -> None:
-    for _, future in batch:
-        if not future.done():
-            if isinstance(exc, asyncio.CancelledError):
-                future.cancel()
-            else:
-                future.set_exception(exc)
+    def _fail(self, error: Exception) -> None:
+        self.open = False
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        pending = list(self._waiting) + [future for _, future in self._queue]
+        self._waiting.clear()
+        self._queue.clear()
+        for future in pending:
+            if not future.done():
+                future.set_exception(error)

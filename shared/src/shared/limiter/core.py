@@ -28,7 +28,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from shared.autopipeline import AutoPipeline, auto_pipeline
+from shared.autopipeline import auto_pipeline
 from shared.keys import Keys
 from shared.limiter.denials import DenialCache
 from shared.limiter.model import Decision, Policy
@@ -58,51 +58,60 @@ class RateLimiter:
         self.keys = keys
         self.denials = denials
         self._pipeline = auto_pipeline(redis)
-        self._key_memo: dict[tuple[str, str], str] = {}
-        self._args: dict[Policy, tuple[bytes, bytes]] = {}  # pre-encoded limit and period
+        self._key_memo: dict[tuple[str, str], bytes] = {}
         self._scripts = {algorithm: Script(script_source(algorithm)) for algorithm in SCRIPT_FILES}
+        # Per policy: the EVALSHA prefix and its limit and period, encoded once.
+        self._calls: dict[Policy, tuple[Script, bytes, bytes]] = {}
 
     async def check(self, policy: Policy, identifier: str, cost: int = 1) -> Decision:
         if not 1 <= cost <= policy.limit:
             raise ValueError(f"cost must be between 1 and the limit ({policy.limit})")
         key = self._key(policy.name, identifier)
-        if self.denials is not None and (cached := self.denials.get(key, cost)) is not None:
+        denials = self.denials
+        if denials is not None and (cached := denials.get(key, cost)) is not None:
             return cached
-        script = self._scripts[policy.algorithm]
-        args = self._args.get(policy)
-        if args is None:
-            args = self._args[policy] = (b"%d" % policy.limit, b"%d" % policy.period_ms)
-        raw = await script(self._pipeline, key.encode(), *args, b"%d" % cost)
+        call = self._calls.get(policy)
+        if call is None:
+            call = self._calls[policy] = (
+                self._scripts[policy.algorithm],
+                b"%d" % policy.limit,
+                b"%d" % policy.period_ms,
+            )
+        script, limit, period = call
+        # Inline rather than a helper coroutine: this is the hot path of every request.
+        try:
+            raw = await self._pipeline.execute(*script.evalsha, key, limit, period, b"%d" % cost)
+        except NoScriptError:  # SCRIPT FLUSH or a restart: EVAL runs it and caches it again
+            raw = await self._pipeline.execute(*script.eval, key, limit, period, b"%d" % cost)
         decision = _decision(policy.limit, raw)
-        if self.denials is not None and not decision.allowed:
-            self.denials.put(key, cost, decision)
+        if denials is not None and not decision.allowed:
+            denials.put(key, cost, decision)
         return decision
 
-    def _key(self, policy: str, identifier: str) -> str:
+    def _key(self, policy: str, identifier: str) -> bytes:
         # Building a key validates both tokens (two regex matches): memoized, bounded.
         key = self._key_memo.get((policy, identifier))
         if key is None:
             if len(self._key_memo) >= KEY_MEMO_SIZE:
                 self._key_memo.clear()
-            key = self._key_memo[(policy, identifier)] = self.keys.ratelimit(policy, identifier)
+            key = self.keys.ratelimit(policy, identifier).encode()
+            self._key_memo[(policy, identifier)] = key
         return key
 
 
 class Script:
-    """A Lua script run by `EVALSHA`, falling back to `EVAL` on `NOSCRIPT`."""
+    """A Lua script's `EVALSHA` and `EVAL` command prefixes (`numkeys` 1), pre-encoded.
+
+    Bytes skip redis-py's per-argument encoder on the hot path. The caller sends `evalsha`
+    and falls back to `eval` on `NOSCRIPT`, which runs the script and caches it again in
+    the same round trip.
+    """
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-        # Pre-encoded: bytes skip redis-py's per-argument encoder on the hot path.
-        self._evalsha = (b"EVALSHA", self.sha.encode(), b"1")
-        self._eval = (b"EVAL", source.encode(), b"1")
-
-    async def __call__(self, pipeline: AutoPipeline, key: bytes, *args: bytes) -> Any:
-        try:
-            return await pipeline.execute(*self._evalsha, key, *args)
-        except NoScriptError:
-            return await pipeline.execute(*self._eval, key, *args)
+        self.evalsha = (b"EVALSHA", self.sha.encode(), b"1")
+        self.eval = (b"EVAL", source.encode(), b"1")
 
 
 def _decision(limit: int, raw: Any) -> Decision:

@@ -39,12 +39,12 @@ class DenialCache:
     ) -> None:
         self.max_entries = max_entries
         self._clock = clock
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[str | bytes, _Entry] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: str, cost: int) -> Decision | None:
+    def get(self, key: str | bytes, cost: int) -> Decision | None:
         """The cached denial for `key`, with its clocks moved to now; None to ask Redis."""
         entry = self._entries.get(key)
         if entry is None:
@@ -63,7 +63,7 @@ class DenialCache:
             cached=True,
         )
 
-    def put(self, key: str, cost: int, decision: Decision) -> None:
+    def put(self, key: str | bytes, cost: int, decision: Decision) -> None:
         if decision.allowed or self.max_entries <= 0:
             return
         now = self._clock()
