@@ -203,6 +203,14 @@ async def test_a_connection_killed_while_idle_is_replaced(server: RedisServer) -
         await admin.aclose()
 
 
+async def _blocked_in_blpop(admin: Redis) -> None:
+    for _ in range(500):  # at most ~5 s
+        if any(c.get("cmd") == "blpop" for c in await admin.client_list()):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no client is blocked in BLPOP")
+
+
 async def test_a_connection_killed_mid_command_fails_it_and_heals(server: RedisServer) -> None:
     redis = Redis.from_url(server.url, retry=Retry(NoBackoff(), 0))
     admin = Redis.from_url(server.url)
@@ -210,8 +218,7 @@ async def test_a_connection_killed_mid_command_fails_it_and_heals(server: RedisS
         pipeline = auto_pipeline(redis)
         blocked = asyncio.create_task(pipeline.execute("BLPOP", "nothing", 5))
         queued = asyncio.create_task(pipeline.execute("GET", "k"))
-        while not any(c.get("cmd") == "blpop" for c in await admin.client_list()):
-            await asyncio.sleep(0.01)
+        await _blocked_in_blpop(admin)
         await admin.client_kill_filter(_type=None, skipme=True)
         results = await asyncio.gather(blocked, queued, return_exceptions=True)
         assert all(isinstance(r, RedisConnectionError) for r in results), results
@@ -229,11 +236,9 @@ async def test_a_killed_command_is_retried_under_the_clients_policy(server: Redi
     try:
         pipeline = auto_pipeline(redis)
         blocked = asyncio.create_task(pipeline.execute("BLPOP", "list", 5))
-        while not any(c.get("cmd") == "blpop" for c in await admin.client_list()):
-            await asyncio.sleep(0.01)
+        await _blocked_in_blpop(admin)
         await admin.client_kill_filter(_type=None, skipme=True)
-        while not any(c.get("cmd") == "blpop" for c in await admin.client_list()):
-            await asyncio.sleep(0.01)  # the retry is blocked on the new connection
+        await _blocked_in_blpop(admin)  # the retry, on the new connection
         await admin.rpush("list", "x")
         assert await asyncio.wait_for(blocked, 5) == [b"list", b"x"]
     finally:
