@@ -81,9 +81,11 @@ async def test_gcra_is_exact(redis: Redis, keys: Keys, cache: bool) -> None:
         assert at >= start + (k - policy.limit + 1) * interval - 0.01, k
     # Never a slot lost: when a check is refused, every slot due by then has been used —
     # admitted = burst + elapsed / interval, to within the one slot in progress.
+    # (Counted up to that refusal: after a stall near the end, one more admission may follow.)
     last_refusal = max(d.now * 1000 for d in decisions if not d.allowed and not d.cached)
     due = policy.limit + (last_refusal - start) / interval
-    assert due - 1 < len(times) <= due + 0.01
+    admitted_by_then = sum(1 for at in times if at <= last_refusal)
+    assert due - 1 < admitted_by_then <= due + 0.01
     per_window = Counter(int((at - start) // policy.period_ms) for at in times)
     assert len(per_window) >= 4
     assert per_window[0] >= policy.limit  # the burst

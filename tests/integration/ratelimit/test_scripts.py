@@ -148,3 +148,59 @@ async def test_sliding_window_reads_the_text_state_of_earlier_releases(
     state = await redis.get(key)
     assert isinstance(state, bytes)
     assert struct.unpack(">ddd", state) == (index, 0, 4)  # rewritten in the packed form
+
+
+async def test_gcra_state_lives_until_its_tat_and_its_expiry_is_rarely_rewritten(
+    redis: Redis, key_prefix: str
+) -> None:
+    # The key must outlive its TAT, or a burst would be handed out again early; and the
+    # expiry is set a period ahead and rewritten only when a TAT passes it (SET ... KEEPTTL
+    # otherwise), so steady traffic rewrites it about once a period, not on every check.
+    keys = Keys(key_prefix)
+    limiter = RateLimiter(redis, keys, denials=None)
+    policy = Policy("gttl", limit=1000, period=0.2, algorithm=RateAlgorithm.GCRA)
+    key = keys.ratelimit("gttl", "t")
+    expiries: list[int] = []
+    checks = 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 0.7
+    while loop.time() < deadline:
+        assert (await limiter.check(policy, "t")).allowed
+        checks += 1
+        state, expires_at = await asyncio.gather(redis.get(key), redis.pexpiretime(key))
+        assert isinstance(state, bytes)
+        tat, expires = struct.unpack(">dd", state)
+        assert expires_at == int(expires)  # the stored expiry is the key's
+        assert expires >= tat  # the state outlives its TAT
+        if not expiries or expiries[-1] != expires_at:
+            expiries.append(expires_at)
+        await asyncio.sleep(0.005)
+    assert checks >= 30, "too few checks to tell"
+    # 0.7 s of 0.2 s periods: a handful of rewrites, against one per check before.
+    assert len(expiries) <= 6, (len(expiries), checks)
+
+
+async def test_gcra_reads_the_text_state_of_earlier_releases(redis: Redis, key_prefix: str) -> None:
+    # Earlier releases stored the TAT as text ("<unix ms>.<µs>") with PX: a deploy must not
+    # hand a blocked identifier a fresh burst.
+    keys = Keys(key_prefix)
+    limiter = RateLimiter(redis, keys, denials=None)
+    policy = Policy("glegacy", limit=5, period=3600, algorithm=RateAlgorithm.GCRA)
+    key = keys.ratelimit("glegacy", "t")
+    seconds, micros = await redis.time()
+    now_ms = seconds * 1000 + micros / 1000
+    full = now_ms + policy.period_ms  # the whole burst used up
+    await redis.set(key, f"{full:.3f}", px=policy.period_ms)
+    refused = await limiter.check(policy, "t")
+    assert not refused.allowed
+    assert refused.remaining == 0
+    interval = policy.period_ms / policy.limit
+    await redis.set(key, f"{full - 2 * interval:.3f}", px=policy.period_ms)  # two slots free
+    admitted = await limiter.check(policy, "t")
+    assert admitted.allowed
+    assert admitted.remaining == 1
+    state = await redis.get(key)
+    assert isinstance(state, bytes)
+    tat, expires = struct.unpack(">dd", state)  # rewritten in the packed form
+    assert abs(tat - (full - interval)) < 50  # ms: the clock moved between the calls
+    assert expires >= tat

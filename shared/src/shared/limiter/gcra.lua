@@ -1,5 +1,6 @@
 -- GCRA (generic cell rate algorithm): one check, one key, server time.
--- KEYS[1]  the identifier's theoretical arrival time (TAT), unix ms with 3 decimals
+-- KEYS[1]  the identifier's state: its theoretical arrival time (TAT) and the moment the key
+--          expires, both unix ms, packed as two big-endian doubles (struct '>dd', 16 bytes)
 -- ARGV     limit, period (ms), cost
 -- Returns  {allowed 0|1, remaining, reset_after_ms, retry_after_ms, now_us}
 --
@@ -17,17 +18,31 @@ local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now = now_us / 1000
 
--- Anything unreadable (e.g. the other algorithm's state after RATE_LIMIT_ALGORITHM changed)
--- counts as no state.
-local tat = tonumber(redis.call('GET', KEYS[1])) or 0
+local tat, expires = 0, 0
+local state = redis.call('GET', KEYS[1])
+if state and #state == 16 then
+  tat, expires = struct.unpack('>dd', state)
+elseif state then
+  -- The text TAT written by earlier releases (its expiry unknown: rewritten below). Anything
+  -- else, e.g. the sliding window's state after RATE_LIMIT_ALGORITHM changed, is no state.
+  tat = tonumber(state) or 0
+end
 if tat < now then tat = now end
 local new_tat = tat + cost * interval
 local allowed = new_tat - now <= period + slack
 local retry = 0
 if allowed then
   tat = new_tat
-  -- Once the TAT is in the past the state equals no state: let it expire then.
-  redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil(tat - now))
+  -- The key must live until its TAT (after that the state equals no state). An admitted TAT
+  -- is at most one period ahead, so the expiry is set one period ahead and rewritten only
+  -- when a TAT passes it — about once a period under steady traffic — not on every
+  -- admission (KEEPTTL: measured, a SET ... PX costs about as much as the rest of a script).
+  if tat > expires then
+    expires = math.ceil(now + period + slack)
+    redis.call('SET', KEYS[1], struct.pack('>dd', tat, expires), 'PXAT', expires)
+  else
+    redis.call('SET', KEYS[1], struct.pack('>dd', tat, expires), 'KEEPTTL')
+  end
 else
   retry = math.ceil(new_tat - period - now)
 end
