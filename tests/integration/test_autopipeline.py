@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -270,3 +272,14 @@ async def test_closing_the_client_closes_the_dedicated_connection(server: RedisS
         assert "dedicated" not in [c.get("name") for c in await admin.client_list()]
     finally:
         await admin.aclose()
+
+
+async def test_a_dropped_client_and_its_pipeline_are_freed(server: RedisServer) -> None:
+    redis = Redis.from_url(server.url)
+    pipeline = auto_pipeline(redis)
+    assert await pipeline.execute("PING") == b"PONG"
+    await redis.aclose()
+    gone = weakref.ref(redis)
+    del redis, pipeline
+    gc.collect()
+    assert gone() is None  # the registry does not keep clients alive

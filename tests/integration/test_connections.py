@@ -14,6 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from devtools.redis_server import RedisServer, find_redis_server, free_port
+from shared.autopipeline import auto_pipeline
 from shared.connections import describe_target, make_redis, open_redis, redis_health
 from shared.errors import RedisUnavailableError
 from shared.settings import Settings
@@ -125,6 +126,12 @@ async def test_acl_user_and_password_through_the_url(
     client = await open_redis(f"redis://alice:s3cr3t-pw@127.0.0.1:{server.port}/0", settings)
     try:
         assert await client.acl_whoami() in {b"alice", "alice"}
+        # The auto-pipeline's dedicated connection goes through the same handshake.
+        pipeline = auto_pipeline(client)
+        assert await pipeline.execute("ACL", "WHOAMI") == b"alice"
+        assert (
+            await asyncio.gather(*(pipeline.execute("PING") for _ in range(20))) == [b"PONG"] * 20
+        )
     finally:
         await client.aclose()
 
@@ -197,6 +204,12 @@ async def test_rediss_tls_through_the_url(
         info = await client.info("server")
         assert int(info["tcp_port"]) != tls_port  # we did reach the TLS listener, not plain
         assert describe_target(url) == f"127.0.0.1:{tls_port}"
+        # The auto-pipeline's protocol sits on the TLS transport as well.
+        pipeline = auto_pipeline(client)
+        assert await pipeline.execute("GET", "tls-probe") == b"1"
+        replies = await asyncio.gather(*(pipeline.execute("INCR", "tls-n") for _ in range(20)))
+        assert sorted(replies) == list(range(1, 21))
+        assert pipeline.batches < 20  # they shared round trips
     finally:
         await client.aclose()
 

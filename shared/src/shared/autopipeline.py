@@ -67,7 +67,10 @@ class AutoPipeline:
     def __init__(self, redis: Redis, *, max_batch: int = MAX_BATCH) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
-        self.redis = redis
+        # A weak reference: the registry maps client -> pipeline weakly, and a strong one here
+        # would keep every client (and its pipeline) alive for good.
+        self._redis = weakref.ref(redis)
+        self._pool = redis.connection_pool
         self.max_batch = max_batch
         self.batches = 0  # round trips made (for tests and benchmarks)
         self.commands = 0  # commands sent
@@ -79,6 +82,13 @@ class AutoPipeline:
         # command of the client: such a client gets plain calls, no pipelining.
         pool_size = getattr(redis.connection_pool, "max_connections", 2)
         self._plain = pool_size < 2
+
+    @property
+    def redis(self) -> Redis:
+        redis = self._redis()
+        if redis is None:
+            raise RuntimeError("the Redis client of this auto-pipeline is gone")
+        return redis
 
     async def execute(self, *args: EncodableT) -> Any:
         """Send one command with the others queued meanwhile; its raw reply."""
@@ -143,7 +153,7 @@ class AutoPipeline:
 
     async def _connection(self) -> AbstractConnection:
         if self._conn is None:
-            pool = self.redis.connection_pool
+            pool = self._pool
             # redis-py leaves get_connection unannotated.
             self._conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         return self._conn
@@ -161,7 +171,7 @@ class AutoPipeline:
         writer = getattr(conn, "_writer", None)
         if writer is None:  # a connection class without an asyncio stream: plain calls
             self._plain = True
-            await self.redis.connection_pool.release(conn)
+            await self._pool.release(conn)
             self._conn = None
             return None
         transport = writer.transport
