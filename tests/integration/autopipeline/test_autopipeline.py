@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import uvloop
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -30,6 +31,11 @@ async def _stats(redis: Redis) -> tuple[int, int]:
     info: dict[str, Any] = await redis.info("all")
     gets = info.get("cmdstat_get", {}).get("calls", 0)
     return int(info["total_reads_processed"]), int(gets)
+
+
+async def test_runs_on_each_loop(request: pytest.FixtureRequest) -> None:
+    on_uvloop = isinstance(asyncio.get_running_loop(), uvloop.Loop)
+    assert on_uvloop == request.node.name.endswith("[uvloop]")
 
 
 @pytest.fixture
