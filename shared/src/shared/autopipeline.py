@@ -167,7 +167,9 @@ class AutoPipeline:
         ):
             await conn.disconnect(nowait=True)  # the link's old socket: start afresh
         if not conn.is_connected:
-            await conn.connect()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+            # One attempt: the caller's retry loop already applies the client's policy, and
+            # redis-py's `connect()` would retry inside every one of its attempts.
+            await conn.connect_check_health(check_health=True, retry_socket_connect=False)
         writer = getattr(conn, "_writer", None)
         if writer is None:  # a connection class without an asyncio stream: plain calls
             self._plain = True

@@ -289,3 +289,34 @@ async def test_a_dropped_client_and_its_pipeline_are_freed(server: RedisServer) 
     del redis, pipeline
     gc.collect()
     assert gone() is None  # the registry does not keep clients alive
+
+
+async def test_reconnecting_makes_one_attempt_per_retry_not_nested_retries(
+    server: RedisServer,
+) -> None:
+    # redis-py's `connect()` retries under the client's policy, and the command's own retry
+    # loop runs the same policy around it: (retries + 1)² attempts per failed command. The
+    # auto-pipeline connects once per attempt of its own loop. A listener that accepts and
+    # hangs up stands in for a Redis that is sick, counting the attempts.
+    redis = Redis.from_url(server.url, retry=Retry(NoBackoff(), 3))
+    accepted = 0
+
+    def hang_up(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        writer.close()
+
+    try:
+        pipeline = auto_pipeline(redis)
+        assert await pipeline.execute("PING") == b"PONG"
+        server.kill()
+        listener = await asyncio.start_server(hang_up, "127.0.0.1", server.port)
+        try:
+            with pytest.raises(RedisConnectionError):
+                await pipeline.execute("GET", "k")
+        finally:
+            listener.close()
+            await listener.wait_closed()
+    finally:
+        await redis.aclose()
+    assert accepted == 4  # the first try and 3 retries, each one connection
