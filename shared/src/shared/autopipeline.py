@@ -105,7 +105,7 @@ class AutoPipeline:
 
     async def _retry(self, args: tuple[EncodableT, ...], failed: Exception | None) -> Any:
         """The command under the connection's `Retry` policy; `failed`: a first attempt's error."""
-        if self._conn is None:  # first use: connecting retries under the same policy
+        if self._conn is None:  # first use: the pool hands out a connected one (its own retries)
             link = await self._opened()
             if link is None:
                 return await self.redis.execute_command(*args)  # type: ignore[no-untyped-call]
