@@ -57,8 +57,26 @@ def test_console_lines_show_the_ids(capsys: pytest.CaptureFixture[str]) -> None:
 def test_setup_twice_leaves_one_handler_and_quiets_noisy_loggers() -> None:
     logs.setup_logging("api")
     logs.setup_logging("api", "DEBUG")
-    assert len(logging.getLogger().handlers) == 1
+    ours = [h for h in logging.getLogger().handlers if isinstance(h, logs._ServiceHandler)]
+    assert len(ours) == 1
     assert logging.getLogger("uvicorn.access").level == logging.WARNING
+
+
+def test_handlers_installed_by_others_are_kept() -> None:
+    # A service factory run inside a test used to drop the test runner's capture handler.
+    records: list[logging.LogRecord] = []
+
+    class Foreign(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    foreign = Foreign()
+    logging.getLogger().addHandler(foreign)
+    logs.setup_logging("api")
+    logs.setup_logging("api")
+    assert foreign in logging.getLogger().handlers
+    logging.getLogger("t.kept").warning("still seen")
+    assert [r.getMessage() for r in records] == ["still seen"]
 
 
 def test_exceptions_are_one_json_document(capsys: pytest.CaptureFixture[str]) -> None:

@@ -64,14 +64,23 @@ class ConsoleFormatter(logging.Formatter):
         return super().format(record)
 
 
+class _ServiceHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The stderr handler `setup_logging` installs: known by its class when set up again."""
+
+
 def setup_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
-    """Configure the root logger once: one stderr handler, JSON or console."""
-    handler = logging.StreamHandler(sys.stderr)
+    """Configure the root logger: one stderr handler of ours, JSON or console.
+
+    Called again, it replaces its own handler; handlers others installed on the root (a test
+    runner's capture, an APM's exporter) are left in place.
+    """
+    handler = _ServiceHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
     handler.addFilter(_ContextFilter(service))
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if isinstance(old, _ServiceHandler):
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
     # Per-message INFO from the broker and access logs cost throughput and say little.
