@@ -42,9 +42,8 @@ bench: install ## run every benchmark in bench/ (short runs; figures and ratios 
 	if [ $${#files[@]} -eq 0 ]; then echo "no benchmarks in bench/"; exit 0; fi; \
 	status=0; for f in "$${files[@]}"; do echo "+ $$f"; $(RUN) python "$$f" || status=1; done; exit $$status
 
-docs: install ## regenerate docs/: events.schema.json (and the AsyncAPI document when its script exists)
-	$(RUN) python scripts/export_schemas.py
-	@if [ -f scripts/export_asyncapi.py ]; then $(RUN) python scripts/export_asyncapi.py; fi
+docs: install ## regenerate docs/: events.schema.json and asyncapi.json
+	$(RUN) python scripts/export_docs.py
 
 up: ## docker compose: build and start redis, redis-cache, postgres and the services
 	docker compose up -d --build

@@ -41,19 +41,21 @@ def test_readme_settings_table_lists_every_setting_once() -> None:
     assert set(names) == FIELDS
 
 
-def test_committed_event_schema_matches_the_models(tmp_path: Path) -> None:
-    script = ROOT / "scripts" / "export_schemas.py"
+def test_committed_documents_match_the_code(tmp_path: Path) -> None:
+    script = ROOT / "scripts" / "export_docs.py"
     fresh = subprocess.run(
         [sys.executable, str(script), "--check"], capture_output=True, text=True, check=False
     )
     assert fresh.returncode == 0, fresh.stderr
-    stale = tmp_path / "events.schema.json"
-    stale.write_text("{}\n")
+    for name in ("events.schema.json", "asyncapi.json"):
+        (tmp_path / name).write_text((ROOT / "docs" / name).read_text())
+    (tmp_path / "events.schema.json").write_text("{}\n")  # one stale, one current
     done = subprocess.run(
-        [sys.executable, str(script), "--check", "--output", str(stale)],
+        [sys.executable, str(script), "--check", "--docs-dir", str(tmp_path)],
         capture_output=True,
         text=True,
         check=False,
     )
     assert done.returncode == 1
-    assert "stale" in done.stderr
+    assert done.stderr.count("stale") == 1
+    assert "events.schema.json is stale" in done.stderr
