@@ -79,6 +79,7 @@ DEFAULTS: dict[str, Any] = {
     "rate_limit_user": RateSpec(limit=60, period=60),
     "rate_limit_fail_closed": [],
     "trusted_proxies": [],
+    "max_request_bytes": 1_048_576,
     "log_level": "INFO",
     "log_format": "json",
     "api_port": 8000,

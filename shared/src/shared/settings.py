@@ -233,6 +233,9 @@ class Settings(BaseSettings):
     rate_limit_fail_closed: CommaList = []
     trusted_proxies: NetworkList = []
 
+    # Every request body is bounded (declared or streamed): 413 beyond this many bytes.
+    max_request_bytes: int = Field(1_048_576, ge=1)
+
     # Logging and ports.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "console"] = "json"

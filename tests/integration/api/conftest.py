@@ -105,6 +105,11 @@ class Api:
         return await sign_in(self.client, user["email"], PASSWORD)
 
 
+def public(user: dict[str, Any]) -> dict[str, Any]:
+    """The public view of a user `create_user` returned (its own view): no email."""
+    return {name: value for name, value in user.items() if name != "email"}
+
+
 ApiFactory = Callable[..., AbstractAsyncContextManager[Api]]
 
 

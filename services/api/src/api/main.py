@@ -16,7 +16,12 @@ from api.middleware import HttpMetricsMiddleware
 from api.ratelimit import install_rate_limiting
 from api.resources import Resources
 from api.routes import auth, health, users
-from shared.http import JsonResponse, RequestIdMiddleware, install_error_handlers
+from shared.http import (
+    BodyLimitMiddleware,
+    JsonResponse,
+    RequestIdMiddleware,
+    install_error_handlers,
+)
 from shared.logs import setup_logging
 from shared.metrics import mount_metrics
 from shared.settings import Settings
@@ -38,6 +43,8 @@ def _middleware(app: FastAPI, settings: Settings, resources: Resources) -> None:
         install_user_fast_path(app, users.router, lambda: resources.opened.near, resources.keys)
     # Innermost: its 429s are still counted and timed by the metrics middleware.
     install_rate_limiting(app, settings, lambda: resources.opened.redis, resources.metrics.registry)
+    # Outside the limiter: a declared oversize body costs no Redis call to refuse.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(HttpMetricsMiddleware, metrics=resources.metrics)
     app.add_middleware(RequestIdMiddleware)
 

@@ -41,7 +41,11 @@ from shared.settings import Network, Settings
 logger = logging.getLogger(__name__)
 
 SCOPE_KEY = "api.ratelimit"
-AUTH_ROUTES = frozenset({("POST", "/v1/auth/register"), ("POST", "/v1/auth/login")})
+# POST /v1/users creates an account exactly as register does (an argon2 hash, a 409 that
+# tells whether an email is taken): it gets the same policy.
+AUTH_ROUTES = frozenset(
+    {("POST", "/v1/auth/register"), ("POST", "/v1/auth/login"), ("POST", "/v1/users")}
+)
 EXEMPT_PATHS = frozenset({"/health", "/metrics"})
 # Anything that means "no answer from the limiter": the request is then judged fail-open/closed.
 REDIS_DOWN: tuple[type[BaseException], ...] = (CircuitOpenError, RedisError, *UNAVAILABLE_ERRORS)

@@ -22,7 +22,12 @@ from session_service.metrics import SessionMetrics, sample_active
 from session_service.routes import router
 from session_service.usecases import Sessions
 from shared.connections import describe_target, make_redis, redis_health
-from shared.http import JsonResponse, RequestIdMiddleware, install_error_handlers
+from shared.http import (
+    BodyLimitMiddleware,
+    JsonResponse,
+    RequestIdMiddleware,
+    install_error_handlers,
+)
 from shared.keys import Keys
 from shared.logs import setup_logging
 from shared.metrics import make_registry, mount_metrics
@@ -115,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_api_route("/health", health, methods=["GET"], tags=["ops"])
     mount_metrics(app, registry)
     _document_token(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     token = settings.service_token.get_secret_value()
     if token:
         app.add_middleware(ServiceTokenMiddleware, token=token)

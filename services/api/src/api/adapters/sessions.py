@@ -17,7 +17,7 @@ from uuid import UUID
 
 import httpx
 
-from shared.breaker import CircuitBreaker
+from shared.breaker import CircuitBreaker, State
 from shared.errors import CircuitOpenError
 from shared.settings import Settings
 
@@ -73,6 +73,15 @@ class SessionClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    async def ensure_available(self) -> None:
+        """Raise at once, without I/O, while the breaker knows the service is down."""
+        if self._breaker.state is State.OPEN:
+            raise SessionServiceUnavailableError("session service circuit is open")
+
+    async def probe(self) -> None:
+        """One cheap round trip (`GET /health`, through the breaker); raises when it fails."""
+        await self._call("GET", "/health")
 
     async def create(self, user_id: UUID) -> IssuedSession:
         body = await self._call("POST", "/v1/sessions", {"user_id": str(user_id)})
