@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from api.config import SERVICE_NAME, get_settings
+from api.config import SERVICE_NAME, ApiSettings, load
 from api.deps import attach_resources
 from api.errors import install_domain_errors
 from api.fastpath import install_user_fast_path
@@ -24,7 +24,6 @@ from shared.http import (
 )
 from shared.logs import setup_logging
 from shared.metrics import mount_metrics
-from shared.settings import Settings
 
 
 def _routers() -> list[APIRouter]:
@@ -36,7 +35,7 @@ def _routers() -> list[APIRouter]:
     ]
 
 
-def _middleware(app: FastAPI, settings: Settings, resources: Resources) -> None:
+def _middleware(app: FastAPI, settings: ApiSettings, resources: Resources) -> None:
     """Every middleware. Starlette runs the last added first: the request id is outermost."""
     if settings.near_cache_size > 0:
         # Innermost, before the router: near-cache hits skip routing, never the limiter.
@@ -49,8 +48,8 @@ def _middleware(app: FastAPI, settings: Settings, resources: Resources) -> None:
     app.add_middleware(RequestIdMiddleware)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or load()
     setup_logging(SERVICE_NAME, settings.log_level, settings.log_format)
     resources = Resources(settings)
     app = FastAPI(

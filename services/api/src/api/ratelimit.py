@@ -29,6 +29,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.config import ApiSettings
 from shared.breaker import CircuitBreaker, State
 from shared.connections import UNAVAILABLE_ERRORS
 from shared.errors import CircuitOpenError
@@ -36,7 +37,7 @@ from shared.http import ApiError, error_response
 from shared.keys import Keys, user_id
 from shared.limiter import Decision, DenialCache, Policy, RateLimiter
 from shared.limiter.http import client_ip, rate_limit_raw_headers
-from shared.settings import Network, Settings
+from shared.settings import Network
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class Policies:
     fail_closed: frozenset[str] = frozenset()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Policies:
+    def from_settings(cls, settings: ApiSettings) -> Policies:
         algorithm = settings.rate_limit_algorithm
         return cls(
             default=Policy.from_spec("default", settings.rate_limit_default, algorithm),
@@ -260,7 +261,7 @@ async def enforce_user_limit(request: Request, uid: UUID | str) -> None:
 
 
 def install_rate_limiting(
-    app: FastAPI, settings: Settings, redis: Callable[[], Redis], registry: CollectorRegistry
+    app: FastAPI, settings: ApiSettings, redis: Callable[[], Redis], registry: CollectorRegistry
 ) -> None:
     """Add the middleware (if RATE_LIMIT_ENABLED); `redis` returns the started data client."""
     if not settings.rate_limit_enabled:

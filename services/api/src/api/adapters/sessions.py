@@ -17,9 +17,9 @@ from uuid import UUID
 
 import httpx
 
+from api.config import ApiSettings
 from shared.breaker import CircuitBreaker, State
 from shared.errors import CircuitOpenError
-from shared.settings import Settings
 
 _ID_SHAPE: Final = re.compile(r"^[A-Za-z0-9_-]{43,128}\Z")
 
@@ -54,10 +54,10 @@ class IssuedSession:
 
 
 class SessionClient:
-    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(self, settings: ApiSettings, transport: httpx.AsyncBaseTransport | None = None):
         token = settings.service_token.get_secret_value()
         self._http = httpx.AsyncClient(
-            base_url=settings.session_service_url,
+            base_url=settings.session_service,
             timeout=settings.session_service_timeout,
             headers={"Authorization": f"Bearer {token}"} if token else {},
             # Every authenticated request makes one call: keep connections warm.
