@@ -17,17 +17,23 @@ class StreamMetrics:
       invalid / handler_failed
     - `stream_reclaimed_total{group}`: entries taken over with XAUTOCLAIM
     - `stream_handler_failures_total{group}`: failed deliveries (each retry counts)
+    - `stream_replays_skipped_total{group}`: replayed entries meant for another group, acked
+      without handling
     - `stream_pending{group}`, `stream_lag{group}`, `stream_oldest_pending_age_seconds{group}`:
       set by housekeeping from XINFO / XPENDING
+    - `stream_dead_letters{group}`: letters now in the DLQ naming the group, and (`group="*"`)
+      those no group could parse; set by housekeeping from a bounded count of the DLQ
     """
 
     handled: Counter
     dead_lettered: Counter
     reclaimed: Counter
     failures: Counter
+    replays_skipped: Counter
     pending: Gauge
     lag: Gauge
     oldest_pending_age: Gauge
+    dead_letters: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> StreamMetrics:
@@ -56,6 +62,12 @@ class StreamMetrics:
                 ["group"],
                 registry=registry,
             ),
+            replays_skipped=Counter(
+                "stream_replays_skipped",
+                "Replayed entries meant for another group, acked without handling",
+                ["group"],
+                registry=registry,
+            ),
             pending=Gauge(
                 "stream_pending", "Entries delivered but not acked", ["group"], registry=registry
             ),
@@ -65,6 +77,12 @@ class StreamMetrics:
             oldest_pending_age=Gauge(
                 "stream_oldest_pending_age_seconds",
                 "Age of the oldest pending entry (from its id)",
+                ["group"],
+                registry=registry,
+            ),
+            dead_letters=Gauge(
+                "stream_dead_letters",
+                "Letters in the dead-letter stream naming the group (* = no group could parse)",
                 ["group"],
                 registry=registry,
             ),
