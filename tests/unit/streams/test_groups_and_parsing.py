@@ -145,3 +145,8 @@ def test_parsing_ignores_dlq_fields() -> None:
     assert parse_fields({b"data": event.to_json(), b"dlq:for": b"g"}) == event
     with pytest.raises(MalformedEventError, match=r"fields: \['other'\]"):
         parse_fields({b"other": b"x", b"dlq:for": b"g"})
+
+
+def test_an_error_text_with_a_lone_surrogate_still_makes_a_letter() -> None:
+    letter = _letter(b"1-0", _fields({b"data": b"{}"}, error="bad \udcff byte"))
+    assert letter.meta["error"] == "bad ? byte"

@@ -112,7 +112,11 @@ def letter_fields(
     }
     if truncated:
         meta["truncated"] = "1"
-    fields = {f"{META_PREFIX}{name}".encode(): value.encode() for name, value in meta.items()}
+    # "replace": an exception's text may hold lone surrogates, which strict UTF-8 refuses.
+    fields = {
+        f"{META_PREFIX}{name}".encode(): value.encode("utf-8", "replace")
+        for name, value in meta.items()
+    }
     fields.update(kept)
     return fields
 

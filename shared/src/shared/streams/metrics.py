@@ -13,8 +13,9 @@ class StreamMetrics:
     """Counters and gauges every consumer of the toolkit exports, labelled by group.
 
     - `stream_events_handled_total{group,type}`: entries whose effect is done and acked
-    - `stream_dead_lettered_total{group,reason}`: reason is malformed / unknown_type /
-      invalid / handler_failed
+    - `stream_dead_lettered_total{group,reason}`: letters written by the group's consumers;
+      reason is malformed / unknown_type / invalid / handler_failed (an entry no group can
+      parse counts once, in the group that wrote its letter)
     - `stream_reclaimed_total{group}`: entries taken over with XAUTOCLAIM
     - `stream_handler_failures_total{group}`: failed deliveries (each retry counts)
     - `stream_replays_skipped_total{group}`: replayed entries meant for another group, acked
