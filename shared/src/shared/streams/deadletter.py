@@ -1,7 +1,8 @@
 """Dead letters: what goes in, who writes it, and the operator's list / replay / drop.
 
 A dead letter is one entry of the DLQ stream (`<stream>:dlq`): meta fields named `dlq:*`
-first, then the original entry's own fields, bytes as they were read (field order kept):
+first, then the original entry's own fields, bytes as they were read, in their order (a field
+name repeated within one entry keeps its last value: redis-py reads an entry into a dict):
 
 - `dlq:group` — the group that gave up on the entry; `*` when the entry does not parse
   (`malformed`, `unknown_type`, `invalid`): no group can handle it, so it is written once for
