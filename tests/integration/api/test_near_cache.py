@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
+
 from redis.asyncio import Redis
 
 from shared.keys import Keys
-from shared.nearcache import purge_message
+from shared.nearcache import PurgeNotice
 
 from .conftest import Api, ApiFactory, public, wait_until
 
@@ -38,7 +40,7 @@ async def test_purge_on_the_channel_drops_the_entry(make_api: ApiFactory, redis:
         key = await _warm_near(api, user["id"])
         near = api.resources.opened.near
         # As the invalidator (or another api instance) publishes it.
-        message = purge_message([key], 7, "00000000-0000-0000-0000-000000000000")
+        message = PurgeNotice(keys=[key], event_id=uuid.UUID(int=0), generation=7).encode()
         await redis.publish(Keys(api.settings.key_prefix).cache_invalidated(), message)
         await wait_until(lambda: key not in near._entries, timeout=5)
 

@@ -9,7 +9,9 @@ import orjson
 import pytest
 
 from session_service.config import SessionSettings, Timeouts
-from session_service.domain import SessionRecord, hash_session_id, new_session_id, well_formed
+from session_service.domain import SessionRecord
+from shared.sessionids import new_session_id, well_formed
+from shared.sessionids import session_hash as hash_session_id
 from shared.settings import load_settings
 
 

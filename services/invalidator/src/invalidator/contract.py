@@ -11,25 +11,15 @@ pydantic models the toolkit validates entries against — so the document cannot
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
 from faststream.redis import RedisBroker, StreamSub
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from invalidator.config import GROUP, InvalidatorSettings
 from shared.events import Event
 from shared.keys import Keys
-
-
-class InvalidationNotice(BaseModel):
-    """What one purge announces on `app:cache:invalidated` (plain JSON, no FastStream framing)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    keys: list[str] = Field(description="keys deleted (the user's value and lease); [] on create")
-    generation: int = Field(description="the user list generation after the purge")
-    event_id: uuid.UUID = Field(description="id of the event that caused the purge")
+from shared.nearcache import PurgeNotice
 
 
 def contract_broker(settings: InvalidatorSettings) -> RedisBroker:
@@ -64,6 +54,6 @@ def contract_broker(settings: InvalidatorSettings) -> RedisBroker:
         channel=keys.cache_invalidated(),
         title="cache invalidated",
         description="One message per purge; pub/sub, so it may be lost (near caches use a TTL)",
-        schema=InvalidationNotice,
+        schema=PurgeNotice,
     )
     return broker

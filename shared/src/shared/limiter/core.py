@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 from importlib.resources import files
-from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
@@ -83,7 +82,7 @@ class RateLimiter:
             raw = await self._pipeline.execute(*script.evalsha, key, limit, period, b"%d" % cost)
         except NoScriptError:  # SCRIPT FLUSH or a restart: EVAL runs it and caches it again
             raw = await self._pipeline.execute(*script.eval, key, limit, period, b"%d" % cost)
-        decision = _decision(policy.limit, raw)
+        decision = Decision.from_reply(policy.limit, raw)
         if denials is not None and not decision.allowed:
             denials.put(key, cost, decision)
         return decision
@@ -112,16 +111,3 @@ class Script:
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
         self.evalsha = (b"EVALSHA", self.sha.encode(), b"1")
         self.eval = (b"EVAL", source.encode(), b"1")
-
-
-def _decision(limit: int, raw: Any) -> Decision:
-    allowed, remaining, reset_after_ms, retry_after_ms, now_us = raw  # Lua numbers: ints
-    now = now_us / 1_000_000
-    return Decision(
-        allowed=bool(allowed),
-        limit=limit,
-        remaining=remaining,
-        reset=now + reset_after_ms / 1000,
-        retry_after=retry_after_ms / 1000,
-        now=now,
-    )

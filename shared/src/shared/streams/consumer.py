@@ -42,6 +42,7 @@ from shared.streams.deadletter import EVERY_GROUP, REPLAY_FOR, claim_letter, let
 from shared.streams.delivery import BatchHandler, ConsumerConfig, Delivery, parse_fields
 from shared.streams.groups import ensure_group
 from shared.streams.metrics import StreamMetrics
+from shared.tasks import Backoff, raise_if_cancelling
 
 logger = logging.getLogger(__name__)
 
@@ -291,7 +292,7 @@ class StreamConsumer:
                     await asyncio.wait_for(self._stopping.wait(), pause)
 
     async def _retrying(self, step: Any) -> Any:
-        delay = 0.05
+        backoff = Backoff(0.05, 2.0)
         while not self._stopping.is_set():
             try:
                 return await step()
@@ -303,18 +304,10 @@ class StreamConsumer:
                     await ensure_group(self.redis, self.config.stream, self.config.group)
             except (RedisError, OSError) as exc:
                 raise_if_cancelling()
+                delay = backoff.next_delay()
                 logger.warning("stream consumer: Redis error (%s); retrying in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
         return None
-
-
-def raise_if_cancelling() -> None:
-    # redis-py can turn a cancellation that lands inside a command into a TimeoutError or a
-    # ConnectionError; retrying it would make the task impossible to cancel (shutdown hangs).
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def _transient(exc: BaseException) -> bool:

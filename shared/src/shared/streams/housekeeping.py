@@ -29,9 +29,9 @@ from redis.exceptions import RedisError, ResponseError
 from shared.errors import LockNotAcquiredError
 from shared.keys import Keys
 from shared.lock import lock
-from shared.streams.consumer import raise_if_cancelling
 from shared.streams.deadletter import EVERY_GROUP
 from shared.streams.metrics import StreamMetrics
+from shared.tasks import raise_if_cancelling
 
 logger = logging.getLogger(__name__)
 _LAG_SCAN_CAP = 100_000

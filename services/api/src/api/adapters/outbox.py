@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from typing import Final
 
 from redis.asyncio import Redis
@@ -26,6 +25,7 @@ from api.adapters.orm import OutboxRow, utcnow
 from api.metrics import ApiMetrics
 from shared.connections import UNAVAILABLE_ERRORS
 from shared.events import DATA_FIELD, UserEvent
+from shared.tasks import Backoff, raise_if_cancelling
 
 logger = logging.getLogger(__name__)
 
@@ -77,21 +77,20 @@ class OutboxRelay:
         self._wake.set()
 
     async def run(self) -> None:
-        delay = _BACKOFF_FIRST
+        backoff = Backoff(_BACKOFF_FIRST, _BACKOFF_CAP)
         while True:
-            _raise_if_cancelling()
+            raise_if_cancelling()
             self._wake.clear()
             try:
                 published = await self.publish_pending()
             except _RETRYABLE as exc:
-                _raise_if_cancelling()
+                raise_if_cancelling()
                 self.metrics.outbox_errors.inc()
                 logger.warning("outbox relay: publish failed (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, _BACKOFF_CAP)
+                await backoff.wait()
                 continue
-            _raise_if_cancelling()
-            delay = _BACKOFF_FIRST
+            raise_if_cancelling()
+            backoff.reset()
             if published < self.batch_size:
                 await self._sleep()
 
@@ -129,11 +128,3 @@ class OutboxRelay:
             )
         self.metrics.outbox_published.inc(len(rows))
         return len(rows)
-
-
-def _raise_if_cancelling() -> None:
-    """Re-raise a cancellation a library swallowed (e.g. turned into a timeout mid-query):
-    the relay must stop when the app shuts down."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError

@@ -9,10 +9,9 @@ cookie can never steer a request to another endpoint (`../users/<id>/sessions`).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 from uuid import UUID
 
 import httpx
@@ -20,12 +19,7 @@ import httpx
 from api.config import ApiSettings
 from shared.breaker import CircuitBreaker, State
 from shared.errors import CircuitOpenError
-
-_ID_SHAPE: Final = re.compile(r"^[A-Za-z0-9_-]{43,128}\Z")
-
-
-def well_formed(session_id: str) -> bool:
-    return _ID_SHAPE.match(session_id) is not None
+from shared.sessionids import well_formed
 
 
 class SessionServiceUnavailableError(Exception):

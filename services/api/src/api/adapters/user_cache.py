@@ -93,7 +93,7 @@ class UserCache:
                 keys,
                 generation_key=self.keys.user_list_gen(),
                 channel=self.keys.cache_invalidated(),
-                event_id=str(event_id),
+                event_id=event_id,
             )
         except CacheError as exc:
             # The committed event reaches the invalidator through the outbox: nothing is lost.

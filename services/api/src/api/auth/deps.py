@@ -7,7 +7,6 @@ path's user is not the signed-in one.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,6 +21,7 @@ from api.auth.cookies import clear_session_cookie, session_cookie, set_session_c
 from api.deps import UserIdPath, resources_of
 from api.ratelimit import enforce_user_limit
 from shared.http import ApiError, error_responses
+from shared.sessionids import session_hash
 
 T = TypeVar("T")
 # Every route behind SignedIn can answer these.
@@ -66,7 +66,7 @@ class Signed:
     @property
     def session_hash(self) -> str:
         # As the session service names it (and as events carry it): SHA-256 hex of the id.
-        return hashlib.sha256(self.session_id.encode()).hexdigest()
+        return session_hash(self.session_id)
 
     async def renew(self, response: Response) -> None:
         """Rotate this session (a privilege change) and send the new cookie."""
