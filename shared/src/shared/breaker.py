@@ -2,6 +2,11 @@
 
 closed ── `failure_threshold` consecutive failures ──▶ open ── `reset_timeout` ──▶ half-open
 half-open lets one trial call through: success closes the circuit, failure reopens it.
+
+`on_change`, when given, hears the transitions that change whether the circuit is closed:
+`State.OPEN` each time it opens (or a trial reopens it), `State.CLOSED` when it closes. Half-open
+comes by the clock, not by a call, and is not reported. A call in the closed state never
+invokes it, so a metric behind it costs the hot path nothing.
 """
 
 from __future__ import annotations
@@ -31,12 +36,14 @@ class CircuitBreaker:
         reset_timeout: float = 2.0,
         failures: tuple[type[BaseException], ...] = (OSError,),
         clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[State], None] | None = None,
     ) -> None:
         self.name = name
         self.failure_threshold = failure_threshold
         self.reset_timeout = reset_timeout
         self.failures = failures
         self._clock = clock
+        self._on_change = on_change
         self._consecutive = 0
         self._opened_at: float | None = None
         self._trial_running = False
@@ -66,13 +73,18 @@ class CircuitBreaker:
 
     def record_success(self) -> None:
         self._consecutive = 0
-        self._opened_at = None
         self._trial_running = False
+        if self._opened_at is not None:
+            self._opened_at = None
+            if self._on_change is not None:
+                self._on_change(State.CLOSED)
 
     def record_failure(self) -> None:
         self._consecutive += 1
         if self._trial_running or self._consecutive >= self.failure_threshold:
             self._opened_at = self._clock()
+            if self._on_change is not None:
+                self._on_change(State.OPEN)
         self._trial_running = False
 
     async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
