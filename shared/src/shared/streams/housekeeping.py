@@ -2,7 +2,8 @@
 
 `stream_status` is what `platformctl streams status` prints: length, groups, each group's
 consumers, pending count, lag and oldest pending age. `Housekeeper` runs beside a consumer:
-every interval it exports its group's pending / lag / oldest-age gauges, and — on one instance
+every interval it exports its group's pending / lag / oldest-age gauges and the dead-letter
+stream's length (`stream_dead_letters{group="all"}`), and — on one instance
 at a time — deletes consumers idle past `CONSUMER_IDLE_LIMIT` that hold no pending entries
 (a consumer with pending entries is left alone: its entries must be claimed first).
 
@@ -30,6 +31,8 @@ from shared.streams.metrics import StreamMetrics
 logger = logging.getLogger(__name__)
 _LAG_SCAN_CAP = 100_000
 _LOCK_TTL = 30.0  # renewed while held; a pruning pass takes milliseconds
+# The DLQ's length counts every group's letters: one XLEN, no scan of the letters' fields.
+ALL_GROUPS = "all"
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +166,9 @@ class Housekeeper:
         status = await stream_status(self.redis, self.stream, self.group)
         for group in status.groups:
             self._report(group)
+        if self.metrics is not None:
+            dead = await self.redis.xlen(self.keys.dead_letters(self.stream))
+            self.metrics.dead_letters.labels(ALL_GROUPS).set(dead)
         try:
             async with lock(
                 self.redis, self.keys, f"streams.housekeeping.{self.group}",

@@ -19,6 +19,8 @@ class StreamMetrics:
     - `stream_handler_failures_total{group}`: failed deliveries (each retry counts)
     - `stream_pending{group}`, `stream_lag{group}`, `stream_oldest_pending_age_seconds{group}`:
       set by housekeeping from XINFO / XPENDING
+    - `stream_dead_letters{group}`: entries in the dead-letter stream, set by housekeeping;
+      for now one series, group="all" (XLEN of the whole DLQ: letters of every group)
     """
 
     handled: Counter
@@ -28,6 +30,7 @@ class StreamMetrics:
     pending: Gauge
     lag: Gauge
     oldest_pending_age: Gauge
+    dead_letters: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> StreamMetrics:
@@ -65,6 +68,12 @@ class StreamMetrics:
             oldest_pending_age=Gauge(
                 "stream_oldest_pending_age_seconds",
                 "Age of the oldest pending entry (from its id)",
+                ["group"],
+                registry=registry,
+            ),
+            dead_letters=Gauge(
+                "stream_dead_letters",
+                "Entries in the dead-letter stream (group=all: every group's letters)",
                 ["group"],
                 registry=registry,
             ),

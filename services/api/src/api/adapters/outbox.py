@@ -7,6 +7,10 @@ selected them. It wakes right after each commit (`notify`), polls slowly as a sa
 and retries with backoff while Redis is down. On PostgreSQL the rows are selected
 `FOR UPDATE SKIP LOCKED`, so several api instances never publish the same row at once
 (SQLite has one writer and no row locks: one api instance per SQLite file).
+
+Each round also sets the backlog gauges (`outbox_backlog`, `outbox_oldest_unsent_age_seconds`)
+from one query on the pending-rows index, at most once a second; while Redis is down they are
+what shows events piling up.
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
+from datetime import datetime
 from typing import Final
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -37,6 +43,9 @@ _RETRYABLE: Final[tuple[type[BaseException], ...]] = (
 )
 _BACKOFF_FIRST: Final = 0.05
 _BACKOFF_CAP: Final = 2.0
+# Under a stream of commits the relay runs a round per commit: the backlog query (a count
+# over the pending index, as long as the backlog) runs at most this often, not every round.
+_MEASURE_EVERY: Final = 1.0
 
 
 def add_event(session: AsyncSession, event: UserEvent) -> None:
@@ -71,6 +80,7 @@ class OutboxRelay:
         self.poll_interval = poll_interval
         self.metrics = metrics
         self._wake = asyncio.Event()
+        self._measured_at = float("-inf")
 
     def notify(self) -> None:
         """Called after each commit that staged an event: publish now, not at the next poll."""
@@ -87,11 +97,13 @@ class OutboxRelay:
                 _raise_if_cancelling()
                 self.metrics.outbox_errors.inc()
                 logger.warning("outbox relay: publish failed (%s); retrying", type(exc).__name__)
+                await self._measure()
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, _BACKOFF_CAP)
                 continue
             _raise_if_cancelling()
             delay = _BACKOFF_FIRST
+            await self._measure()
             if published < self.batch_size:
                 await self._sleep()
 
@@ -103,6 +115,31 @@ class OutboxRelay:
                 await self._wake.wait()
         except TimeoutError:
             return
+
+    async def _measure(self) -> None:
+        now = time.monotonic()
+        if now - self._measured_at < _MEASURE_EVERY:
+            return
+        self._measured_at = now
+        try:
+            await self.measure_backlog()
+        except _RETRYABLE as exc:
+            # The database is away: the round's own error is already logged; keep the last values.
+            logger.debug("outbox relay: backlog not measured (%s)", type(exc).__name__)
+        _raise_if_cancelling()
+
+    async def measure_backlog(self) -> None:
+        """Set the backlog gauges from one query on the pending-rows index."""
+        statement = select(func.count(), func.min(OutboxRow.created_at)).where(
+            OutboxRow.published_at.is_(None)
+        )
+        async with self.sessions() as session:
+            row = (await session.execute(statement)).one()
+        backlog: int = row[0]
+        oldest: datetime | None = row[1]  # None when nothing is pending
+        self.metrics.outbox_backlog.set(backlog)
+        age = 0.0 if oldest is None else max(0.0, (utcnow() - oldest).total_seconds())
+        self.metrics.outbox_oldest_age.set(age)
 
     async def publish_pending(self) -> int:
         """Publish one batch of pending rows; the count published."""
