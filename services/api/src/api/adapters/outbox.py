@@ -9,8 +9,7 @@ and retries with backoff while Redis is down. On PostgreSQL the rows are selecte
 (SQLite has one writer and no row locks: one api instance per SQLite file).
 
 Each round also sets the backlog gauges (`outbox_backlog`, `outbox_oldest_unsent_age_seconds`)
-from one query on the pending-rows index, at most once a second; while Redis is down they are
-what shows events piling up.
+from one query on the pending-rows index; while Redis is down they show events piling up.
 """
 
 from __future__ import annotations
@@ -43,8 +42,9 @@ _RETRYABLE: Final[tuple[type[BaseException], ...]] = (
 )
 _BACKOFF_FIRST: Final = 0.05
 _BACKOFF_CAP: Final = 2.0
-# Under a stream of commits the relay runs a round per commit: the backlog query (a count
-# over the pending index, as long as the backlog) runs at most this often, not every round.
+# The backlog query counts the pending index, so it costs as much as the backlog is long: while
+# the relay drains a backlog batch after batch (or retries while Redis is down) it runs at most
+# this often, not per batch. Every round that ends in the idle wait runs it.
 _MEASURE_EVERY: Final = 1.0
 
 
@@ -103,8 +103,9 @@ class OutboxRelay:
                 continue
             _raise_if_cancelling()
             delay = _BACKOFF_FIRST
-            await self._measure()
-            if published < self.batch_size:
+            idle = published < self.batch_size
+            await self._measure(force=idle)
+            if idle:
                 await self._sleep()
 
     async def _sleep(self) -> None:
@@ -116,9 +117,9 @@ class OutboxRelay:
         except TimeoutError:
             return
 
-    async def _measure(self) -> None:
+    async def _measure(self, *, force: bool = False) -> None:
         now = time.monotonic()
-        if now - self._measured_at < _MEASURE_EVERY:
+        if not force and now - self._measured_at < _MEASURE_EVERY:
             return
         self._measured_at = now
         try:
