@@ -25,7 +25,12 @@ def _promtool() -> str:
 
 def _run(*args: str) -> str:
     done = subprocess.run(
-        [_promtool(), *args], cwd=PROMETHEUS, capture_output=True, text=True, timeout=60
+        [_promtool(), *args],
+        cwd=PROMETHEUS,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,  # the output goes into the assertion message
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
