@@ -41,6 +41,7 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from devtools.redis_server import RedisServer
+from invalidator.config import InvalidatorSettings
 from invalidator.metrics import InvalidatorMetrics
 from invalidator.purge import Purger
 from shared.events import (
@@ -114,7 +115,9 @@ async def drain_raw(
 
 
 async def drain_invalidator(redis: Redis, keys: Keys, group: str, count: int) -> float:
-    settings = load_settings(_env_file=None, key_prefix=keys.prefix, stream_block="100ms")
+    settings = load_settings(
+        InvalidatorSettings, _env_file=None, key_prefix=keys.prefix, stream_block="100ms"
+    )
     config = ConsumerConfig.from_settings(
         settings,
         stream=keys.user_events(),

@@ -12,15 +12,15 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from devtools.settings import StackSettings
 from shared.keys import Keys
-from shared.settings import Settings
 from shared.streams.deadletter import letter_fields
 from tests.integration.streams.support import publish, user_event
 
 CLI = str(Path(sys.executable).with_name("platformctl"))
 
 
-def platformctl(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+def platformctl(settings: StackSettings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "REDIS_URL": settings.redis_dsn,
@@ -48,7 +48,7 @@ async def _dead_letter(redis: Redis, keys: Keys, data: bytes, reason: str) -> st
 
 
 async def test_streams_status_reports_groups_consumers_pending_and_lag(
-    redis: Redis, settings: Settings
+    redis: Redis, settings: StackSettings
 ) -> None:
     keys = Keys(settings.key_prefix)
     stream = keys.user_events()
@@ -70,7 +70,7 @@ async def test_streams_status_reports_groups_consumers_pending_and_lag(
     assert "group g1: pending 2, lag 3" in text.stdout
 
 
-async def test_dlq_list_replay_and_drop(redis: Redis, settings: Settings) -> None:
+async def test_dlq_list_replay_and_drop(redis: Redis, settings: StackSettings) -> None:
     keys = Keys(settings.key_prefix)
     event = user_event("user.deleted")
     first = await _dead_letter(redis, keys, event.to_json(), "handler_failed")
@@ -103,7 +103,7 @@ async def test_dlq_list_replay_and_drop(redis: Redis, settings: Settings) -> Non
 
 
 async def test_cache_stats_reports_hit_ratio_and_the_biggest_keys(
-    redis: Redis, settings: Settings
+    redis: Redis, settings: StackSettings
 ) -> None:
     keys = Keys(settings.key_prefix)
     big, small = keys.user("0b7e8d1c-7a5e-4b8e-9a57-3f1e2d4c5b6a"), keys.user_list_gen()
@@ -124,7 +124,9 @@ async def test_cache_stats_reports_hit_ratio_and_the_biggest_keys(
     assert report["memory"]["used_memory"] > 0
 
 
-def test_unreachable_redis_exits_2_with_the_reason(make_settings: Callable[..., Settings]) -> None:
+def test_unreachable_redis_exits_2_with_the_reason(
+    make_settings: Callable[..., StackSettings],
+) -> None:
     settings = make_settings(redis_url="redis://127.0.0.1:1/0")
     result = platformctl(settings, "streams", "status")
     assert result.returncode == 2

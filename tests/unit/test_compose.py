@@ -1,7 +1,7 @@
 """docker-compose.yml against the settings: no Docker engine here, so the file is checked.
 
 Every service has a healthcheck; dependencies wait for health; the app services' commands,
-ports and environment agree with `Settings` (every variable is a field, every value loads),
+ports and environment agree with `StackSettings` (every variable is a field, every value loads),
 and each is built from its own Dockerfile whose command matches the compose one.
 """
 
@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.settings import Settings, load_settings
+from devtools.settings import StackSettings
+from shared.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
@@ -38,7 +39,7 @@ SERVICES: dict[str, Any] = COMPOSE["services"]
 
 
 def default_port(field: str) -> int:
-    return int(Settings.model_fields[field].default)
+    return int(StackSettings.model_fields[field].default)
 
 
 def command_of(service: dict[str, Any]) -> str:
@@ -118,13 +119,13 @@ def test_app_environment_is_made_of_settings_that_load(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     environment = {key: str(value) for key, value in SERVICES[name]["environment"].items()}
-    fields = {field.upper() for field in Settings.model_fields}
+    fields = {field.upper() for field in StackSettings.model_fields}
     assert set(environment) <= fields, set(environment) - fields
     for key in fields:
         monkeypatch.delenv(key, raising=False)
     for key, value in environment.items():
         monkeypatch.setenv(key, value)
-    settings = load_settings(_env_file=None)
+    settings = load_settings(StackSettings, _env_file=None)
     assert settings.redis_dsn == "redis://redis:6379/0"
     assert settings.cache_redis_dsn == "redis://redis-cache:6379/0"
     assert getattr(settings, APPS[name][1]) == default_port(APPS[name][1])

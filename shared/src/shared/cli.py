@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 from shared.connections import make_redis
 from shared.errors import SettingsError
 from shared.keys import Keys
-from shared.settings import Settings, load_settings
+from shared.settings import StreamSettings, load_settings
 from shared.streams import deadletter
 from shared.streams.housekeeping import stream_status
 
@@ -147,7 +147,7 @@ async def cache_stats(redis: Redis, keys: Keys, args: argparse.Namespace) -> int
     return 0
 
 
-async def run(args: argparse.Namespace, settings: Settings) -> int:
+async def run(args: argparse.Namespace, settings: StreamSettings) -> int:
     keys = Keys(settings.key_prefix)
     url = settings.cache_redis_dsn if args.area == "cache" else settings.redis_dsn
     redis = make_redis(url, settings, pool_size=2)
@@ -198,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.area == "dlq" and args.action in {"replay", "drop"} and not (args.all or args.ids):
         parser().error("give dead-letter ids or --all")
     try:
-        settings = load_settings()
+        settings = load_settings(StreamSettings)
         return asyncio.run(run(args, settings))
     except SettingsError as exc:
         sys.stderr.write(f"error: {exc}\n")

@@ -25,7 +25,8 @@ from api.deps import resources_of
 from api.main import create_app
 from api.migrate import upgrade
 from api.resources import Resources
-from shared.settings import Settings, normalise_database_url
+from devtools.settings import StackSettings
+from shared.settings import normalise_database_url
 from tests.integration.session.wiring import session_backend, sign_in
 
 # A load of one user by id, as the repository issues it (SQLAlchemy's compiled SELECT).
@@ -83,7 +84,7 @@ class Api:
     client: httpx.AsyncClient
     resources: Resources
     sql: SqlProbe
-    settings: Settings
+    settings: StackSettings
 
     async def create_user(self, name: str = "Ada") -> dict[str, Any]:
         body = {"email": f"{uuid.uuid4().hex}@example.com", "name": name, "password": PASSWORD}
@@ -105,11 +106,16 @@ class Api:
         return await sign_in(self.client, user["email"], PASSWORD)
 
 
+def public(user: dict[str, Any]) -> dict[str, Any]:
+    """The public view of a user `create_user` returned (its own view): no email."""
+    return {name: value for name, value in user.items() if name != "email"}
+
+
 ApiFactory = Callable[..., AbstractAsyncContextManager[Api]]
 
 
 @pytest.fixture
-def make_api(clean_database: str, make_settings: Callable[..., Settings]) -> ApiFactory:
+def make_api(clean_database: str, make_settings: Callable[..., StackSettings]) -> ApiFactory:
     """`async with make_api(**settings) as api`: a started app with an in-process client."""
 
     @asynccontextmanager

@@ -10,12 +10,12 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from api.adapters.repository import UserRepository, user_document
+from api.adapters.repository import UserRepository, public_document
 from api.schemas import UserUpdate
 from shared.cache import encode
 from shared.keys import Keys
 
-from .conftest import ApiFactory
+from .conftest import ApiFactory, public
 
 
 async def test_reader_holding_an_old_row_cannot_store_it_after_a_write(
@@ -88,7 +88,7 @@ async def test_randomized_interleavings_leave_no_stale_value(
                 assert row is not None
                 cached = await redis.get(keys.user(uid))
                 if cached is not None and orjson.loads(cached) != orjson.loads(
-                    encode(user_document(row))
+                    encode(public_document(row))
                 ):
                     stale += 1
         refused = api.resources.metrics.cache.value("store", "refused")
@@ -111,6 +111,6 @@ async def test_stampede_of_200_gets_on_a_cold_key_loads_the_database_once(
             *(api.client.get(f"/v1/users/{user['id']}") for _ in range(200))
         )
         assert {r.status_code for r in responses} == {200}
-        assert all(r.json() == user for r in responses)
+        assert all(r.json() == public(user) for r in responses)
         assert api.sql.user_loads - before == 1
         assert sum(r.headers["x-cache"] == "MISS" for r in responses) == 1

@@ -18,8 +18,8 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from api.ratelimit import enforce_user_limit, install_rate_limiting
+from devtools.settings import StackSettings
 from shared.http import install_error_handlers
-from shared.settings import Settings
 
 
 async def signed_in_user(request: Request) -> str | None:
@@ -31,7 +31,7 @@ async def signed_in_user(request: Request) -> str | None:
 
 
 def make_app(
-    settings: Settings, redis: Callable[[], Redis], registry: CollectorRegistry
+    settings: StackSettings, redis: Callable[[], Redis], registry: CollectorRegistry
 ) -> FastAPI:
     app = FastAPI()
     install_error_handlers(app)

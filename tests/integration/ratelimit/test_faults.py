@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from devtools.redis_server import RedisServer
+from devtools.settings import StackSettings
 from shared.connections import make_redis
-from shared.settings import Settings
 
 from .conftest import client_for, make_app
 
@@ -26,8 +26,8 @@ READ_TIMEOUT = 0.5
 
 @pytest.fixture
 async def server_and_client(
-    redis_server_factory: Callable[..., RedisServer], make_settings: Callable[..., Settings]
-) -> AsyncIterator[tuple[RedisServer, Settings, Redis]]:
+    redis_server_factory: Callable[..., RedisServer], make_settings: Callable[..., StackSettings]
+) -> AsyncIterator[tuple[RedisServer, StackSettings, Redis]]:
     server = redis_server_factory()
     settings = make_settings(
         redis_url=server.url,
@@ -73,7 +73,7 @@ def _degraded(registry: CollectorRegistry, policy: str) -> float:
 
 
 async def test_killed_redis_fails_open_or_closed_per_policy_then_recovers(
-    server_and_client: tuple[RedisServer, Settings, Redis],
+    server_and_client: tuple[RedisServer, StackSettings, Redis],
 ) -> None:
     server, settings, redis = server_and_client
     registry = CollectorRegistry()
@@ -104,7 +104,7 @@ async def test_killed_redis_fails_open_or_closed_per_policy_then_recovers(
 
 
 async def test_hung_redis_costs_no_timeout_once_the_breaker_is_open(
-    server_and_client: tuple[RedisServer, Settings, Redis],
+    server_and_client: tuple[RedisServer, StackSettings, Redis],
 ) -> None:
     server, settings, redis = server_and_client
     app = make_app(settings, lambda: redis, CollectorRegistry())

@@ -15,14 +15,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from devtools.settings import StackSettings
 from shared.keys import Keys
-from shared.settings import Settings
 
 from .conftest import client_for, make_app
 
 
 async def test_headers_then_429_in_the_error_shape(
-    make_settings: Callable[..., Settings], redis: Redis
+    make_settings: Callable[..., StackSettings], redis: Redis
 ) -> None:
     app = make_app(make_settings(rate_limit_default="3/minute"), lambda: redis, CollectorRegistry())
     async with client_for(app) as client:
@@ -50,7 +50,9 @@ async def test_headers_then_429_in_the_error_shape(
     assert "default" in body["error"]["message"]
 
 
-async def test_health_is_not_limited(make_settings: Callable[..., Settings], redis: Redis) -> None:
+async def test_health_is_not_limited(
+    make_settings: Callable[..., StackSettings], redis: Redis
+) -> None:
     app = make_app(make_settings(rate_limit_default="1/minute"), lambda: redis, CollectorRegistry())
     async with client_for(app) as client:
         assert (await client.get("/v1/ping")).status_code == 200
@@ -61,7 +63,7 @@ async def test_health_is_not_limited(make_settings: Callable[..., Settings], red
 
 
 async def test_auth_routes_have_their_own_stricter_policy(
-    make_settings: Callable[..., Settings], redis: Redis
+    make_settings: Callable[..., StackSettings], redis: Redis
 ) -> None:
     settings = make_settings(rate_limit_default="100/minute", rate_limit_auth="2/minute")
     app = make_app(settings, lambda: redis, CollectorRegistry())
@@ -79,7 +81,7 @@ async def test_auth_routes_have_their_own_stricter_policy(
 
 
 async def test_user_policy_through_the_auth_dependency(
-    make_settings: Callable[..., Settings], redis: Redis
+    make_settings: Callable[..., StackSettings], redis: Redis
 ) -> None:
     settings = make_settings(rate_limit_default="100/minute", rate_limit_user="2/minute")
     app = make_app(settings, lambda: redis, CollectorRegistry())
@@ -99,7 +101,7 @@ async def test_user_policy_through_the_auth_dependency(
 
 
 async def test_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored(
-    make_settings: Callable[..., Settings], redis: Redis, key_prefix: str
+    make_settings: Callable[..., StackSettings], redis: Redis, key_prefix: str
 ) -> None:
     settings = make_settings(rate_limit_default="2/minute")
     app = make_app(settings, lambda: redis, CollectorRegistry())
@@ -117,7 +119,7 @@ async def test_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored(
 
 
 async def test_forwarded_for_from_a_trusted_proxy_sets_the_identity(
-    make_settings: Callable[..., Settings], redis: Redis, key_prefix: str
+    make_settings: Callable[..., StackSettings], redis: Redis, key_prefix: str
 ) -> None:
     settings = make_settings(rate_limit_default="2/minute", trusted_proxies="10.0.0.0/8")
     app = make_app(settings, lambda: redis, CollectorRegistry())
@@ -145,7 +147,7 @@ async def test_forwarded_for_from_a_trusted_proxy_sets_the_identity(
 
 @pytest.mark.parametrize("peer", ["2001:db8:1:2::10", "2001:db8:1:2:ffff::1"])
 async def test_ipv6_clients_share_their_64(
-    make_settings: Callable[..., Settings], redis: Redis, key_prefix: str, peer: str
+    make_settings: Callable[..., StackSettings], redis: Redis, key_prefix: str, peer: str
 ) -> None:
     app = make_app(make_settings(rate_limit_default="5/minute"), lambda: redis, CollectorRegistry())
     async with client_for(app, peer=peer) as client:
@@ -156,7 +158,7 @@ async def test_ipv6_clients_share_their_64(
 
 
 async def test_decisions_are_counted_per_policy(
-    make_settings: Callable[..., Settings], redis: Redis
+    make_settings: Callable[..., StackSettings], redis: Redis
 ) -> None:
     registry = CollectorRegistry()
     app = make_app(make_settings(rate_limit_default="1/minute"), lambda: redis, registry)

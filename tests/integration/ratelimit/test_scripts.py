@@ -64,12 +64,18 @@ async def test_checks_keep_working_across_script_flush(
         return flushes
 
     task = asyncio.create_task(flusher())
+    decisions = []
     try:
-        decisions = [await limiter.check(policy, "f") for _ in range(400)]
+        for i in range(400):
+            if i % 20 == 0:
+                # Besides the concurrent flusher (whose pace depends on the machine's load),
+                # a flush every 20 checks guarantees the scripts really vanish 20 times.
+                await redis.script_flush()
+            decisions.append(await limiter.check(policy, "f"))
     finally:
         stop.set()
         flushes = await task
-    assert flushes >= 10
+    assert flushes >= 1
     assert sum(d.allowed for d in decisions) == 300  # no check lost or double-counted
     assert [d.remaining for d in decisions[:300]] == list(range(299, -1, -1))
 

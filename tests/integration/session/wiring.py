@@ -21,12 +21,12 @@ from fastapi import FastAPI
 
 from api.adapters.sessions import SessionClient
 from api.deps import resources_of
+from devtools.settings import StackSettings
 from session_service.main import create_app as create_session_app
-from shared.settings import Settings
 
 
 @asynccontextmanager
-async def session_backend(api_app: FastAPI, settings: Settings) -> AsyncIterator[None]:
+async def session_backend(api_app: FastAPI, settings: StackSettings) -> AsyncIterator[None]:
     opened = resources_of(api_app).opened
     session_app = create_session_app(settings.model_copy(update={"stream_block": 0.1}))
     async with LifespanManager(session_app) as manager:

@@ -12,8 +12,8 @@ import orjson
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from devtools.settings import StackSettings
 from shared.keys import Keys
-from shared.settings import Settings
 from shared.streams import (
     ConsumerConfig,
     Delivery,
@@ -55,7 +55,7 @@ class Recorder:
         return failures
 
 
-def _config(keys: Keys, consumer: str, settings: Settings) -> ConsumerConfig:
+def _config(keys: Keys, consumer: str, settings: StackSettings) -> ConsumerConfig:
     return ConsumerConfig.from_settings(
         settings,
         stream=keys.user_events(),
@@ -77,7 +77,7 @@ async def running(consumer: StreamConsumer) -> AsyncIterator[StreamConsumer]:
 
 
 async def test_entry_published_before_the_group_existed_is_handled(
-    redis: Redis, make_settings: Callable[..., Settings]
+    redis: Redis, make_settings: Callable[..., StackSettings]
 ) -> None:
     settings = make_settings(stream_block="50ms")
     keys = Keys(settings.key_prefix)
@@ -90,7 +90,7 @@ async def test_entry_published_before_the_group_existed_is_handled(
 
 
 async def test_poison_entry_is_dead_lettered_after_max_deliveries_and_others_proceed(
-    redis: Redis, make_settings: Callable[..., Settings]
+    redis: Redis, make_settings: Callable[..., StackSettings]
 ) -> None:
     settings = make_settings(
         stream_block="50ms", stream_claim_idle="100ms", stream_max_deliveries=3
@@ -119,7 +119,7 @@ async def test_poison_entry_is_dead_lettered_after_max_deliveries_and_others_pro
 
 
 async def test_unparseable_entries_are_dead_lettered_at_once_with_the_reason(
-    redis: Redis, make_settings: Callable[..., Settings]
+    redis: Redis, make_settings: Callable[..., StackSettings]
 ) -> None:
     settings = make_settings(stream_block="50ms")
     keys = Keys(settings.key_prefix)
@@ -159,7 +159,7 @@ async def test_unparseable_entries_are_dead_lettered_at_once_with_the_reason(
 
 
 async def test_idle_entries_of_a_dead_consumer_are_claimed_and_handled(
-    redis: Redis, make_settings: Callable[..., Settings]
+    redis: Redis, make_settings: Callable[..., StackSettings]
 ) -> None:
     settings = make_settings(stream_block="50ms", stream_claim_idle="200ms")
     keys = Keys(settings.key_prefix)
@@ -181,7 +181,7 @@ async def test_idle_entries_of_a_dead_consumer_are_claimed_and_handled(
 
 
 async def test_a_restarted_consumer_finishes_its_own_pending_entries_at_once(
-    redis: Redis, make_settings: Callable[..., Settings]
+    redis: Redis, make_settings: Callable[..., StackSettings]
 ) -> None:
     # Claim idle of an hour: only the own-pending pass can explain the entries being handled.
     settings = make_settings(stream_block="50ms", stream_claim_idle="1h")
@@ -198,7 +198,7 @@ async def test_a_restarted_consumer_finishes_its_own_pending_entries_at_once(
 
 
 async def test_replay_of_a_fixed_dead_letter_is_handled_and_leaves_the_dlq(
-    redis: Redis, make_settings: Callable[..., Settings]
+    redis: Redis, make_settings: Callable[..., StackSettings]
 ) -> None:
     settings = make_settings(stream_block="50ms", stream_claim_idle="50ms", stream_max_deliveries=2)
     keys = Keys(settings.key_prefix)

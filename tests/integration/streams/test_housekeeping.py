@@ -10,9 +10,9 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from devtools.settings import StackSettings
 from shared.keys import Keys
 from shared.lock import lock
-from shared.settings import Settings
 from shared.streams import (
     ConsumerConfig,
     Delivery,
@@ -84,7 +84,7 @@ async def test_status_of_a_missing_stream_is_empty(redis: Redis, key_prefix: str
 
 
 async def test_an_unreachable_server_never_sends_an_entry_to_the_dlq(
-    redis: Redis, make_settings: Callable[..., Settings]
+    redis: Redis, make_settings: Callable[..., StackSettings]
 ) -> None:
     settings = make_settings(stream_block="50ms", stream_claim_idle="50ms")
     keys = Keys(settings.key_prefix)

@@ -9,9 +9,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from devtools.settings import StackSettings
 from shared.errors import InvalidEventError, MalformedEventError, UnknownEventTypeError
 from shared.events import UserUpdated, UserUpdatedPayload, parse_entry
-from shared.settings import Settings
 from shared.streams import consumer_name, parse_fields
 from shared.streams.deadletter import META_PREFIX, _letter, letter_fields
 from shared.streams.groups import release_consumer_names
@@ -23,12 +23,12 @@ def _released() -> Iterator[None]:
     release_consumer_names()
 
 
-def test_consumer_name_setting_wins(make_settings: Callable[..., Settings]) -> None:
+def test_consumer_name_setting_wins(make_settings: Callable[..., StackSettings]) -> None:
     assert consumer_name(make_settings(consumer_name="pinned"), "g") == "pinned"
 
 
 def test_consumer_name_is_persisted_per_slot_and_slots_are_exclusive(
-    make_settings: Callable[..., Settings], tmp_path: Path
+    make_settings: Callable[..., StackSettings], tmp_path: Path
 ) -> None:
     settings = make_settings()
     first = consumer_name(settings, "g", state_dir=tmp_path)
@@ -41,7 +41,7 @@ def test_consumer_name_is_persisted_per_slot_and_slots_are_exclusive(
 
 
 def test_consumer_name_without_a_writable_state_dir_is_random(
-    make_settings: Callable[..., Settings], tmp_path: Path
+    make_settings: Callable[..., StackSettings], tmp_path: Path
 ) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")

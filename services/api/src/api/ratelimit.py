@@ -29,6 +29,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.config import ApiSettings
 from shared.breaker import CircuitBreaker, State
 from shared.connections import UNAVAILABLE_ERRORS
 from shared.errors import CircuitOpenError
@@ -37,12 +38,16 @@ from shared.keys import Keys, user_id
 from shared.limiter import Decision, DenialCache, Policy, RateLimiter
 from shared.limiter.http import client_ip, rate_limit_raw_headers
 from shared.metrics import breaker_metrics
-from shared.settings import Network, Settings
+from shared.settings import Network
 
 logger = logging.getLogger(__name__)
 
 SCOPE_KEY = "api.ratelimit"
-AUTH_ROUTES = frozenset({("POST", "/v1/auth/register"), ("POST", "/v1/auth/login")})
+# POST /v1/users creates an account exactly as register does (an argon2 hash, a 409 that
+# tells whether an email is taken): it gets the same policy.
+AUTH_ROUTES = frozenset(
+    {("POST", "/v1/auth/register"), ("POST", "/v1/auth/login"), ("POST", "/v1/users")}
+)
 EXEMPT_PATHS = frozenset({"/health", "/metrics"})
 # Anything that means "no answer from the limiter": the request is then judged fail-open/closed.
 REDIS_DOWN: tuple[type[BaseException], ...] = (CircuitOpenError, RedisError, *UNAVAILABLE_ERRORS)
@@ -56,7 +61,7 @@ class Policies:
     fail_closed: frozenset[str] = frozenset()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Policies:
+    def from_settings(cls, settings: ApiSettings) -> Policies:
         algorithm = settings.rate_limit_algorithm
         return cls(
             default=Policy.from_spec("default", settings.rate_limit_default, algorithm),
@@ -257,7 +262,7 @@ async def enforce_user_limit(request: Request, uid: UUID | str) -> None:
 
 
 def install_rate_limiting(
-    app: FastAPI, settings: Settings, redis: Callable[[], Redis], registry: CollectorRegistry
+    app: FastAPI, settings: ApiSettings, redis: Callable[[], Redis], registry: CollectorRegistry
 ) -> None:
     """Add the middleware (if RATE_LIMIT_ENABLED); `redis` returns the started data client."""
     if not settings.rate_limit_enabled:

@@ -22,6 +22,7 @@ from api.adapters.db import make_engine, make_sessions
 from api.adapters.outbox import OutboxRelay
 from api.adapters.sessions import SessionClient
 from api.adapters.user_cache import UserCache
+from api.config import ApiSettings
 from api.metrics import ApiMetrics
 from api.service import UserService
 from api.warmup import warm_up
@@ -30,7 +31,6 @@ from shared.cache import Cache
 from shared.connections import UNAVAILABLE_ERRORS, make_redis
 from shared.keys import Keys
 from shared.nearcache import NearCache, PurgeSubscriber
-from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 # Shutdown must finish: a background task gets this long to honour its cancellation.
@@ -40,7 +40,7 @@ _STOP_TIMEOUT = 5.0
 class _Opened:
     """The connected half of `Resources`."""
 
-    def __init__(self, settings: Settings, metrics: ApiMetrics) -> None:
+    def __init__(self, settings: ApiSettings, metrics: ApiMetrics) -> None:
         keys = Keys(settings.key_prefix)
         self.engine: AsyncEngine = make_engine(settings)
         self.sessions = make_sessions(self.engine)
@@ -91,7 +91,7 @@ class _Opened:
 
 
 class Resources:
-    def __init__(self, settings: Settings, metrics: ApiMetrics | None = None) -> None:
+    def __init__(self, settings: ApiSettings, metrics: ApiMetrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or ApiMetrics()
         self.keys = Keys(settings.key_prefix)

@@ -17,10 +17,9 @@ from typing import Annotated
 from faststream.redis import RedisBroker, StreamSub
 from pydantic import BaseModel, ConfigDict, Field
 
-from invalidator.config import GROUP
+from invalidator.config import GROUP, InvalidatorSettings
 from shared.events import Event
 from shared.keys import Keys
-from shared.settings import Settings
 
 
 class InvalidationNotice(BaseModel):
@@ -33,7 +32,7 @@ class InvalidationNotice(BaseModel):
     event_id: uuid.UUID = Field(description="id of the event that caused the purge")
 
 
-def contract_broker(settings: Settings) -> RedisBroker:
+def contract_broker(settings: InvalidatorSettings) -> RedisBroker:
     """A broker carrying only declarations (never connected): the source of the document."""
     keys = Keys(settings.key_prefix)
     broker = RedisBroker(

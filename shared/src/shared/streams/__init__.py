@@ -50,7 +50,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from shared.keys import Keys
-from shared.settings import Settings
+from shared.settings import StreamSettings
 from shared.streams.consumer import StreamConsumer
 from shared.streams.deadletter import DeadLetter, drop, list_letters, replay
 from shared.streams.delivery import BatchHandler, ConsumerConfig, Delivery, parse_fields
@@ -82,7 +82,7 @@ __all__ = [
 
 def build_consumer(
     redis: Redis,
-    settings: Settings,
+    settings: StreamSettings,
     group: str,
     handler: BatchHandler,
     *,
@@ -103,7 +103,7 @@ def build_consumer(
 
 def build_housekeeper(
     redis: Redis,
-    settings: Settings,
+    settings: StreamSettings,
     consumer: StreamConsumer,
     metrics: StreamMetrics | None = None,
 ) -> Housekeeper:

@@ -16,7 +16,7 @@ from shared.events import (
     UserEvent,
     parse_entry,
 )
-from shared.settings import Settings
+from shared.settings import StreamSettings
 
 _DATA_KEY = DATA_FIELD.encode()
 _WIRE_FIELDS = frozenset(WIRE_FIELDS)
@@ -55,7 +55,7 @@ class ConsumerConfig:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, stream: str, group: str, consumer: str, dead_letters: str
+        cls, settings: StreamSettings, *, stream: str, group: str, consumer: str, dead_letters: str
     ) -> ConsumerConfig:
         return cls(
             stream=stream,

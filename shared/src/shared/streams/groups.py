@@ -24,7 +24,7 @@ from typing import Final
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from shared.settings import Settings
+from shared.settings import StreamSettings
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def default_state_dir() -> Path:
     return Path(base) / "redis-platform"
 
 
-def consumer_name(settings: Settings, group: str, state_dir: Path | None = None) -> str:
+def consumer_name(settings: StreamSettings, group: str, state_dir: Path | None = None) -> str:
     """This instance's stable consumer name in `group`.
 
     `CONSUMER_NAME` when set. Otherwise `<hostname>-<id>`, where `<id>` is persisted in

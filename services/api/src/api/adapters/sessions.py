@@ -20,10 +20,10 @@ from uuid import UUID
 
 import httpx
 
+from api.config import ApiSettings
 from api.metrics import ApiMetrics, SessionServiceMetrics
-from shared.breaker import CircuitBreaker
+from shared.breaker import CircuitBreaker, State
 from shared.errors import CircuitOpenError
-from shared.settings import Settings
 
 _ID_SHAPE: Final = re.compile(r"^[A-Za-z0-9_-]{43,128}\Z")
 _BREAKER: Final = "session-service"
@@ -61,13 +61,13 @@ class IssuedSession:
 class SessionClient:
     def __init__(
         self,
-        settings: Settings,
+        settings: ApiSettings,
         transport: httpx.AsyncBaseTransport | None = None,
         metrics: ApiMetrics | None = None,
     ):
         token = settings.service_token.get_secret_value()
         self._http = httpx.AsyncClient(
-            base_url=settings.session_service_url,
+            base_url=settings.session_service,
             timeout=settings.session_service_timeout,
             headers={"Authorization": f"Bearer {token}"} if token else {},
             # Every authenticated request makes one call: keep connections warm.
@@ -85,6 +85,16 @@ class SessionClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    async def ensure_available(self) -> None:
+        """Raise at once, without I/O, while the breaker knows the service is down."""
+        if self._breaker.state is State.OPEN:
+            self._outcomes.count("circuit_open")
+            raise SessionServiceUnavailableError("session service circuit is open")
+
+    async def probe(self) -> None:
+        """One cheap round trip (`GET /health`, through the breaker); raises when it fails."""
+        await self._call("GET", "/health")
 
     async def create(self, user_id: UUID) -> IssuedSession:
         body = await self._call("POST", "/v1/sessions", {"user_id": str(user_id)})
