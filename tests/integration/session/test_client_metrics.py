@@ -18,8 +18,8 @@ from prometheus_client import CollectorRegistry
 from api.adapters.sessions import SessionClient, SessionServiceUnavailableError
 from api.metrics import SESSION_OUTCOMES, ApiMetrics
 from devtools.redis_server import free_port
+from devtools.settings import StackSettings
 from session_service.main import create_app
-from shared.settings import Settings
 
 from .conftest import SettingsFactory
 
@@ -94,7 +94,7 @@ async def _fail(client: SessionClient, times: int) -> None:
 async def test_transport_failures_then_the_open_breaker_are_counted(
     session_settings: SettingsFactory, silent_port: int, metrics: ApiMetrics
 ) -> None:
-    def settings_for(port: int) -> Settings:
+    def settings_for(port: int) -> StackSettings:
         return session_settings(
             session_service_url=f"http://127.0.0.1:{port}",
             session_service_timeout="200ms",

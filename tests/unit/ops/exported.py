@@ -15,6 +15,7 @@ from typing import Final
 
 from prometheus_client import CollectorRegistry
 
+from api.config import ApiSettings
 from api.deps import resources_of
 from api.main import create_app
 from invalidator.metrics import InvalidatorMetrics
@@ -49,7 +50,7 @@ def series_names(registry: CollectorRegistry) -> set[str]:
 
 
 def api_registry() -> CollectorRegistry:
-    settings = load_settings(_env_file=None, app_env="test", log_format="console")
+    settings = load_settings(ApiSettings, _env_file=None, app_env="test", log_format="console")
     return resources_of(create_app(settings)).metrics.registry
 
 
