@@ -164,3 +164,18 @@ def test_the_list_pattern_is_for_operators_and_matches_pages_only() -> None:
 
 def test_dead_letters_of_another_stream() -> None:
     assert Keys().dead_letters("app:events:orders") == "app:events:orders:dlq"
+
+
+def test_the_dead_letter_guard_is_per_entry_id_of_a_stream() -> None:
+    assert (
+        Keys().dead_letter_guard("1764567890123-0") == "app:events:users:dlq:guard:1764567890123-0"
+    )
+    assert Keys().dead_letter_guard("1-2", "app:events:orders") == "app:events:orders:dlq:guard:1-2"
+
+
+@pytest.mark.parametrize(
+    "bad", ["", "1", "1-", "-1", "1-2-3", "*", "1-2\n", "a-1", "1-" + "9" * 21]
+)
+def test_the_dead_letter_guard_takes_stream_entry_ids_only(bad: str) -> None:
+    with pytest.raises(InvalidIdentifierError, match="stream entry id"):
+        Keys().dead_letter_guard(bad)

@@ -67,6 +67,8 @@ DEFAULTS: dict[str, Any] = {
     "stream_block": 1.0,
     "consumer_idle_limit": 3600.0,
     "housekeeping_interval": 60.0,
+    "dlq_maxlen": 100_000,
+    "dlq_max_entry_bytes": 65_536,
     "session_idle_ttl": 86400.0,
     "session_absolute_ttl": 604800.0,
     "session_max_per_user": 10,
@@ -245,6 +247,8 @@ def test_durations(text: str, seconds: float) -> None:
         ("KEY_PREFIX", "app:x", "pattern"),
         ("KEY_PREFIX", "", "pattern"),
         ("CACHE_WARMUP_IDS", "not-a-uuid", "UUID"),
+        ("DLQ_MAXLEN", "0", "greater than or equal to 1"),
+        ("DLQ_MAX_ENTRY_BYTES", "100", "greater than or equal to 1024"),
     ],
 )
 def test_bad_value_names_the_variable_on_one_line(name: str, value: str, problem: str) -> None:

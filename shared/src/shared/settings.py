@@ -238,6 +238,10 @@ class StreamSettings(CommonSettings):
     stream_block: Duration = 1.0
     consumer_idle_limit: Duration = 3600.0
     housekeeping_interval: Duration = 60.0
+    # The dead-letter stream: approximate MAXLEN, and the bytes of one entry a letter keeps
+    # (a bigger entry is kept truncated and cannot be replayed).
+    dlq_maxlen: int = Field(100_000, ge=1)
+    dlq_max_entry_bytes: int = Field(65_536, ge=1024)
 
 
 def check_http_url(value: str) -> str:

@@ -1,6 +1,6 @@
 """Consumer groups and consumer names.
 
-Two traps this module closes (see shared/NOTES.md):
+Two traps of FastStream's Redis streams this module closes:
 
 - FastStream creates a group at `$` on first start, so entries published before any consumer
   ever ran are skipped. `ensure_group` creates it at `0` with MKSTREAM and tolerates
