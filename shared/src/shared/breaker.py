@@ -6,6 +6,11 @@ half-open lets one trial call through: success closes the circuit, failure reope
 Callers hand it the call, never an awaitable: `await breaker.call(redis.get, key)`. The
 breaker decides first and only then creates the coroutine, and its closed state is a fast
 path of its own (no clock read, no trial slot) — the hot path of every request.
+
+`on_change`, when given, hears the transitions that change whether the circuit is closed:
+`State.OPEN` each time it opens (or a trial reopens it), `State.CLOSED` when it closes. Half-open
+comes by the clock, not by a call, and is not reported. A call in the closed state never
+invokes it, so a metric behind it costs the hot path nothing.
 """
 
 from __future__ import annotations
@@ -37,12 +42,14 @@ class CircuitBreaker:
         reset_timeout: float = 2.0,
         failures: tuple[type[BaseException], ...] = (OSError,),
         clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[State], None] | None = None,
     ) -> None:
         self.name = name
         self.failure_threshold = failure_threshold
         self.reset_timeout = reset_timeout
         self.failures = failures
         self._clock = clock
+        self._on_change = on_change
         self._consecutive = 0
         self._opened_at: float | None = None
         self._trial_running = False
@@ -53,6 +60,7 @@ class CircuitBreaker:
         name: str,
         settings: CommonSettings,
         failures: tuple[type[BaseException], ...],
+        on_change: Callable[[State], None] | None = None,
     ) -> CircuitBreaker:
         """BREAKER_FAILURE_THRESHOLD and BREAKER_RESET_TIMEOUT, for the `failures` given."""
         return cls(
@@ -60,6 +68,7 @@ class CircuitBreaker:
             failure_threshold=settings.breaker_failure_threshold,
             reset_timeout=settings.breaker_reset_timeout,
             failures=failures,
+            on_change=on_change,
         )
 
     @property
@@ -87,13 +96,18 @@ class CircuitBreaker:
 
     def record_success(self) -> None:
         self._consecutive = 0
-        self._opened_at = None
         self._trial_running = False
+        if self._opened_at is not None:
+            self._opened_at = None
+            if self._on_change is not None:
+                self._on_change(State.CLOSED)
 
     def record_failure(self) -> None:
         self._consecutive += 1
         if self._trial_running or self._consecutive >= self.failure_threshold:
             self._opened_at = self._clock()
+            if self._on_change is not None:
+                self._on_change(State.OPEN)
         self._trial_running = False
 
     async def call(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:

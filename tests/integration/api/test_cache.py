@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
-import uuid
 import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis

@@ -37,6 +37,7 @@ from shared.http import ApiError, error_response
 from shared.keys import Keys, user_id
 from shared.limiter import Decision, DenialCache, Policy, RateLimiter
 from shared.limiter.http import client_ip, rate_limit_raw_headers
+from shared.metrics import breaker_metrics
 from shared.settings import Network
 
 logger = logging.getLogger(__name__)
@@ -271,6 +272,7 @@ def install_rate_limiting(
         failure_threshold=settings.breaker_failure_threshold,
         reset_timeout=settings.breaker_reset_timeout,
         failures=UNAVAILABLE_ERRORS,
+        on_change=breaker_metrics(registry).hook("ratelimit"),
     )
     policies = Policies.from_settings(settings)
     metrics = RateLimitMetrics(registry)

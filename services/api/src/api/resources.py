@@ -56,6 +56,7 @@ class _Opened:
             failure_threshold=settings.breaker_failure_threshold,
             reset_timeout=settings.breaker_reset_timeout,
             failures=UNAVAILABLE_ERRORS,
+            on_change=metrics.breakers.hook("cache"),
         )
         self.cache = Cache(
             self.cache_redis,
@@ -79,7 +80,7 @@ class _Opened:
         )
         self.user_service = UserService(self.sessions, self.user_cache, self.relay, metrics)
         # Pooled keep-alive HTTP client to the session service (auth); no I/O until used.
-        self.session_client = SessionClient(settings)
+        self.session_client = SessionClient(settings, metrics=metrics)
 
     async def close(self) -> None:
         if self.cache_redis is not self.redis:

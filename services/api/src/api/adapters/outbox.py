@@ -7,17 +7,22 @@ selected them. It wakes right after each commit (`notify`), polls slowly as a sa
 and retries with backoff while Redis is down. On PostgreSQL the rows are selected
 `FOR UPDATE SKIP LOCKED`, so several api instances never publish the same row at once
 (SQLite has one writer and no row locks: one api instance per SQLite file).
+
+Each round also sets the backlog gauges (`outbox_backlog`, `outbox_oldest_unsent_age_seconds`)
+from one query on the pending-rows index; while Redis is down they show events piling up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from datetime import datetime
 from typing import Final
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -37,6 +42,10 @@ _RETRYABLE: Final[tuple[type[BaseException], ...]] = (
 )
 _BACKOFF_FIRST: Final = 0.05
 _BACKOFF_CAP: Final = 2.0
+# The backlog query counts the pending index, so it costs as much as the backlog is long: while
+# the relay drains a backlog batch after batch (or retries while Redis is down) it runs at most
+# this often, not per batch. Every round that ends in the idle wait runs it.
+_MEASURE_EVERY: Final = 1.0
 
 
 def add_event(session: AsyncSession, event: UserEvent) -> None:
@@ -71,6 +80,7 @@ class OutboxRelay:
         self.poll_interval = poll_interval
         self.metrics = metrics
         self._wake = asyncio.Event()
+        self._measured_at = float("-inf")
 
     def notify(self) -> None:
         """Called after each commit that staged an event: publish now, not at the next poll."""
@@ -87,11 +97,14 @@ class OutboxRelay:
                 raise_if_cancelling()
                 self.metrics.outbox_errors.inc()
                 logger.warning("outbox relay: publish failed (%s); retrying", type(exc).__name__)
+                await self._measure()
                 await backoff.wait()
                 continue
             raise_if_cancelling()
             backoff.reset()
-            if published < self.batch_size:
+            idle = published < self.batch_size
+            await self._measure(force=idle)
+            if idle:
                 await self._sleep()
 
     async def _sleep(self) -> None:
@@ -102,6 +115,31 @@ class OutboxRelay:
                 await self._wake.wait()
         except TimeoutError:
             return
+
+    async def _measure(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._measured_at < _MEASURE_EVERY:
+            return
+        self._measured_at = now
+        try:
+            await self.measure_backlog()
+        except _RETRYABLE as exc:
+            # The database is away: the round's own error is already logged; keep the last values.
+            logger.debug("outbox relay: backlog not measured (%s)", type(exc).__name__)
+        raise_if_cancelling()
+
+    async def measure_backlog(self) -> None:
+        """Set the backlog gauges from one query on the pending-rows index."""
+        statement = select(func.count(), func.min(OutboxRow.created_at)).where(
+            OutboxRow.published_at.is_(None)
+        )
+        async with self.sessions() as session:
+            row = (await session.execute(statement)).one()
+        backlog: int = row[0]
+        oldest: datetime | None = row[1]  # None when nothing is pending
+        self.metrics.outbox_backlog.set(backlog)
+        age = 0.0 if oldest is None else max(0.0, (utcnow() - oldest).total_seconds())
+        self.metrics.outbox_oldest_age.set(age)
 
     async def publish_pending(self) -> int:
         """Publish one batch of pending rows; the count published."""
