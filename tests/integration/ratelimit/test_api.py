@@ -7,20 +7,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-import pytest
 from asgi_lifespan import LifespanManager
 
 from api.main import create_app
-from api.migrate import upgrade
 from devtools.settings import StackSettings
-from shared.settings import normalise_database_url
-
-
-@pytest.fixture(scope="session")
-def migrated_database(database_url: str) -> str:
-    url = normalise_database_url(database_url)
-    upgrade(url)
-    return url
 
 
 @asynccontextmanager
