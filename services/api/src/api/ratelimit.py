@@ -1,6 +1,6 @@
 """Rate limiting for the api: policies, client identity, pure ASGI middleware, headers.
 
-Policies (DESIGN.md): `default` per client IP on every route but `/health` and `/metrics`
+Policies (docs/architecture.md): `default` per client IP on every route but `/health` and `/metrics`
 (probes must never be throttled into a restart), `auth` per client IP on POST
 `/v1/auth/register` and `/v1/auth/login` (on top of `default`), `user` per signed-in user —
 the auth dependency calls `enforce_user_limit(request, user_id)` once it knows the user.
