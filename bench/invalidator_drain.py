@@ -43,7 +43,7 @@ from redis.asyncio import Redis
 from devtools.redis_server import RedisServer
 from invalidator.config import InvalidatorSettings
 from invalidator.metrics import InvalidatorMetrics
-from invalidator.purge import Purger
+from invalidator.usecases import Purger
 from shared.events import (
     UserCreated,
     UserCreatedPayload,

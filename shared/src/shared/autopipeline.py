@@ -48,6 +48,8 @@ from redis.exceptions import InvalidResponse
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
 
+from shared import redispy
+
 MAX_BATCH: Final = 128
 CLOSED_BY_SERVER: Final = "Connection closed by server."  # redis-py's wording
 
@@ -153,24 +155,20 @@ class AutoPipeline:
 
     async def _connection(self) -> AbstractConnection:
         if self._conn is None:
-            pool = self._pool
-            # redis-py leaves get_connection unannotated.
-            self._conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+            self._conn = await redispy.checkout(self._pool)
         return self._conn
 
     async def _open(self) -> _Link | None:
         """Connect the dedicated connection (redis-py's handshake) and take over its transport."""
         conn = await self._connection()
-        writer: asyncio.StreamWriter | None = getattr(conn, "_writer", None)
+        writer = redispy.stream_writer(conn)
         if writer is not None and (
             writer.transport.is_closing() or isinstance(writer.transport.get_protocol(), _Link)
         ):
             await conn.disconnect(nowait=True)  # the link's old socket: start afresh
         if not conn.is_connected:
-            # One attempt: the caller's retry loop already applies the client's policy, and
-            # redis-py's `connect()` would retry inside every one of its attempts.
-            await conn.connect_check_health(check_health=True, retry_socket_connect=False)
-        writer = getattr(conn, "_writer", None)
+            await redispy.connect_once(conn)
+        writer = redispy.stream_writer(conn)
         if writer is None:  # a connection class without an asyncio stream: plain calls
             self._plain = True
             await self._pool.release(conn)
@@ -209,7 +207,7 @@ class _Link(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         kwargs: dict[str, Any] = {
             "protocolError": InvalidResponse,
-            "replyError": conn._parser.parse_error,
+            "replyError": redispy.error_parser(conn),
         }
         if conn.encoder.decode_responses:
             kwargs["encoding"] = conn.encoder.encoding

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from invalidator.metrics import InvalidatorMetrics
-from invalidator.purge import Purger
+from invalidator.usecases import Purger
 from shared.keys import Keys
 from shared.streams import Delivery
 from tests.integration.streams.support import user_event

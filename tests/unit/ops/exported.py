@@ -19,7 +19,6 @@ from api.metrics import ApiMetrics
 from invalidator.metrics import InvalidatorMetrics
 from session_service.metrics import SessionMetrics
 from shared.metrics import make_registry
-from shared.streams import StreamMetrics
 
 _SUFFIXES: Final = {
     "counter": ("_total", "_created"),
@@ -47,8 +46,7 @@ def api_registry() -> CollectorRegistry:
 
 def session_registry() -> CollectorRegistry:
     registry = make_registry()
-    SessionMetrics(registry)
-    StreamMetrics.create(registry)  # the consumer's, made in the lifespan
+    SessionMetrics(registry)  # the consumer's stream metrics included
     return registry
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-from invalidator.purge import _notice_head
+from invalidator.usecases import _notice_head
 from scripts.export_docs import render_asyncapi
 from shared.events import UserCreated, UserCreatedPayload, UserDeleted, UserDeletedPayload
 from shared.nearcache import PurgeNotice

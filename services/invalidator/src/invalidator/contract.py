@@ -1,12 +1,12 @@
 """The invalidator's message contracts, declared with FastStream for the AsyncAPI document.
 
-Why the declarations live on a broker of their own that is never started: FastStream drives
-a subscriber with its per-message machinery (a handler call per entry drains ≈ 0.03× of a
-raw XREADGROUP loop, `batch=True` ≈ 0.5×: docs/decisions/0015-*.md), with no retry and no dead
-letters. The consuming loop is the stream toolkit's (`shared.streams`): batches, one purge
-pipeline per batch, ack after the effect, XAUTOCLAIM, DLQ. FastStream stays what it is good
-at here: the app shell (ASGI lifespan, routes) and this document, generated from the same
-pydantic models the toolkit validates entries against — so the document cannot drift.
+FastStream's role in this project is this document and nothing else. Its subscriber drives
+each entry through per-message machinery (a handler call per entry drains ≈ 0.03× of a raw
+XREADGROUP loop, `batch=True` ≈ 0.5×: docs/decisions/0015-*.md) with no retry and no dead
+letters, so the consuming loop is the stream toolkit's (`shared.streams`); and the app is a
+FastAPI app like the other two services, wired the same way. The declarations below live on
+brokers that are never started: the document is generated from the same pydantic models the
+toolkit validates entries against, so it cannot drift from what is consumed and published.
 """
 
 from __future__ import annotations
@@ -22,12 +22,13 @@ from shared.keys import Keys
 from shared.nearcache import PurgeNotice
 
 
-def contract_broker(settings: InvalidatorSettings) -> RedisBroker:
-    """A broker carrying only declarations (never connected): the source of the document."""
+def contract_brokers(settings: InvalidatorSettings) -> tuple[RedisBroker, RedisBroker]:
+    """Brokers carrying only declarations (never connected): the source of the document.
+    The stream lives on the data Redis, the purge channel on the cache Redis."""
     keys = Keys(settings.key_prefix)
-    broker = RedisBroker(
-        settings.redis_dsn,
-        description="The data Redis: the user event stream and the invalidation channel",
+    broker = RedisBroker(settings.redis_dsn, description="The data Redis: the user event stream")
+    cache = RedisBroker(
+        settings.cache_redis_dsn, description="The cache Redis: the invalidation channel"
     )
     stream = StreamSub(
         keys.user_events(),
@@ -48,12 +49,12 @@ def contract_broker(settings: InvalidatorSettings) -> RedisBroker:
         ),
     )
     async def user_events(event: Annotated[Event, Field(discriminator="type")]) -> None:
-        """Declaration only: `invalidator.purge.Purger` handles these (module docstring)."""
+        """Declaration only: `invalidator.usecases.Purger` handles these (module docstring)."""
 
-    broker.publisher(
+    cache.publisher(
         channel=keys.cache_invalidated(),
         title="cache invalidated",
         description="One message per purge; pub/sub, so it may be lost (near caches use a TTL)",
         schema=PurgeNotice,
     )
-    return broker
+    return broker, cache

@@ -16,6 +16,7 @@ LAG_BUCKETS = (*LATENCY_BUCKETS, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 @dataclass(frozen=True, slots=True)
 class InvalidatorMetrics:
+    registry: CollectorRegistry
     stream: StreamMetrics
     lag: Histogram
     purged_keys: Counter
@@ -23,6 +24,7 @@ class InvalidatorMetrics:
     @classmethod
     def create(cls, registry: CollectorRegistry) -> InvalidatorMetrics:
         return cls(
+            registry=registry,
             stream=StreamMetrics.create(registry),
             lag=Histogram(
                 "invalidation_lag_seconds",

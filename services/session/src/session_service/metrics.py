@@ -10,12 +10,15 @@ from collections.abc import Awaitable, Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from session_service.errors import SessionStoreUnavailable
+from shared.streams import StreamMetrics
 
 logger = logging.getLogger(__name__)
 
 
 class SessionMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.stream = StreamMetrics.create(registry)  # the `session` group's consumer
         self.created = Counter("sessions_created_total", "Sessions created.", registry=registry)
         self.refreshed = Counter(
             "sessions_refreshed_total",
