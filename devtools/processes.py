@@ -133,9 +133,14 @@ class Child:
         self.console.say(f"{self.name}: stopped (exit {self.process.returncode})")
 
 
+# Health checks go straight to our own socket, never through an HTTP(S)_PROXY that could
+# answer (a 502 is an answer) in a dead child's place.
+_DIRECT: Final = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def answers(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - our own http://127.0.0.1 URL
+        with _DIRECT.open(url, timeout=1):
             return True
     except urllib.error.HTTPError:
         return True  # 503 "degraded" is still a service that answers

@@ -152,7 +152,10 @@ def locate(cls: type[S], stack_path: Path = STACK_ENV) -> Located[S]:
     """
     environment = _names(os.environ)
     dotenv = _names(dotenv_values(".env")) if Path(".env").is_file() else frozenset()
-    stack, note = read(stack_path), ""
+    try:
+        stack, note = read(stack_path), ""
+    except OSError as exc:  # another user's 0600 file, say
+        stack, note = None, f"{stack_path} unreadable: {exc.strerror}"
     if stack is not None and not stack.alive:
         stack, note = None, f"{stack_path} ignored: the make run that wrote it is gone"
     elif stack is not None and environment & _EXPLICIT_REDIS:

@@ -28,6 +28,9 @@ _COUNTERS: Final = {
 }
 
 
+_DIRECT: Final = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def ratio(hits: int, misses: int) -> float | None:
     return round(hits / (hits + misses), 4) if hits + misses else None
 
@@ -97,8 +100,9 @@ def api_cache_counters(api_url: str, timeout: float = 2.0) -> dict[str, Any]:
     url = f"{api_url.rstrip('/')}/metrics"
     shown = redact_url(url)
     try:
-        # http(s) only: the caller checked the scheme (check_http_url).
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+        # http(s) only: the caller checked the scheme (check_http_url). Straight to the api,
+        # never through an HTTP(S)_PROXY that could answer in its place.
+        with _DIRECT.open(url, timeout=timeout) as response:
             text = response.read().decode("utf-8", errors="replace")
     except urllib.error.HTTPError as exc:
         return {"url": shown, "error": f"HTTP {exc.code}"}
