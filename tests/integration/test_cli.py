@@ -239,6 +239,13 @@ async def test_beside_a_dev_stack_it_reads_the_stacks_redis_and_says_so(
         f"make run pid {os.getpid()}), key prefix {settings.key_prefix}"
     ]
 
+    # `.env` as .env.example has it (the parts, an empty REDIS_URL) leaves the stack's Redis
+    # in force, as make run itself ignores the parts and starts its own Redis.
+    (tmp_path / ".env").write_text("REDIS_URL=\nREDIS_HOST=127.0.0.1\nREDIS_PORT=1\n")
+    copied = platformctl_in(tmp_path, bare_env(), "streams", "status", "--json")
+    assert copied.returncode == 0, copied.stderr
+    assert "(REDIS_URL from .devstack/env, written by make run pid" in copied.stderr
+
     # `.env` beats the stack's file, and the environment beats `.env`.
     (tmp_path / ".env").write_text("REDIS_URL=redis://127.0.0.1:1/0\n")
     from_dotenv = platformctl_in(tmp_path, bare_env(), "streams", "status")

@@ -92,7 +92,7 @@ def remove(path: Path, pid: int) -> None:
 
 # The environment naming a Redis is an explicit choice: the stack's file is not read then
 # (its REDIS_URL would otherwise beat the environment's REDIS_HOST, since a URL wins).
-_EXPLICIT_REDIS: Final = frozenset({"REDIS_URL", "REDIS_HOST", "REDIS_PORT", "CACHE_REDIS_URL"})
+_EXPLICIT_REDIS: Final = frozenset({"REDIS_URL", "REDIS_HOST", "REDIS_PORT"})
 _REDIS_PARTS: Final = ("REDIS_HOST", "REDIS_PORT", "REDIS_DB", "REDIS_PASSWORD")
 
 
@@ -104,7 +104,7 @@ class Located(Generic[S]):
     environment: frozenset[str]
     dotenv: frozenset[str]
     stack: StackEnv | None  # the stack's file, when it was read
-    note: str = ""  # why the stack's file was not read, when there is one
+    note: str  # why the stack's file was not read, when that needs saying
 
     def origin(self, variable: str) -> str | None:
         if variable in self.environment:
@@ -136,12 +136,14 @@ class Located(Generic[S]):
         parts = [f"{name} from {where}" for name in _REDIS_PARTS if (where := self.origin(name))]
         if parts:
             return "REDIS_URL unset: built from " + ", ".join(parts)
-        return "REDIS_URL unset: the default"
+        return "REDIS_URL unset: the default" + ("" if self.note else "; no running make run here")
 
 
 def _names(values: Mapping[str, str | None]) -> frozenset[str]:
-    # Variable names are matched case-insensitively, as pydantic-settings matches them.
-    return frozenset(name.upper() for name, value in values.items() if value is not None)
+    # Matched case-insensitively, as pydantic-settings matches them. An empty value counts as
+    # unset (`_env_ignore_empty` below), as it does for make run: `REDIS_URL=` in `.env` must
+    # not hide the Redis the stack started.
+    return frozenset(name.upper() for name, value in values.items() if value)
 
 
 def locate(cls: type[S], stack_path: Path = STACK_ENV) -> Located[S]:
@@ -161,7 +163,8 @@ def locate(cls: type[S], stack_path: Path = STACK_ENV) -> Located[S]:
     elif stack is not None and environment & _EXPLICIT_REDIS:
         stack = None
     if stack is None:
-        return Located(load_settings(cls), environment, dotenv, None, note)
+        settings = load_settings(cls, _env_ignore_empty=True)
+        return Located(settings, environment, dotenv, None, note)
     # Later files win in pydantic-settings, and the environment beats both.
-    settings = load_settings(cls, _env_file=(stack.path, ".env"))
-    return Located(settings, environment, dotenv, stack)
+    settings = load_settings(cls, _env_file=(stack.path, ".env"), _env_ignore_empty=True)
+    return Located(settings, environment, dotenv, stack, note)
