@@ -96,7 +96,10 @@ def await_redis(url: str, timeout: float) -> None:
         while True:
             try:
                 client.ping()
-            except (redis.AuthenticationError, redis.ResponseError) as exc:
+            except redis.ResponseError as exc:  # NOAUTH, or HELLO refused without AUTH
+                why = "refused REDIS_URL's credentials" if "auth" in str(exc).lower() else "error"
+                raise LaunchError(f"Redis at {where} {why}: {exc}") from None
+            except redis.AuthenticationError as exc:
                 raise LaunchError(
                     f"Redis at {where} refused REDIS_URL's credentials: {exc}"
                 ) from None
