@@ -35,6 +35,8 @@ def platformctl(settings: StackSettings, *args: str) -> subprocess.CompletedProc
         "REDIS_URL": settings.redis_dsn,
         "KEY_PREFIX": settings.key_prefix,
         "APP_ENV": "test",
+        # No api listens there: `cache stats` never reads a stack on the default 8000.
+        "API_PORT": str(free_port()),
     }
     return subprocess.run(
         [CLI, *args], env=env, capture_output=True, text=True, timeout=30, check=False
