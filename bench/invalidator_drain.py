@@ -4,7 +4,7 @@ Both drain the same stream, each in a fresh consumer group created at id 0, alte
 rounds; the figure of each is the median of its rounds.
 
 - raw: `XREADGROUP COUNT 100`, `orjson.loads` of each entry, one pipeline of
-  `DEL value lease` + `INCR generation` per event, one `XACK` per batch — the issue's baseline.
+  `DEL value lease` + `INCR generation` per event, one `XACK` per batch — the baseline.
 - raw-1-incr: the same loop with one INCR per batch, as the invalidator does — so the
   second ratio isolates what the invalidator does beyond purging: validating every envelope,
   metrics, DLQ bookkeeping and, above all (profiled), the PUBLISH of one notice per event

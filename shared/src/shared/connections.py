@@ -83,6 +83,17 @@ async def ping(client: Redis, url: str) -> None:
         ) from None
 
 
+async def warm_idle_connections(client: Redis, count: int) -> None:
+    """Open up to `count` pooled connections now (REDIS_MIN_IDLE_CONNS), so the first
+    requests find them ready. Best effort: a Redis that is down is left to connect on demand."""
+    try:
+        await _warm_pool(client, count)
+    except (RedisError, OSError) as exc:
+        logger.info("Redis pool not warmed (%s); connections open on demand", type(exc).__name__)
+        return
+    logger.debug("opened %d idle Redis connections", count)
+
+
 async def _warm_pool(client: Redis, count: int) -> None:
     pool = client.connection_pool
     count = min(count, pool.max_connections)

@@ -36,13 +36,16 @@ class TaskSet:
         coro: Coroutine[Any, Any, None],
         name: str,
         stop: Callable[[], None] | None = None,
-    ) -> asyncio.Task[None]:
+    ) -> None:
         task = asyncio.create_task(coro, name=name)
         task.add_done_callback(self._ended)
         self._tasks.append(task)
         if stop is not None:
             self._stops[task] = stop
-        return task
+
+    def names(self) -> list[str]:
+        """The tasks still running, by name (for /health and tests)."""
+        return [task.get_name() for task in self._tasks if not task.done()]
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or task.exception() is None:

@@ -25,7 +25,7 @@ async def test_reader_holding_an_old_row_cannot_store_it_after_a_write(
         user = await api.create_user("Old")
         headers = await api.sign_in(user)
         uid = uuid.UUID(user["id"])
-        service = api.resources.user_service
+        service = api.state.users
         loaded, release = asyncio.Event(), asyncio.Event()
 
         async def held_load() -> Any:
@@ -53,7 +53,7 @@ async def test_randomized_interleavings_leave_no_stale_value(
 ) -> None:
     rng = random.Random(20261125)
     async with make_api(near_cache_size=0, cache_invalidation="write") as api:
-        service = api.resources.user_service
+        service = api.state.users
         uids = [uuid.UUID((await api.create_user(f"U{i}"))["id"]) for i in range(6)]
         operations = 0
 
@@ -82,7 +82,7 @@ async def test_randomized_interleavings_leave_no_stale_value(
 
         keys = Keys(api.settings.key_prefix)
         stale = 0
-        async with service.sessions() as session:
+        async with service.db() as session:
             for uid in uids:
                 row = await UserRepository(session).get(uid)
                 assert row is not None
@@ -91,7 +91,7 @@ async def test_randomized_interleavings_leave_no_stale_value(
                     encode(public_document(row))
                 ):
                     stale += 1
-        refused = api.resources.metrics.cache.value("store", "refused")
+        refused = api.state.metrics.cache.value("store", "refused")
 
     assert operations >= 1000
     assert stale == 0

@@ -11,7 +11,7 @@ from .conftest import Api, ApiFactory, wait_until
 
 
 def sample(api: Api, name: str, **labels: str) -> float | None:
-    return api.resources.metrics.registry.get_sample_value(name, labels)
+    return api.state.metrics.registry.get_sample_value(name, labels)
 
 
 async def test_an_unsent_outbox_row_shows_in_the_backlog_gauges_until_it_is_published(

@@ -11,7 +11,6 @@ import yaml
 
 from tests.unit.ops.conftest import DEPLOY, ROOT
 from tests.unit.ops.exported import (
-    DECLARED_BY_THE_API,
     MADE_BY_PROMETHEUS,
     metric_names,
     unknown_names,
@@ -47,7 +46,7 @@ def test_every_panel_but_rows_has_a_query_and_a_unique_id() -> None:
 
 
 def test_every_query_names_only_exported_metrics(exported_anywhere: set[str]) -> None:
-    known = exported_anywhere | DECLARED_BY_THE_API | MADE_BY_PROMETHEUS
+    known = exported_anywhere | MADE_BY_PROMETHEUS
     assert unknown_names(_queries(), known) == {}
 
 
@@ -84,11 +83,6 @@ def test_queries_use_the_datasource_variable() -> None:
     for panel in _panels(dashboard["panels"]):
         if panel["type"] != "row":
             assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
-
-
-def test_declared_names_are_not_exported_yet(exported: dict[str, set[str]]) -> None:
-    # Once the api exports one of them, it no longer needs declaring: delete it from the list.
-    assert DECLARED_BY_THE_API & exported["api"] == set()
 
 
 def test_the_compose_override_mounts_what_exists() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from api.config import ApiSettings
-from api.ratelimit import Policies
+from api.ratelimit.policies import Policies
 from shared.limiter import Policy
 from shared.settings import RateAlgorithm, load_settings
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -31,9 +31,34 @@ class SessionServiceMetrics:
         self._children[outcome].inc()
 
 
+class RateLimitMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.decisions = Counter(
+            "ratelimit_decisions",
+            "rate-limit decisions by policy: allowed, limited (Redis), fallback_allowed, "
+            "fallback_limited (in-process, Redis unavailable), unavailable (refused, 503)",
+            ["policy", "decision"],
+            registry=registry,
+        )
+        self.fallback_active = Gauge(
+            "ratelimit_fallback_active",
+            "1 while the limiter decides in-process because Redis does not answer",
+            registry=registry,
+        )
+        self._children: dict[tuple[str, str], Any] = {}
+
+    def count(self, policy: str, decision: str) -> None:
+        # Bound children, cached: labels() takes a lock and hashes on every call.
+        child = self._children.get((policy, decision))
+        if child is None:
+            child = self._children[(policy, decision)] = self.decisions.labels(policy, decision)
+        child.inc()
+
+
 class ApiMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or make_registry()
+        self.ratelimit = RateLimitMetrics(self.registry)
         self.cache = CacheMetrics(self.registry)
         self.near = NearCacheMetrics(self.registry)
         self.requests = Counter(

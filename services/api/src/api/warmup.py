@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api.adapters.repository import UserRepository
 from api.config import ApiSettings
-from api.service import UserService
+from api.usecases import UserService
 from shared.errors import LockError
 from shared.keys import Keys
 from shared.lock import lock
@@ -33,7 +33,7 @@ _LOCK_TTL: Final = 30.0
 async def hot_ids(settings: ApiSettings, service: UserService) -> list[uuid.UUID]:
     ids = [uuid.UUID(item) for item in settings.cache_warmup_ids]
     if settings.cache_warmup_recent:
-        async with service.sessions() as session:
+        async with service.db() as session:
             ids += await UserRepository(session).recent_ids(settings.cache_warmup_recent)
     return list(dict.fromkeys(ids))
 

@@ -2,7 +2,7 @@
 
 Why the declarations live on a broker of their own that is never started: FastStream drives
 a subscriber with its per-message machinery (a handler call per entry drains ≈ 0.03× of a
-raw XREADGROUP loop, `batch=True` ≈ 0.5×, shared/NOTES.md), with no retry and no dead
+raw XREADGROUP loop, `batch=True` ≈ 0.5×: docs/decisions/0015-*.md), with no retry and no dead
 letters. The consuming loop is the stream toolkit's (`shared.streams`): batches, one purge
 pipeline per batch, ack after the effect, XAUTOCLAIM, DLQ. FastStream stays what it is good
 at here: the app shell (ASGI lifespan, routes) and this document, generated from the same

@@ -4,7 +4,7 @@ Run: `uvicorn invalidator.main:create_app --factory --port $INVALIDATOR_PORT` (w
 `make run` does) or `faststream run invalidator.main:create_app --factory`.
 
 Why FastStream is the shell and not the consuming loop: see `invalidator.contract`. In
-short, the issue wants ≥ 0.8× of a raw XREADGROUP drain plus retry and dead letters;
+short, we want ≥ 0.8× of a raw XREADGROUP drain plus retry and dead letters;
 FastStream's subscriber gives ≈ 0.5× in batch mode and neither of the other two. The app
 still is a FastStream app: FastStream runs the ASGI lifespan (our consumer lives in it),
 serves `/health`, `/metrics` and the AsyncAPI document at `/asyncapi`, and generates that

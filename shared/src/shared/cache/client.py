@@ -1,11 +1,11 @@
 """A generic cache-aside client over Redis: JSON values, mandatory TTLs, leases, metrics.
 
-Leases are the stale-set and thundering-herd cures of memcache at Facebook (DESIGN
-"Mechanisms"): on a miss the reader takes `lease_key` with `SET NX PX`, loads, and stores with
-one script that writes only while its lease token still stands. An invalidation deletes the
-value and the lease in one `DEL` (both keys share a hash tag), so a reader that loaded before a
-write can never put the old value back. A reader that meets someone else's lease polls for the
-value a bounded few milliseconds, then loads without storing.
+Leases are the stale-set and thundering-herd cures of memcache at Facebook
+(docs/decisions/0016-leases.md): on a miss the reader takes `lease_key` with `SET NX PX`, loads,
+and stores with one script that writes only while its lease token still stands. An invalidation
+deletes the value and the lease in one `DEL` (both keys share a hash tag), so a reader that
+loaded before a write can never put the old value back. A reader that meets someone else's lease
+polls for the value a bounded few milliseconds, then loads without storing.
 
 Reads (`GET`) go through the client's auto-pipeline (`shared.autopipeline`): the GETs of
 concurrent requests — and their rate-limit checks, on the same client — share one round trip.

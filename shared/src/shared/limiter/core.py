@@ -62,6 +62,15 @@ class RateLimiter:
         # Per policy: the EVALSHA prefix and its limit and period, encoded once.
         self._calls: dict[Policy, tuple[Script, bytes, bytes]] = {}
 
+    def cached_denial(self, policy: Policy, identifier: str, cost: int = 1) -> Decision | None:
+        """The in-process denial cache's answer, without Redis (None: Redis must be asked).
+
+        Callers that put `check` behind a circuit breaker ask this first, so a client that
+        was just refused stays refused while the breaker is open."""
+        if self.denials is None:
+            return None
+        return self.denials.get(self._key(policy.name, identifier), cost)
+
     async def check(self, policy: Policy, identifier: str, cost: int = 1) -> Decision:
         if not 1 <= cost <= policy.limit:
             raise ValueError(f"cost must be between 1 and the limit ({policy.limit})")

@@ -35,6 +35,9 @@ class LocalLimiter:
     def __len__(self) -> int:
         return len(self._states)
 
+    def clear(self) -> None:
+        self._states.clear()
+
     def check(self, policy: Policy, identifier: str, cost: int = 1) -> Decision:
         if not 1 <= cost <= policy.limit:
             raise ValueError(f"cost must be between 1 and the limit ({policy.limit})")

@@ -26,7 +26,7 @@ def make_engine(settings: ApiSettings) -> AsyncEngine:
     )
 
 
-def make_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+def make_db(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     # expire_on_commit=False: rows are read after commit to build responses and events.
     return async_sessionmaker(engine, expire_on_commit=False)
 

@@ -63,7 +63,7 @@ def add_event(session: AsyncSession, event: UserEvent) -> None:
 class OutboxRelay:
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
+        db: async_sessionmaker[AsyncSession],
         redis: Redis,
         stream: str,
         *,
@@ -72,7 +72,7 @@ class OutboxRelay:
         poll_interval: float,
         metrics: ApiMetrics,
     ) -> None:
-        self.sessions = sessions
+        self.db = db
         self.redis = redis
         self.stream = stream
         self.maxlen = maxlen
@@ -133,7 +133,7 @@ class OutboxRelay:
         statement = select(func.count(), func.min(OutboxRow.created_at)).where(
             OutboxRow.published_at.is_(None)
         )
-        async with self.sessions() as session:
+        async with self.db() as session:
             row = (await session.execute(statement)).one()
         backlog: int = row[0]
         oldest: datetime | None = row[1]  # None when nothing is pending
@@ -143,7 +143,7 @@ class OutboxRelay:
 
     async def publish_pending(self) -> int:
         """Publish one batch of pending rows; the count published."""
-        async with self.sessions() as session, session.begin():
+        async with self.db() as session, session.begin():
             statement = (
                 select(OutboxRow.id, OutboxRow.envelope)
                 .where(OutboxRow.published_at.is_(None))

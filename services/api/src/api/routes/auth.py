@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from api.auth.cookies import clear_session_cookie, session_cookie, set_session_cookie
 from api.auth.deps import AUTH_ERRORS, SessionsClient, SignedIn, guarded, unauthorized
-from api.deps import ApiResources, Users
+from api.deps import State, Users
 from api.errors import UserNotFoundError
 from api.schemas import UserCreate, UserOwn
 from shared.http import ApiError, JsonResponse, error_responses
@@ -46,7 +46,7 @@ async def register(body: UserCreate, users: Users) -> Response:
     "/v1/auth/login", response_model=LoginOut, responses=error_responses(401, 422, 429, 503)
 )
 async def login(
-    body: Login, request: Request, users: Users, client: SessionsClient, resources: ApiResources
+    body: Login, request: Request, users: Users, client: SessionsClient, state: State
 ) -> Response:
     """Sign in: a new session and its cookie. A session the request carried is ended.
 
@@ -72,19 +72,19 @@ async def login(
         absolute_expires_at=issued.info.absolute_expires_at,
     )
     response = JsonResponse(out.model_dump(mode="json"))
-    set_session_cookie(response, issued, secure=resources.settings.secure_cookies)
+    set_session_cookie(response, issued, secure=state.settings.secure_cookies)
     return response
 
 
 @router.post(
     "/v1/auth/logout", status_code=204, response_class=Response, responses=error_responses(503)
 )
-async def logout(request: Request, client: SessionsClient, resources: ApiResources) -> Response:
+async def logout(request: Request, client: SessionsClient, state: State) -> Response:
     """End the session (if any) and clear the cookie; signing out twice is fine."""
     if (carried := session_cookie(request)) is not None:
         await guarded(client.destroy(carried))
     response = Response(status_code=204)
-    clear_session_cookie(response, secure=resources.settings.secure_cookies)
+    clear_session_cookie(response, secure=state.settings.secure_cookies)
     return response
 
 

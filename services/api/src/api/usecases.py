@@ -41,12 +41,12 @@ Document = dict[str, Any]
 class UserService:
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
+        db: async_sessionmaker[AsyncSession],
         cache: UserCache,
         relay: OutboxRelay,
         metrics: ApiMetrics,
     ) -> None:
-        self.sessions = sessions
+        self.db = db
         self.cache = cache
         self.relay = relay
         self.metrics = metrics
@@ -56,14 +56,14 @@ class UserService:
     async def load_user(self, user_id: uuid.UUID) -> Document | None:
         """The user's public view straight from the database (the cache's loader)."""
         self.metrics.db_loads.labels("user").inc()
-        async with self.sessions() as session:
+        async with self.db() as session:
             row = await UserRepository(session).get(user_id)
             return None if row is None else public_document(row)
 
     async def own(self, user_id: uuid.UUID) -> bytes:
         """The account's own view (with its email), from the database: never cached, so
         the shared cache and every near cache only ever hold public views."""
-        async with self.sessions() as session:
+        async with self.db() as session:
             row = await UserRepository(session).get(user_id)
         if row is None:
             raise UserNotFoundError(str(user_id))
@@ -78,7 +78,7 @@ class UserService:
 
     async def load_page(self, page: int, limit: int) -> Document:
         self.metrics.db_loads.labels("list").inc()
-        async with self.sessions() as session:
+        async with self.db() as session:
             rows, total = await UserRepository(session).page(page, limit)
         items = [public_document(row) for row in rows]
         return {"items": items, "page": page, "limit": limit, "total": total}
@@ -91,7 +91,7 @@ class UserService:
 
         One answer (None) for an unknown email and a wrong password, in the same time.
         """
-        async with self.sessions() as session:
+        async with self.db() as session:
             row = await UserRepository(session).by_email(email.strip().lower())
         if not await password_matches(None if row is None else row.password_hash, password):
             return None
@@ -154,7 +154,7 @@ class UserService:
     ) -> tuple[UserRow, UserEvent]:
         """Run `change` and stage its event in one transaction; wake the relay after commit."""
         try:
-            async with self.sessions() as session, session.begin():
+            async with self.db() as session, session.begin():
                 row, event = await change(UserRepository(session))
                 add_event(session, event)
         except IntegrityError as exc:
