@@ -45,7 +45,7 @@ bench: install ## run every benchmark in bench/ (short runs; figures and ratios 
 docs: install ## regenerate docs/: events.schema.json and asyncapi.json
 	$(RUN) python scripts/export_docs.py
 
-up: ## docker compose: build and start the stack (nginx on $${HTTP_PORT:-8000}); needs SERVICE_TOKEN and a registry
+up: ## docker compose: build and start the stack (nginx on HTTP_PORT, default 8000); needs SERVICE_TOKEN
 	docker compose up -d --build --wait
 
 down: ## docker compose: stop and remove the containers (volumes are kept)

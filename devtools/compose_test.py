@@ -69,8 +69,9 @@ async def faults(stack: Stack) -> None:
     ]
     async with compose_flows.open_probe(stack, say) as probe:
         for step in steps:
-            say(f"- {step.__name__}")  # type: ignore[attr-defined]
+            started = time.monotonic()
             await step(probe)  # type: ignore[misc]
+            say(f"  ({step.__name__}: {time.monotonic() - started:.1f} s)")  # type: ignore[attr-defined]
 
 
 def image_sizes() -> None:
