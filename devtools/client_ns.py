@@ -55,7 +55,10 @@ def client_namespace() -> Iterator[None]:
         ("link", "set", CLIENT_SIDE, "netns", NAMESPACE),
         ("addr", "add", f"{HOST_ADDRESS}/24", "dev", HOST_SIDE),
         ("link", "set", HOST_SIDE, "up"),
-        *[("-n", NAMESPACE, "addr", "add", f"{a}/24", "dev", CLIENT_SIDE) for a in CLIENT_ADDRESSES],
+        *[
+            ("-n", NAMESPACE, "addr", "add", f"{a}/24", "dev", CLIENT_SIDE)
+            for a in CLIENT_ADDRESSES
+        ],
         ("-n", NAMESPACE, "link", "set", CLIENT_SIDE, "up"),
         ("-n", NAMESPACE, "link", "set", "lo", "up"),
     ]

@@ -13,6 +13,7 @@ Every load loop is bounded in count and in time; traffic goes to 127.0.0.1 only.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any, Final
 
 import httpx
 
-from devtools.compose_flows import PASSWORD, FlowError, Probe, check, eventually
+from devtools.compose_flows import PASSWORD, FlowError, Probe, check, drained, eventually
 from shared.events import UserUpdated, UserUpdatedPayload
 from shared.keys import INVALIDATOR_GROUP, SESSION_GROUP
 
@@ -41,8 +42,8 @@ async def invalidator_killed(p: Probe) -> None:
         done.set()
         published = await producer
     started = time.monotonic()
-    await eventually(lambda: _none_pending(p, INVALIDATOR_GROUP), "XPENDING 0", timeout=90)
-    await eventually(lambda: p.purged(ids[:published]), "every purge done", timeout=30)
+    await eventually(functools.partial(drained, p, INVALIDATOR_GROUP), "XPENDING 0", within=90)
+    await eventually(lambda: p.purged(ids[:published]), "every purge done", within=30)
     check(await p.data.xlen(p.keys.dead_letters()) == dead_before, "entries were dead-lettered")
     p.log(
         f"killed {victim['Name'][1:]} holding {held} pending entries; {published} events, "
@@ -61,7 +62,7 @@ async def _publish(p: Probe, ids: list[uuid.UUID], done: asyncio.Event) -> int:
         pipe = p.data.pipeline(transaction=False)
         for uid in chunk:
             event = UserUpdated(source="compose-test", payload=UserUpdatedPayload(user_id=uid))
-            pipe.xadd(p.keys.user_events(), event.fields())  # type: ignore[arg-type]  # bytes values
+            pipe.xadd(p.keys.user_events(), event.fields())  # type: ignore[arg-type,unused-awaitable]
         await pipe.execute()
         sent += len(chunk)
         await asyncio.sleep(0.05)
@@ -86,29 +87,30 @@ async def _held_by(p: Probe, prefix: str) -> int:
     return sum(int(c["pending"]) for c in summary["consumers"] if c["name"].startswith(prefix))
 
 
-async def _none_pending(p: Probe, group: str) -> bool:
-    return await p.pending(group) == 0
-
-
 async def data_redis_restarted(p: Probe) -> None:
     account = await p.login(await p.register("restart"))
     length = await p.data.xlen(p.keys.user_events())
     started = time.monotonic()
     p.stack.compose("restart", "redis")
     await p.reconnect()
-    await eventually(lambda: _me_ok(p, account), "the session survives the restart", timeout=60)
-    await eventually(lambda: _health_ok(p), "api /health back to ok", timeout=60)
-    renamed = await p.http.patch(f"/v1/users/{account.id}", json={"name": "after"}, headers=account.cookie)
+    await eventually(lambda: _me_ok(p, account), "the session survives the restart", within=60)
+    await eventually(lambda: _health_ok(p), "api /health back to ok", within=60)
+    renamed = await p.http.patch(
+        f"/v1/users/{account.id}", json={"name": "after"}, headers=account.cookie
+    )
     check(renamed.status_code == 200, f"PATCH after the restart: {renamed.status_code}")
-    await eventually(lambda: _grew(p, length), "the outbox relay publishes again", timeout=30)
+    await eventually(lambda: _grew(p, length), "the outbox relay publishes again", within=30)
     uid = uuid.uuid4()
     await p.cache.set(p.keys.user(uid), SENTINEL)
     event = UserUpdated(source="compose-test", payload=UserUpdatedPayload(user_id=uid))
     await p.data.xadd(p.keys.user_events(), event.fields())  # type: ignore[arg-type]  # bytes values
-    await eventually(lambda: p.purged([uid]), "the invalidators consume again", timeout=60)
+    await eventually(lambda: p.purged([uid]), "the invalidators consume again", within=60)
     for group in (INVALIDATOR_GROUP, SESSION_GROUP):
-        await eventually(lambda g=group: _none_pending(p, g), f"{group} drained", timeout=60)
-    p.log(f"data Redis restarted: session kept, api/session/invalidator/relay back in {time.monotonic() - started:.1f} s")
+        await eventually(functools.partial(drained, p, group), f"{group} drained", within=60)
+    took = time.monotonic() - started
+    p.log(
+        f"data Redis restarted: session kept; api, session, invalidators, relay ok in {took:.1f} s"
+    )
 
 
 async def _me_ok(p: Probe, account: Any) -> bool:
@@ -135,7 +137,7 @@ async def cache_filled(p: Probe) -> None:
         for start in range(0, 640, 32):
             pipe = p.cache.pipeline(transaction=False)
             for n in range(start, start + 32):
-                pipe.set(f"compose-test:fill:{n}", value, ex=600)
+                pipe.set(f"compose-test:fill:{n}", value, ex=600)  # type: ignore[unused-awaitable]
             await pipe.execute()  # an OOM error would raise here
             reads = await asyncio.gather(*[p.http.get(f"/v1/users/{account.id}") for _ in range(4)])
             check(all(r.status_code == 200 for r in reads), "reads failed while the cache evicts")
@@ -143,7 +145,7 @@ async def cache_filled(p: Probe) -> None:
         check(evicted > 0, "nothing was evicted")
         check(await _health_ok(p), "api /health not ok while the cache evicts")
     finally:
-        await p.cache.config_set("maxmemory", limit)
+        await p.cache.config_set("maxmemory", str(limit))
         await p.cache.delete(*[f"compose-test:fill:{n}" for n in range(640)])
     p.log(f"cache Redis at 16 MB took 40 MB: {evicted} keys evicted, every write and read ok")
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import itertools
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,7 +25,7 @@ from devtools.compose_stack import Stack
 from devtools.docker_engine import Log
 from shared.keys import INVALIDATOR_GROUP, SESSION_GROUP, Keys
 
-PASSWORD: Final = "compose-test-password-1"
+PASSWORD: Final = "compose-test-password-1"  # noqa: S105 - a throw-away stack's users
 
 
 class FlowError(AssertionError):
@@ -36,12 +38,12 @@ def check(condition: object, message: str) -> None:
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[object]], what: str, timeout: float = 30, every: float = 0.2
+    probe: Callable[[], Awaitable[object]], what: str, within: float = 30, every: float = 0.2
 ) -> float:
     """Poll until `probe()` is truthy (errors count as not yet); seconds it took."""
     started = time.monotonic()
     last: object = None
-    while time.monotonic() - started < timeout:
+    while time.monotonic() - started < within:
         try:
             last = await probe()
         except (httpx.HTTPError, OSError, ConnectionError) as exc:
@@ -50,7 +52,7 @@ async def eventually(
             if last:
                 return time.monotonic() - started
         await asyncio.sleep(every)
-    raise FlowError(f"{what}: not within {timeout:.0f} s (last: {last!r})")
+    raise FlowError(f"{what}: not within {within:.0f} s (last: {last!r})")
 
 
 @dataclass
@@ -78,7 +80,11 @@ class Probe:
         self.data, self.cache = _redis(self.stack.redis_port), _redis(self.stack.cache_port)
 
     async def register(self, tag: str) -> Account:
-        body = {"email": f"{tag}-{uuid.uuid4().hex[:12]}@example.com", "name": tag, "password": PASSWORD}
+        body = {
+            "email": f"{tag}-{uuid.uuid4().hex[:12]}@example.com",
+            "name": tag,
+            "password": PASSWORD,
+        }
         answer = await self.http.post("/v1/auth/register", json=body)
         check(answer.status_code == 201, f"register: {answer.status_code} {answer.text[:200]}")
         return Account(id=answer.json()["id"], email=body["email"])
@@ -128,18 +134,25 @@ async def end_to_end(p: Probe) -> None:
     first = await p.http.get(f"/v1/users/{account.id}")
     second = await p.http.get(f"/v1/users/{account.id}")
     check(first.status_code == second.status_code == 200, "GET user")
-    check(second.headers.get("x-cache") == "HIT", f"second read X-Cache {second.headers.get('x-cache')}")
-    patched = await p.http.patch(f"/v1/users/{account.id}", json={"name": "renamed"}, headers=account.cookie)
+    check(
+        second.headers.get("x-cache") == "HIT",
+        f"second read X-Cache {second.headers.get('x-cache')}",
+    )
+    patched = await p.http.patch(
+        f"/v1/users/{account.id}", json={"name": "renamed"}, headers=account.cookie
+    )
     check(patched.status_code == 200, f"PATCH: {patched.status_code}")
 
     async def renamed() -> bool:
         # Either replica answers; the other one's near cache is dropped by the invalidator.
         return bool((await p.http.get(f"/v1/users/{account.id}")).json()["name"] == "renamed")
 
-    took = await eventually(renamed, "the rename seen through the proxy", timeout=15)
+    took = await eventually(renamed, "the rename seen through the proxy", within=15)
     page = await p.http.get("/v1/users", params={"limit": 10})
     check(page.status_code == 200 and page.json()["total"] >= 1, f"list: {page.text[:200]}")
-    check((await p.http.post("/v1/auth/logout", headers=account.cookie)).status_code == 204, "logout")
+    check(
+        (await p.http.post("/v1/auth/logout", headers=account.cookie)).status_code == 204, "logout"
+    )
     check(await p.me_status(account) == 401, "the session outlived its logout")
     await _streams_consumed(p)
     p.log(f"register/login/me/read (MISS→HIT)/rename (seen after {took:.1f} s)/list/logout: ok")
@@ -147,7 +160,7 @@ async def end_to_end(p: Probe) -> None:
 
 async def _streams_consumed(p: Probe) -> None:
     for group in (INVALIDATOR_GROUP, SESSION_GROUP):
-        await eventually(lambda g=group: _zero(p.pending(g)), f"group {group} acks everything")
+        await eventually(functools.partial(drained, p, group), f"group {group} acks everything")
     consumers = await p.data.xinfo_consumers(p.keys.user_events(), INVALIDATOR_GROUP)
     names = {c["name"] for c in consumers}
     check(len(names) >= 2, f"two invalidator consumers with distinct names, saw {names}")
@@ -155,8 +168,8 @@ async def _streams_consumed(p: Probe) -> None:
     p.log(f"stream: {length} entries, groups drained, invalidator consumers {sorted(names)}")
 
 
-async def _zero(value: Awaitable[int]) -> bool:
-    return await value == 0
+async def drained(p: Probe, group: str) -> bool:
+    return await p.pending(group) == 0
 
 
 def only_the_proxy_is_published(stack: Stack) -> None:
@@ -193,7 +206,7 @@ async def client_identity(p: Probe) -> None:
     left_b = int(seen_b[0]["remaining"])
     # One bucket for A whatever it forged: its remaining count only goes down. (Not by
     # exactly one each time: a sliding window weighs in the previous minute's count.)
-    steady = all(x >= y for x, y in zip(left_a, left_a[1:], strict=False))
+    steady = all(x >= y for x, y in itertools.pairwise(left_a))
     check(steady and left_a[-1] < left_a[0], f"A's remaining {left_a}")
     # B, even after A forged B's own address, starts from a full bucket.
     check(left_b == left_a[0], f"B's first remaining {left_b}, A's first {left_a[0]}")

@@ -72,7 +72,9 @@ class Stack:
         if not ids:
             return []
         found: list[dict[str, Any]] = json.loads(run("docker", "inspect", *ids).stdout)
-        return sorted(found, key=lambda c: int(c["Config"]["Labels"]["com.docker.compose.container-number"]))
+        return sorted(
+            found, key=lambda c: int(c["Config"]["Labels"]["com.docker.compose.container-number"])
+        )
 
     def published(self, service: str) -> list[str]:
         """Host ports of the service's running containers."""

@@ -14,7 +14,7 @@ import json
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Final
 
@@ -23,7 +23,11 @@ from devtools.compose_flows import FlowError
 from devtools.compose_stack import Stack
 from devtools.docker_engine import DockerSetupError, ensure_compose, ensure_engine, run
 
-IMAGES: Final = ("redis-platform/api:latest", "redis-platform/session:latest", "redis-platform/invalidator:latest")
+IMAGES: Final = (
+    "redis-platform/api:latest",
+    "redis-platform/session:latest",
+    "redis-platform/invalidator:latest",
+)
 
 
 def say(message: str) -> None:
@@ -60,7 +64,7 @@ async def flows(stack: Stack) -> None:
 
 
 async def faults(stack: Stack) -> None:
-    steps: list[Callable[[compose_flows.Probe], object]] = [
+    steps: list[Callable[[compose_flows.Probe], Awaitable[None]]] = [
         compose_faults.invalidator_killed,
         compose_faults.data_redis_restarted,
         compose_faults.cache_filled,
@@ -70,13 +74,15 @@ async def faults(stack: Stack) -> None:
     async with compose_flows.open_probe(stack, say) as probe:
         for step in steps:
             started = time.monotonic()
-            await step(probe)  # type: ignore[misc]
-            say(f"  ({step.__name__}: {time.monotonic() - started:.1f} s)")  # type: ignore[attr-defined]
+            await step(probe)
+            say(f"  ({step.__name__}: {time.monotonic() - started:.1f} s)")
 
 
 def image_sizes() -> None:
     for image in IMAGES:
-        size = json.loads(run("docker", "image", "inspect", "--format", "{{json .Size}}", image).stdout)
+        size = json.loads(
+            run("docker", "image", "inspect", "--format", "{{json .Size}}", image).stdout
+        )
         say(f"{image}: {size / 1e6:.0f} MB")
 
 
@@ -88,7 +94,9 @@ def main() -> int:
         with timings.phase("install"):
             say(f"engine: {ensure_engine(say)}; compose: {ensure_compose(say)}")
         with timings.phase("base images"):
-            for image, how in docker_images.ensure_images(docker_images.required_images(), say).items():
+            for image, how in docker_images.ensure_images(
+                docker_images.required_images(), say
+            ).items():
                 say(f"{image}: {how}")
         with timings.phase("build"):
             stack.compose("build", timeout=1200)

@@ -51,7 +51,12 @@ def engine_answers() -> bool:
     if shutil.which("docker") is None:
         return False
     try:
-        return run("docker", "info", "--format", "{{.ServerVersion}}", check=False, timeout=20).returncode == 0
+        return (
+            run(
+                "docker", "info", "--format", "{{.ServerVersion}}", check=False, timeout=20
+            ).returncode
+            == 0
+        )
     except subprocess.TimeoutExpired:
         return False
 
@@ -87,7 +92,7 @@ def start_dockerd(log: Log, deadline_s: float = 60) -> None:
     logfile = STATE / "dockerd.log"
     with logfile.open("ab") as out:
         # Its own session: it outlives this run (the next one finds it running).
-        process = subprocess.Popen(  # noqa: S603 - fixed argv
+        process = subprocess.Popen(
             ["dockerd"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     deadline = time.monotonic() + deadline_s
@@ -157,5 +162,5 @@ def debian_mirror() -> str:
             continue
         for uri in re.findall(r"(?:^URIs:|^deb)\s+(?:\[[^]]*\]\s+)?(\S+)", path.read_text(), re.M):
             if uri.rstrip("/").endswith("/debian"):
-                return uri.rstrip("/")
+                return str(uri).rstrip("/")
     return DEFAULT_MIRROR
