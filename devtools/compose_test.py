@@ -20,9 +20,10 @@ from typing import Final
 
 from devtools import compose_faults, compose_flows, docker_images
 from devtools.compose_flows import FlowError
-from devtools.compose_stack import Stack
+from devtools.compose_stack import PROJECT, Stack
 from devtools.docker_engine import DockerSetupError, ensure_compose, ensure_engine, run
 
+PROJECT_LABEL: Final = "com.docker.compose.project"
 IMAGES: Final = (
     "redis-platform/api:latest",
     "redis-platform/session:latest",
@@ -100,6 +101,8 @@ def main() -> int:
                 say(f"{image}: {how}")
         with timings.phase("build"):
             stack.compose("build", timeout=1200)
+            # The previous build's images, now untagged: only this project's.
+            run("docker", "image", "prune", "-f", "--filter", f"label={PROJECT_LABEL}={PROJECT}")
             image_sizes()
         with timings.phase("up"):
             up = True

@@ -2,7 +2,7 @@
 
 Engine: a running one (whatever `docker info` reaches) is used as it is; else an installed
 `dockerd` is started in the background with its defaults (left running for the next run, its
-log in `.devstack/docker/dockerd.log`); else, as root only, Debian's `docker.io` is installed
+log in `/var/log/redis-platform-dockerd.log`); else, as root only, Debian's `docker.io` is installed
 with apt and started. Compose: `docker compose` when it answers; else the v2 plugin is taken
 from Debian trixie's `docker-compose` package (bookworm ships only Compose v1), unpacked with
 `dpkg -x` into `$DOCKER_CONFIG/cli-plugins` (default `~/.docker/cli-plugins`). Both use the
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Final
 
 ROOT: Final = Path(__file__).resolve().parents[1]
-STATE: Final = ROOT / ".devstack" / "docker"
+DOCKERD_LOG: Final = Path("/var/log/redis-platform-dockerd.log")  # dockerd outlives the clone
 DEFAULT_MIRROR: Final = "http://deb.debian.org/debian"
 COMPOSE_SUITE: Final = "trixie"  # the first Debian release with Compose v2 (`docker compose`)
 ENGINE_PACKAGES: Final = ("docker.io", "debootstrap")
@@ -88,8 +88,7 @@ def apt_install(*packages: str) -> None:
 def start_dockerd(log: Log, deadline_s: float = 60) -> None:
     if os.geteuid() != 0:
         raise DockerSetupError("dockerd is installed but not running; starting it needs root")
-    STATE.mkdir(parents=True, exist_ok=True)
-    logfile = STATE / "dockerd.log"
+    logfile = DOCKERD_LOG
     with logfile.open("ab") as out:
         # Its own session: it outlives this run (the next one finds it running).
         process = subprocess.Popen(

@@ -41,7 +41,8 @@ _FROM = re.compile(r"^FROM\s+(?:--\S+\s+)*(\S+)", re.MULTILINE | re.IGNORECASE)
 
 def required_images(compose_file: Path = ROOT / "docker-compose.yml") -> list[str]:
     services = yaml.safe_load(compose_file.read_text())["services"]
-    images = {s["image"] for s in services.values() if "image" in s and "build" not in s}
+    built = {s.get("image") for s in services.values() if "build" in s}
+    images = {s["image"] for s in services.values() if "image" in s and "build" not in s} - built
     for service in services.values():
         build = service.get("build")
         if isinstance(build, dict):

@@ -101,7 +101,8 @@ def test_migrations_run_once_in_a_one_shot_service_the_api_waits_for() -> None:
     migrate, api = SERVICES["migrate"], SERVICES["api"]
     assert command_of(migrate) == "python -m api.migrate"
     assert migrate["image"] == api["image"]
-    assert migrate["build"] == api["build"]
+    assert "build" not in migrate  # built once, by the api service
+    assert migrate["pull_policy"] == "never"
     assert migrate["restart"] == "no"
     assert "ports" not in migrate
     assert migrate["depends_on"] == {"postgres": {"condition": "service_healthy"}}
