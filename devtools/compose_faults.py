@@ -22,6 +22,7 @@ from typing import Any, Final
 import httpx
 
 from devtools.compose_flows import PASSWORD, FlowError, Probe, check, drained, eventually
+from devtools.compose_stack import PROJECT
 from shared.events import UserUpdated, UserUpdatedPayload
 from shared.keys import INVALIDATOR_GROUP, SESSION_GROUP
 
@@ -181,6 +182,23 @@ async def api_replica_killed(p: Probe) -> None:
         f"writes all present, {len(failed)} failed (in flight on it: {[c.status for c in failed]})"
     )
     p.stack.compose("up", "-d", "--wait", "api")
+    await _both_replicas_serve(p, seed.id)
+
+
+async def _both_replicas_serve(p: Probe, user_id: str) -> None:
+    """After the restart nginx sends traffic to the restarted replica again (its access log
+    names the upstream of every request)."""
+    since = p.stack.now()
+    for _ in range(20):
+        check((await p.http.get(f"/v1/users/{user_id}")).status_code == 200, "GET after restart")
+    log = p.stack.proxy_log(since)
+    addresses = [
+        c["NetworkSettings"]["Networks"][f"{PROJECT}_edge"]["IPAddress"]
+        for c in p.stack.containers("api")
+    ]
+    served = {a: log.count(f"upstream={a}:") for a in addresses}
+    check(all(served.values()), f"requests per replica after the restart: {served}")
+    p.log(f"after the restart nginx spreads reads over both replicas: {served}")
 
 
 async def _worker(p: Probe, seed: str, calls: list[Call], stop: float) -> None:

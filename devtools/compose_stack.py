@@ -84,6 +84,14 @@ class Stack:
                 ports += [f"{b['HostIp']}:{b['HostPort']}" for b in bindings or []]
         return ports
 
+    def now(self) -> str:
+        """The engine's clock, for `docker logs --since`."""
+        return run("docker", "info", "--format", "{{.SystemTime}}").stdout.strip()
+
+    def proxy_log(self, since: str) -> str:
+        (proxy,) = self.containers("proxy")
+        return run("docker", "logs", "--since", since, proxy["Id"]).stdout
+
     def docker(self, *args: str) -> None:
         run("docker", *args, timeout=120)
 
