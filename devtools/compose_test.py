@@ -106,6 +106,8 @@ def main() -> int:
             image_sizes()
         with timings.phase("up"):
             up = True
+            # What an interrupted earlier run left (containers, volumes) goes first.
+            stack.compose("down", "-v", "--remove-orphans")
             stack.compose("up", "-d", "--build", "--wait", timeout=600)
             say(f"proxy on {stack.base_url}")
         with timings.phase("flows"):
