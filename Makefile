@@ -8,7 +8,7 @@ RUN = $(UV) run --frozen
 MYPY_PATHS = shared/src $(wildcard services/*/src) tests devtools $(wildcard bench/*.py) $(wildcard scripts/*.py)
 PYTEST_ARGS ?=
 
-.PHONY: help uv install run test lint bench docs up down compose-test clean
+.PHONY: help uv install promtool run test lint bench docs up down compose-test clean
 
 help: ## list the targets
 	@grep -hE '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -21,10 +21,13 @@ uv: ## install uv (into .tools/, a venv of its own) when it is missing
 install: uv ## install every package from uv.lock into .venv
 	$(UV) sync --frozen
 
+promtool: ## fetch promtool into .tools/bin (Debian's prometheus package, unpacked; no daemon)
+	@bash scripts/fetch_promtool.sh
+
 run: install ## start the whole stack (Redis, SQLite, services) on embedded defaults; Ctrl-C stops it
 	$(RUN) python -m devtools.run
 
-test: install ## run the test suite (unit, integration, e2e); "no tests collected" fails
+test: install promtool ## run the test suite (unit, integration, e2e); "no tests collected" fails
 	@$(RUN) pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
 	exit $$status

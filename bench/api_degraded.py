@@ -1,9 +1,9 @@
 """GET /v1/users/{id} while the api's Redis is dead, against the database-only read.
 
-The claim (issue #3): with Redis killed mid-run, reads still answer 200 from the database and
-their p99 stays under 2x the database-only p99, because the circuit breaker stops paying the
-Redis failure (connection refused, then the client's retries with backoff) on every request;
-after Redis returns, reads are HITs again by themselves.
+The claim (docs/architecture.md, "When something fails"): with Redis killed mid-run, reads still
+answer 200 from the database and their p99 stays under 2x the database-only p99, because the
+circuit breaker stops paying the Redis failure (connection refused, then the client's retries
+with backoff) on every request; after Redis returns, reads are HITs again by themselves.
 
 The baseline, "database-only", is the same api process (middleware, routing, DB pool, query,
 JSON encoding, uvicorn flags) with `UserCache.user` replaced by the database load + encode:

@@ -21,7 +21,7 @@ from fastapi import FastAPI, HTTPException
 from redis.asyncio import Redis
 
 from shared.connections import make_redis
-from shared.settings import load_settings
+from shared.settings import CommonSettings, load_settings
 
 
 def create_app() -> FastAPI:
@@ -32,7 +32,7 @@ def create_app() -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         client = Redis.from_url(redis_url, max_connections=50)
         state["redis"] = client
-        state["configured"] = make_redis(redis_url, load_settings())
+        state["configured"] = make_redis(redis_url, load_settings(CommonSettings))
         raw = await client.get(key)
         if raw is None:
             raise RuntimeError(f"{key} is not in Redis: warm the api first")

@@ -4,7 +4,7 @@ Both drain the same stream, each in a fresh consumer group created at id 0, alte
 rounds; the figure of each is the median of its rounds.
 
 - raw: `XREADGROUP COUNT 100`, `orjson.loads` of each entry, one pipeline of
-  `DEL value lease` + `INCR generation` per event, one `XACK` per batch — the issue's baseline.
+  `DEL value lease` + `INCR generation` per event, one `XACK` per batch — the baseline.
 - raw-1-incr: the same loop with one INCR per batch, as the invalidator does — so the
   second ratio isolates what the invalidator does beyond purging: validating every envelope,
   metrics, DLQ bookkeeping and, above all (profiled), the PUBLISH of one notice per event
@@ -41,6 +41,7 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from devtools.redis_server import RedisServer
+from invalidator.config import InvalidatorSettings
 from invalidator.metrics import InvalidatorMetrics
 from invalidator.purge import Purger
 from shared.events import (
@@ -114,7 +115,9 @@ async def drain_raw(
 
 
 async def drain_invalidator(redis: Redis, keys: Keys, group: str, count: int) -> float:
-    settings = load_settings(_env_file=None, key_prefix=keys.prefix, stream_block="100ms")
+    settings = load_settings(
+        InvalidatorSettings, _env_file=None, key_prefix=keys.prefix, stream_block="100ms"
+    )
     config = ConsumerConfig.from_settings(
         settings,
         stream=keys.user_events(),

@@ -5,8 +5,9 @@
 `limits` declares `redis<8`, so it stays out of the project's lock: `--with` adds it to a
 throw-away overlay on top of .venv (`--no-sync` leaves .venv as it is), and its async Redis
 storage runs on our redis-py 8.1 with `implementation="redispy"` (its coredis default is
-slower; see NOTES.md). Everything runs against one private `redis-server` in this process,
-with the same client settings and the same concurrency for every contender.
+slower: docs/decisions/0029-benchmark-peers-outside-the-lock.md). Everything runs against
+one private `redis-server` in this process, with the same client settings and the same
+concurrency for every contender.
 
 Contenders: ours (sliding-window counter, GCRA), `limits` moving window and sliding window
 counter (`hit()` only — it needs a second round trip for the header figures that our single

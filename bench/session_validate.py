@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from devtools.redis_server import RedisServer, free_port
 from session_service.adapters.store import RedisSessionStore
-from session_service.domain import hash_session_id
 from shared.keys import Keys
+from shared.sessionids import session_hash as hash_session_id
 
 PREFIX = "bench"
 DATA = {"role": "member", "locale": "en-GB", "mfa": True}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -24,21 +25,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Final
 
+from dotenv import dotenv_values
+
 from devtools.redis_server import (
     RedisServer,
     describe_redis_server,
     find_redis_server,
     wait_for_redis,
 )
+from devtools.settings import StackSettings
 from shared.errors import SettingsError
-from shared.settings import Settings, load_settings, redact_url
+from shared.settings import load_settings, redact_url
 
 
 @dataclass(frozen=True)
 class Service:
     name: str
     module: str  # started only when this module exists
-    port_field: str  # the Settings field holding its port
+    port_field: str  # the StackSettings field holding its port
     command: str  # run as `python -m <command>`; `{port}` is filled in
 
 
@@ -90,7 +94,7 @@ def _raise_stop(signum: int, _frame: object) -> None:
 
 
 @contextmanager
-def redis_for(settings: Settings, env: dict[str, str], data_dir: Path) -> Iterator[None]:
+def redis_for(settings: StackSettings, env: dict[str, str], data_dir: Path) -> Iterator[None]:
     """Use REDIS_URL, or start a redis-server of our own and point REDIS_URL at it."""
     if settings.redis_url:
         say(f"redis: {redact_url(settings.redis_url)} (from REDIS_URL)")
@@ -188,7 +192,7 @@ def wait_until_healthy(children: dict[str, tuple[Child, str]], timeout: float) -
 
 
 def start_services(
-    settings: Settings, env: dict[str, str], wanted: set[str] | None, stack: ExitStack
+    settings: StackSettings, env: dict[str, str], wanted: set[str] | None, stack: ExitStack
 ) -> dict[str, tuple[Child, str]]:
     children: dict[str, tuple[Child, str]] = {}
     for service in SERVICES:
@@ -206,19 +210,23 @@ def start_services(
     return children
 
 
-def _settings(env: dict[str, str]) -> Settings:
+def _settings(env: dict[str, str]) -> StackSettings:
     os.environ.update(env)  # load_settings reads what the children will see (and `.env`)
     try:
-        return load_settings()
+        return load_settings(StackSettings)
     except SettingsError as exc:
         raise SystemExit(f"error: {exc}") from None
 
 
-def environment(data_dir: Path) -> tuple[Settings, dict[str, str]]:
+def environment(data_dir: Path) -> tuple[StackSettings, dict[str, str]]:
     env = dict(os.environ)
     for name, value in DEVELOPMENT_DEFAULTS.items():
         env.setdefault(name, value)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    if not env.get("SERVICE_TOKEN") and not dotenv_values(".env").get("SERVICE_TOKEN"):
+        # A fresh token per run, handed to the api and the session service alike: no local
+        # process can borrow the session service to mint a session for someone else.
+        env["SERVICE_TOKEN"] = secrets.token_urlsafe(32)
     settings = _settings(env)
     # Set in the environment or in `.env`: the caller's choice stands.
     chosen = settings.model_fields_set

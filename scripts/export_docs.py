@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from invalidator.config import InvalidatorSettings
 from invalidator.main import specification
 from shared.events import json_schema
 from shared.settings import load_settings
@@ -33,7 +34,9 @@ def render_event_schema() -> str:
 
 def render_asyncapi() -> str:
     # Defaults only (no .env, no environment): the published contract uses the `app` prefix.
-    settings = load_settings(_env_file=None, redis_url="redis://localhost:6379/0")
+    settings = load_settings(
+        InvalidatorSettings, _env_file=None, redis_url="redis://localhost:6379/0"
+    )
     document = json.loads(specification(settings).to_specification().to_json())
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
 

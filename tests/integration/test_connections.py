@@ -14,15 +14,15 @@ import pytest
 from redis.asyncio import Redis
 
 from devtools.redis_server import RedisServer, find_redis_server, free_port
+from devtools.settings import StackSettings
 from shared.autopipeline import auto_pipeline
 from shared.connections import describe_target, make_redis, open_redis, redis_health
 from shared.errors import RedisUnavailableError
-from shared.settings import Settings
 
 Factory = Callable[..., RedisServer]
 
 
-async def open_fails(url: str, settings: Settings) -> str:
+async def open_fails(url: str, settings: StackSettings) -> str:
     """The message `open_redis` fails with (the test fails if it connects)."""
     try:
         client = await open_redis(url, settings)
@@ -33,7 +33,7 @@ async def open_fails(url: str, settings: Settings) -> str:
 
 
 async def test_ping_failure_names_host_and_port_but_not_the_password(
-    make_settings: Callable[..., Settings],
+    make_settings: Callable[..., StackSettings],
 ) -> None:
     port = free_port()  # bound and released: nothing listens there now
     settings = make_settings(redis_max_retries=1, redis_write_timeout="1s")
@@ -48,7 +48,7 @@ async def test_ping_failure_names_host_and_port_but_not_the_password(
 
 
 async def test_health_reports_latency_then_down(
-    redis_server_factory: Factory, settings: Settings
+    redis_server_factory: Factory, settings: StackSettings
 ) -> None:
     server = redis_server_factory()
     client = await open_redis(server.url, settings.model_copy(update={"redis_max_retries": 0}))
@@ -77,7 +77,7 @@ async def connected_clients(url: str) -> int:
 
 
 async def test_min_idle_connections_are_opened_at_start(
-    redis_server_factory: Factory, make_settings: Callable[..., Settings]
+    redis_server_factory: Factory, make_settings: Callable[..., StackSettings]
 ) -> None:
     server = redis_server_factory()
     client = await open_redis(server.url, make_settings(redis_min_idle_conns=4, redis_pool_size=6))
@@ -88,14 +88,14 @@ async def test_min_idle_connections_are_opened_at_start(
     assert await connected_clients(server.url) == 0
 
 
-async def test_make_redis_does_no_io(make_settings: Callable[..., Settings]) -> None:
+async def test_make_redis_does_no_io(make_settings: Callable[..., StackSettings]) -> None:
     # Nothing listens on this port; building the client must still succeed.
     client = make_redis(f"redis://127.0.0.1:{free_port()}/0", make_settings())
     await client.aclose()
 
 
 async def test_pool_size_bounds_connections(
-    redis_server_factory: Factory, make_settings: Callable[..., Settings]
+    redis_server_factory: Factory, make_settings: Callable[..., StackSettings]
 ) -> None:
     server = redis_server_factory()
     client = await open_redis(server.url, make_settings(redis_pool_size=3, redis_min_idle_conns=0))
@@ -108,7 +108,7 @@ async def test_pool_size_bounds_connections(
 
 
 async def test_acl_user_and_password_through_the_url(
-    redis_server_factory: Factory, make_settings: Callable[..., Settings]
+    redis_server_factory: Factory, make_settings: Callable[..., StackSettings]
 ) -> None:
     server = redis_server_factory()
     admin = Redis.from_url(server.url)
@@ -180,7 +180,7 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
 
 
 async def test_rediss_tls_through_the_url(
-    redis_server_factory: Factory, make_settings: Callable[..., Settings], tmp_path: Path
+    redis_server_factory: Factory, make_settings: Callable[..., StackSettings], tmp_path: Path
 ) -> None:
     binary = _tls_capable_binary()
     if binary is None:

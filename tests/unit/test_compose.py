@@ -4,8 +4,9 @@ settings. (`make compose-test` builds and runs the stack for real; this runs eve
 The stack: nginx (`proxy`, the only published port) in front of two api replicas; a one-shot
 `migrate` the api waits for; the session service internal, with a required SERVICE_TOKEN; two
 invalidators; two Redis roles; PostgreSQL with a volume. Every long-running service has a
-healthcheck, every dependency waits for health (or for `migrate` to finish), every variable
-the services get is a setting that loads, and each image's command is the compose one.
+healthcheck, every dependency waits for health (or for `migrate` to finish), the app services'
+environment is made of settings that load (`StackSettings`; `ApiSettings` for `migrate`), and
+each image's command is the compose one.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.settings import Settings, load_settings
+from api.config import ApiSettings
+from devtools.settings import StackSettings
+from shared.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
@@ -54,7 +57,7 @@ SERVICES: dict[str, Any] = COMPOSE["services"]
 
 
 def default_port(field: str) -> int:
-    return int(Settings.model_fields[field].default)
+    return int(StackSettings.model_fields[field].default)
 
 
 def command_of(service: dict[str, Any]) -> str:
@@ -202,16 +205,17 @@ def test_app_environment_is_made_of_settings_that_load(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     environment = {key: str(value) for key, value in SERVICES[name]["environment"].items()}
-    fields = {field.upper() for field in Settings.model_fields}
+    fields = {field.upper() for field in StackSettings.model_fields}
     assert set(environment) <= fields, set(environment) - fields
     for key in fields:
         monkeypatch.delenv(key, raising=False)
     for key, value in environment.items():
         monkeypatch.setenv(key, value)
-    settings = load_settings(_env_file=None)
-    if name == "migrate":
-        assert settings.database_url.endswith("@postgres:5432/app")
+    if name == "migrate":  # the api's image and settings, nothing more
+        migrate = load_settings(ApiSettings, _env_file=None)
+        assert migrate.database_url.endswith("@postgres:5432/app")
         return
+    settings = load_settings(StackSettings, _env_file=None)
     assert settings.redis_dsn == "redis://redis:6379/0"
     assert settings.cache_redis_dsn == "redis://redis-cache:6379/0"
     assert settings.service_token.get_secret_value() == REQUIRED["SERVICE_TOKEN"]

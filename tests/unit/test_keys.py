@@ -1,4 +1,4 @@
-"""Key builders: every key of DESIGN.md's table, hash tags, and the input they refuse."""
+"""Key builders: every key of docs/architecture.md#keys, hash tags, and the input they refuse."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from shared.keys import Keys
 UID = "3f2b8c1e-9a4d-4e6f-8b7a-1c2d3e4f5a6b"
 SID = "ab" * 32
 
-# DESIGN.md's key table, for the default prefix. Rate-limit and lock keys put their
-# identifier in a hash tag (README, Decisions), so a multi-key script stays in one slot.
-DESIGN_TABLE: list[tuple[str, str]] = [
+# The key table of docs/architecture.md#keys, for the default prefix. Rate-limit and lock keys
+# put their identifier in a hash tag (docs/decisions/0001-hash-tags.md), so a multi-key script
+# stays in one slot.
+KEY_TABLE: list[tuple[str, str]] = [
     ("user", f"app:user:{{{UID}}}"),
     ("user_lease", f"app:user:{{{UID}}}:lease"),
     ("user_list_gen", "app:user:list:gen"),
@@ -50,12 +51,12 @@ def build(k: Keys, name: str) -> str:
     return calls[name]()
 
 
-@pytest.mark.parametrize(("name", "expected"), DESIGN_TABLE)
-def test_every_key_of_the_design_table(name: str, expected: str) -> None:
+@pytest.mark.parametrize(("name", "expected"), KEY_TABLE)
+def test_every_key_of_the_key_table(name: str, expected: str) -> None:
     assert build(Keys(), name) == expected
 
 
-@pytest.mark.parametrize(("name", "expected"), DESIGN_TABLE)
+@pytest.mark.parametrize(("name", "expected"), KEY_TABLE)
 def test_the_prefix_replaces_app(name: str, expected: str) -> None:
     assert build(Keys("t1_x-2"), name) == "t1_x-2" + expected.removeprefix("app")
 
@@ -164,3 +165,18 @@ def test_the_list_pattern_is_for_operators_and_matches_pages_only() -> None:
 
 def test_dead_letters_of_another_stream() -> None:
     assert Keys().dead_letters("app:events:orders") == "app:events:orders:dlq"
+
+
+def test_the_dead_letter_guard_is_per_entry_id_of_a_stream() -> None:
+    assert (
+        Keys().dead_letter_guard("1764567890123-0") == "app:events:users:dlq:guard:1764567890123-0"
+    )
+    assert Keys().dead_letter_guard("1-2", "app:events:orders") == "app:events:orders:dlq:guard:1-2"
+
+
+@pytest.mark.parametrize(
+    "bad", ["", "1", "1-", "-1", "1-2-3", "*", "1-2\n", "a-1", "1-" + "9" * 21]
+)
+def test_the_dead_letter_guard_takes_stream_entry_ids_only(bad: str) -> None:
+    with pytest.raises(InvalidIdentifierError, match="stream entry id"):
+        Keys().dead_letter_guard(bad)

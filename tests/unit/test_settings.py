@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from api.config import ApiSettings
+from devtools.settings import StackSettings
+from invalidator.config import InvalidatorSettings
+from session_service.config import SessionSettings
 from shared.errors import SettingsError
 from shared.settings import (
     CacheInvalidation,
+    CommonSettings,
     RateAlgorithm,
     RateSpec,
-    Settings,
     load_settings,
     parse_duration,
     redact_url,
@@ -66,10 +67,12 @@ DEFAULTS: dict[str, Any] = {
     "stream_block": 1.0,
     "consumer_idle_limit": 3600.0,
     "housekeeping_interval": 60.0,
+    "dlq_maxlen": 100_000,
+    "dlq_max_entry_bytes": 65_536,
     "session_idle_ttl": 86400.0,
     "session_absolute_ttl": 604800.0,
     "session_max_per_user": 10,
-    "session_service_url": "http://127.0.0.1:8001",
+    "session_service_url": None,
     "session_service_timeout": 2.0,
     "cookie_secure": None,
     "rate_limit_enabled": True,
@@ -77,8 +80,9 @@ DEFAULTS: dict[str, Any] = {
     "rate_limit_default": RateSpec(limit=100, period=60),
     "rate_limit_auth": RateSpec(limit=5, period=60),
     "rate_limit_user": RateSpec(limit=60, period=60),
-    "rate_limit_fail_closed": [],
+    "rate_limit_fail_closed": ["auth"],
     "trusted_proxies": [],
+    "max_request_bytes": 1_048_576,
     "log_level": "INFO",
     "log_format": "json",
     "api_port": 8000,
@@ -92,17 +96,18 @@ SECRETS = {"redis_password", "service_token"}
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No variable of ours from the caller's environment, and no `.env` in the cwd."""
     for name in list(os.environ):
-        if name.lower() in Settings.model_fields:
+        if name.lower() in StackSettings.model_fields:
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
 
 
-def load(**env: str) -> Settings:
-    """Settings as a process would read them from these environment variables."""
+def load(**env: str) -> StackSettings:
+    """Settings as a process would read them from these environment variables (with a
+    service token, which production requires of the session service)."""
     with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
+        for name, value in {"SERVICE_TOKEN": "t" * 32, **env}.items():
             patch.setenv(name, value)
-        return load_settings()
+        return load_settings(StackSettings)
 
 
 def error_for(name: str, value: str) -> str:
@@ -112,7 +117,57 @@ def error_for(name: str, value: str) -> str:
 
 
 def test_every_field_has_a_checked_default() -> None:
-    assert set(Settings.model_fields) == set(DEFAULTS) | SECRETS
+    assert set(StackSettings.model_fields) == set(DEFAULTS) | SECRETS
+
+
+COMMON = {"app_env", "redis_url", "cache_redis_url", "key_prefix", "log_level", "log_format"}
+
+
+@pytest.mark.parametrize(
+    ("cls", "own", "foreign"),
+    [
+        (CommonSettings, COMMON, {"database_url", "stream_block", "session_absolute_ttl"}),
+        (
+            ApiSettings,
+            COMMON | {"database_url", "rate_limit_auth", "near_cache_size", "api_port"},
+            {"stream_block", "session_absolute_ttl", "invalidator_port"},
+        ),
+        (
+            SessionSettings,
+            COMMON | {"stream_block", "session_absolute_ttl", "service_token", "session_port"},
+            {"database_url", "rate_limit_auth", "invalidator_port"},
+        ),
+        (
+            InvalidatorSettings,
+            COMMON | {"stream_block", "invalidator_port"},
+            {"database_url", "session_absolute_ttl", "service_token"},
+        ),
+    ],
+)
+def test_each_service_reads_only_its_own_variables(
+    cls: type[CommonSettings], own: set[str], foreign: set[str]
+) -> None:
+    assert own <= set(cls.model_fields)
+    assert not foreign & set(cls.model_fields)
+
+
+def test_session_service_url_follows_the_session_port() -> None:
+    assert load().session_service == "http://127.0.0.1:8001"
+    assert load(SESSION_PORT="9101").session_service == "http://127.0.0.1:9101"
+    explicit = load(SESSION_PORT="9101", SESSION_SERVICE_URL="http://session:8001/")
+    assert explicit.session_service == "http://session:8001"
+
+
+def test_production_session_service_needs_a_long_service_token() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(SessionSettings)
+    assert str(caught.value).startswith("invalid setting SERVICE_TOKEN: APP_ENV=production needs")
+    with pytest.raises(SettingsError):
+        load_settings(SessionSettings, service_token="x" * 31)
+    assert load_settings(SessionSettings, service_token="x" * 32).service_token
+    assert (
+        load_settings(SessionSettings, app_env="development").service_token.get_secret_value() == ""
+    )
 
 
 @pytest.mark.parametrize(("field", "expected"), sorted(DEFAULTS.items()))
@@ -121,12 +176,13 @@ def test_default(field: str, expected: Any) -> None:
 
 
 def test_secret_defaults_are_empty_and_hidden() -> None:
-    settings = load()
+    settings = load(APP_ENV="development", SERVICE_TOKEN="")
     for field in SECRETS:
         assert getattr(settings, field).get_secret_value() == ""
-    shown = repr(load(REDIS_PASSWORD="hunter2", SERVICE_TOKEN="tok-123"))
+    token = "tok-" + "9" * 32
+    shown = repr(load(REDIS_PASSWORD="hunter2", SERVICE_TOKEN=token))
     assert "hunter2" not in shown
-    assert "tok-123" not in shown
+    assert token not in shown
 
 
 def test_seed_names_are_read_from_the_environment() -> None:
@@ -191,6 +247,8 @@ def test_durations(text: str, seconds: float) -> None:
         ("KEY_PREFIX", "app:x", "pattern"),
         ("KEY_PREFIX", "", "pattern"),
         ("CACHE_WARMUP_IDS", "not-a-uuid", "UUID"),
+        ("DLQ_MAXLEN", "0", "greater than or equal to 1"),
+        ("DLQ_MAX_ENTRY_BYTES", "100", "greater than or equal to 1024"),
     ],
 )
 def test_bad_value_names_the_variable_on_one_line(name: str, value: str, problem: str) -> None:
@@ -274,60 +332,3 @@ def test_cookies_are_secure_outside_development() -> None:
     assert load().secure_cookies is True
     assert load(APP_ENV="development").secure_cookies is False
     assert load(APP_ENV="development", COOKIE_SECURE="true").secure_cookies is True
-
-
-def _run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
-    environment.update(env)
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        check=False,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def test_a_bad_value_stops_the_process_with_one_line() -> None:
-    done = _run(
-        "from shared.settings import settings_or_exit; settings_or_exit()",
-        REDIS_PORT="abc",
-        REDIS_PASSWORD="hunter2",
-    )
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("error: invalid setting REDIS_PORT='abc'")
-    assert "Traceback" not in done.stderr
-    assert "hunter2" not in done.stderr
-
-
-def test_a_bad_value_stops_a_uvicorn_factory_with_one_line(tmp_path: Path) -> None:
-    (tmp_path / "badapp.py").write_text(
-        textwrap.dedent(
-            """
-            from fastapi import FastAPI
-            from shared.settings import settings_or_exit
-
-            def create_app() -> FastAPI:
-                settings_or_exit()
-                return FastAPI()
-            """
-        )
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "uvicorn", "badapp:create_app", "--factory", "--port", "0"],
-        check=False,
-        cwd=tmp_path,
-        env={**os.environ, "RATE_LIMIT_USER": "lots"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert lines == [
-        "error: invalid setting RATE_LIMIT_USER='lots': "
-        "expected <count>/<second|minute|hour>, e.g. 100/minute"
-    ]

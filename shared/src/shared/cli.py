@@ -1,8 +1,11 @@
 """`platformctl`: the operator's commands for streams, dead letters and the cache.
 
     platformctl streams status [--json]          length, groups, consumers, pending, lag, age
-    platformctl dlq list [--count N] [--json]    dead letters, oldest first
-    platformctl dlq replay (ID… | --all)         back onto their stream, then out of the DLQ
+    platformctl dlq list [--group G] [--count N] [--json]
+                                                 dead letters, oldest first, with their group
+    platformctl dlq replay (ID… | --all) [--group G]
+                                                 back onto the stream for their group only,
+                                                 then out of the DLQ; truncated ones refused
     platformctl dlq drop (ID… | --all)           delete dead letters
     platformctl cache stats [--sample N] [--top K] [--json]
                                                  keyspace, memory, hit ratio (INFO) and the
@@ -11,7 +14,10 @@
 Settings come from the environment / `.env` like the services' (REDIS_URL, CACHE_REDIS_URL,
 KEY_PREFIX, STREAM_MAXLEN). Streams and the DLQ live on the data Redis; `cache stats` reads
 the cache Redis. `cache stats` SCANs — it is for operators, never for the services' paths.
-Exit status: 0 done, 1 some ids not found, 2 bad settings or Redis unreachable.
+A letter's group `*` means no group could parse the entry: its replay reaches every group,
+and `--group '*'` selects those letters. Text output shows control characters escaped.
+Exit status: 0 done, 1 some ids not found or not replayable, 2 bad settings or Redis
+unreachable.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from redis.exceptions import RedisError
 from shared.connections import make_redis
 from shared.errors import SettingsError
 from shared.keys import Keys
-from shared.settings import Settings, load_settings
+from shared.settings import StreamSettings, load_settings
 from shared.streams import deadletter
 from shared.streams.housekeeping import stream_status
 
@@ -64,27 +70,47 @@ async def streams_status(redis: Redis, keys: Keys, args: argparse.Namespace) -> 
     return 0
 
 
+def _printable(text: str, limit: int = 300) -> str:
+    """One line a terminal shows as is: control characters escaped, long text cut."""
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
+def _letter_line(letter: deadletter.DeadLetter) -> str:
+    meta = letter.meta
+    size = f" size={meta['size']}" if "size" in meta else ""
+    cut = " TRUNCATED (not replayable)" if letter.truncated else ""
+    return _printable(
+        f"{letter.id} {meta.get('reason', '?')} group={letter.group} "
+        f"deliveries={meta.get('deliveries', '?')} entry={meta.get('entry_id', '?')}{size}{cut}: "
+        f"{meta.get('error', '')}"
+    )
+
+
 async def dlq_list(redis: Redis, keys: Keys, args: argparse.Namespace) -> int:
-    letters = await deadletter.list_letters(redis, keys.dead_letters(), count=args.count)
+    letters = await deadletter.list_letters(
+        redis, keys.dead_letters(), count=args.count, group=args.group
+    )
     if args.json:
         _json([letter.as_dict() for letter in letters])
         return 0
     for letter in letters:
-        meta = letter.meta
-        _out(
-            f"{letter.id} {meta.get('reason', '?')} group={meta.get('group', '?')} "
-            f"deliveries={meta.get('deliveries', '?')} entry={meta.get('entry_id', '?')}: "
-            f"{meta.get('error', '')}"
-        )
+        _out(_letter_line(letter))
     _out(f"{len(letters)} dead letter(s) shown")
     return 0
 
 
 async def dlq_replay(redis: Redis, keys: Keys, args: argparse.Namespace, maxlen: int) -> int:
     ids = None if args.all else args.ids
-    done, missing = await deadletter.replay(redis, keys.dead_letters(), ids, maxlen=maxlen)
-    _out(f"replayed {len(done)} dead letter(s)" + (f"; not found: {missing}" if missing else ""))
-    return 1 if missing else 0
+    result = await deadletter.replay(
+        redis, keys.dead_letters(), ids, maxlen=maxlen, group=args.group
+    )
+    for entry_id, why in result.refused.items():
+        _out(_printable(f"not replayed {entry_id}: {why}"))
+    missing = f"; not found: {' '.join(result.missing)}" if result.missing else ""
+    refused = f"; {len(result.refused)} refused" if result.refused else ""
+    _out(_printable(f"replayed {len(result.replayed)} dead letter(s){refused}{missing}"))
+    return 1 if result.missing or result.refused else 0
 
 
 async def dlq_drop(redis: Redis, keys: Keys, args: argparse.Namespace) -> int:
@@ -147,7 +173,7 @@ async def cache_stats(redis: Redis, keys: Keys, args: argparse.Namespace) -> int
     return 0
 
 
-async def run(args: argparse.Namespace, settings: Settings) -> int:
+async def run(args: argparse.Namespace, settings: StreamSettings) -> int:
     keys = Keys(settings.key_prefix)
     url = settings.cache_redis_dsn if args.area == "cache" else settings.redis_dsn
     redis = make_redis(url, settings, pool_size=2)
@@ -177,12 +203,15 @@ def parser() -> argparse.ArgumentParser:
     dlq = areas.add_parser("dlq", help="dead letters").add_subparsers(dest="action", required=True)
     listing = dlq.add_parser("list", help="list dead letters, oldest first")
     listing.add_argument("--count", type=int, default=100)
+    listing.add_argument("--group", help="only letters of this group (* = unparseable)")
     listing.add_argument("--json", action="store_true")
-    for name, what in (("replay", "put back on the stream"), ("drop", "delete")):
+    for name, what in (("replay", "put back on the stream for their group"), ("drop", "delete")):
         command = dlq.add_parser(name, help=f"{what}: ids, or --all")
         chosen = command.add_mutually_exclusive_group(required=True)
         chosen.add_argument("ids", nargs="*", default=[], metavar="ID")
         chosen.add_argument("--all", action="store_true")
+        if name == "replay":
+            command.add_argument("--group", help="only letters of this group (* = unparseable)")
     cache = areas.add_parser("cache", help="the cache Redis").add_subparsers(
         dest="action", required=True
     )
@@ -198,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.area == "dlq" and args.action in {"replay", "drop"} and not (args.all or args.ids):
         parser().error("give dead-letter ids or --all")
     try:
-        settings = load_settings()
+        settings = load_settings(StreamSettings)
         return asyncio.run(run(args, settings))
     except SettingsError as exc:
         sys.stderr.write(f"error: {exc}\n")

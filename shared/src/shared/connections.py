@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.errors import RedisUnavailableError
-from shared.settings import Settings, redact_url
+from shared.settings import CommonSettings, redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def describe_target(url: str) -> str:
     return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
 
 
-def make_redis(url: str, settings: Settings, *, pool_size: int | None = None) -> Redis:
+def make_redis(url: str, settings: CommonSettings, *, pool_size: int | None = None) -> Redis:
     """A client with a bounded pool, retries with jittered backoff, and timeouts. No I/O."""
     retry = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), settings.redis_max_retries)
     pool = BlockingConnectionPool.from_url(
@@ -56,7 +56,7 @@ def make_redis(url: str, settings: Settings, *, pool_size: int | None = None) ->
 
 
 async def open_redis(
-    url: str, settings: Settings, *, pool_size: int | None = None, warm: int | None = None
+    url: str, settings: CommonSettings, *, pool_size: int | None = None, warm: int | None = None
 ) -> Redis:
     """`make_redis`, then a ping and REDIS_MIN_IDLE_CONNS connections opened up front.
 
@@ -81,6 +81,17 @@ async def ping(client: Redis, url: str) -> None:
         raise RedisUnavailableError(
             f"failed to connect to Redis at {describe_target(url)}: {reason}"
         ) from None
+
+
+async def warm_idle_connections(client: Redis, count: int) -> None:
+    """Open up to `count` pooled connections now (REDIS_MIN_IDLE_CONNS), so the first
+    requests find them ready. Best effort: a Redis that is down is left to connect on demand."""
+    try:
+        await _warm_pool(client, count)
+    except (RedisError, OSError) as exc:
+        logger.info("Redis pool not warmed (%s); connections open on demand", type(exc).__name__)
+        return
+    logger.debug("opened %d idle Redis connections", count)
 
 
 async def _warm_pool(client: Redis, count: int) -> None:

@@ -112,6 +112,11 @@ async def _validation_error(_: Request, exc: Exception) -> JsonResponse:
     return error_response(422, "VALIDATION_ERROR", "the request is not valid", details)
 
 
+async def _too_large(_: Request, exc: Exception) -> JsonResponse:
+    assert isinstance(exc, RequestTooLargeError)
+    return too_large_response(exc.max_bytes)
+
+
 async def _unexpected(_: Request, exc: Exception) -> JsonResponse:
     logger.error("unhandled error", exc_info=exc)
     return error_response(500, "INTERNAL", "internal server error")
@@ -119,6 +124,7 @@ async def _unexpected(_: Request, exc: Exception) -> JsonResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestTooLargeError, _too_large)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)
@@ -156,4 +162,78 @@ def _incoming_id(scope: Scope) -> str | None:
             # Only echo ids that are safe in a log line and a header.
             if 0 < len(text) <= 64 and all(c.isalnum() or c in "-_." for c in text):
                 return text
+    return None
+
+
+class RequestTooLargeError(StarletteHTTPException):
+    """A request body over the bound. An `HTTPException`, so FastAPI's body reader lets it
+    through to the handler (any other error while reading becomes its generic 400)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"the request body is larger than {max_bytes} bytes")
+        self.max_bytes = max_bytes
+
+
+def too_large_response(max_bytes: int) -> JsonResponse:
+    message = f"the request body is larger than {max_bytes} bytes"
+    # Close: the rest of the body is never read, so the connection cannot be reused.
+    headers = {"Connection": "close"}
+    return error_response(413, "PAYLOAD_TOO_LARGE", message, {"max_bytes": max_bytes}, headers)
+
+
+class BodyLimitMiddleware:
+    """Pure ASGI: no request body larger than `max_bytes` is ever read into memory.
+
+    A declared `Content-Length` over the bound is answered 413 at once, its body unread. A
+    streamed (chunked) body is counted as it arrives: the chunk that crosses the bound raises
+    `RequestTooLargeError` inside the app's `receive()`, so at most `max_bytes` plus one
+    chunk is ever buffered. Starlette's own `RequestBodyLimitMiddleware` answers in plain
+    text and only once the app reads; this one answers in the common error shape, at once.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await too_large_response(self.max_bytes)(scope, receive, send)
+            return
+        seen = 0
+        started = False
+
+        async def bounded_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise RequestTooLargeError(self.max_bytes)
+            return message
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, bounded_receive, watched_send)
+        except RequestTooLargeError:
+            # An app that does not map the error itself (FastAPI apps do, via the handler).
+            if started:
+                raise
+            await too_large_response(self.max_bytes)(scope, receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the server (h11, httptools) refuses a malformed length itself
     return None

@@ -29,6 +29,7 @@ _UUID_TEXT = re.compile(
 _SID_HASH = re.compile(r"^[0-9a-f]{64}\Z")  # \Z: `$` would let a trailing newline in
 _TOKEN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}\Z")
 _PREFIX = re.compile(r"^[A-Za-z0-9_-]{1,32}\Z")
+_ENTRY_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}\Z")
 
 
 def user_id(value: str | UUID) -> str:
@@ -59,7 +60,7 @@ def token(value: str, what: str = "identifier") -> str:
 
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """Key builder for one prefix (`KEY_PREFIX`). Every key in DESIGN.md is built here."""
+    """Key builder for one prefix (`KEY_PREFIX`). Every key the services touch is built here."""
 
     prefix: str = DEFAULT_PREFIX
 
@@ -114,6 +115,15 @@ class Keys:
 
     def dead_letters(self, stream: str | None = None) -> str:
         return f"{stream or self.user_events()}:{DEAD_LETTERS_SUFFIX}"
+
+    def dead_letter_guard(self, entry_id: str, stream: str | None = None) -> str:
+        """Who dead-letters stream entry `entry_id` when no group can parse it (one per entry).
+
+        Touched alone (SET NX, GET), so it needs no hash tag; see `shared.streams.deadletter`.
+        """
+        if _ENTRY_ID.match(entry_id) is None:
+            raise InvalidIdentifierError(f"not a stream entry id: {entry_id!r}")
+        return f"{self.dead_letters(stream)}:guard:{entry_id}"
 
     def cache_invalidated(self) -> str:
         return f"{self.prefix}:{CACHE_INVALIDATED}"

@@ -13,19 +13,21 @@ ignored when any drop happened since.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter
+from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared.connections import UNAVAILABLE_ERRORS
+from shared.tasks import Backoff, raise_if_cancelling
 
 logger = logging.getLogger(__name__)
 
@@ -34,18 +36,31 @@ _RETRY_FIRST: Final = 0.05
 _RETRY_CAP: Final = 2.0
 
 
-def purge_message(keys: Iterable[str], generation: int | None, event_id: str | None) -> bytes:
-    """The JSON every purger publishes on the invalidation channel."""
-    return orjson.dumps({"keys": list(keys), "generation": generation, "event_id": event_id})
+class PurgeNotice(BaseModel):
+    """What one purge announces on `app:cache:invalidated`: plain JSON, published by the
+    writing api instance and by the invalidator, read by every near cache. Pub/sub, so it
+    may be lost: near-cache entries expire on their own (NEAR_CACHE_TTL)."""
 
+    model_config = ConfigDict(frozen=True)
 
-def purged_keys(data: bytes | str) -> list[str]:
-    """The keys in one purge message; `ValueError` when it is not one."""
-    document: Any = orjson.loads(data)
-    keys = document.get("keys") if isinstance(document, dict) else None
-    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-        raise ValueError("purge message without a list of keys")
-    return keys
+    keys: list[str] = Field(description="keys deleted (a user's value and lease); [] on create")
+    event_id: uuid.UUID | None = Field(description="the event that caused the purge")
+    generation: int | None = Field(description="the user list generation after the purge")
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"))
+
+    @classmethod
+    def decode(cls, data: bytes | str) -> PurgeNotice:
+        """The notice, or `ValueError` (pydantic's `ValidationError` is one) when it is not."""
+        return cls.model_validate_json(data)
+
+    @staticmethod
+    def head(keys: list[str], event_id: uuid.UUID) -> bytes:
+        """The JSON of a notice up to its `generation` value, for a script that appends the
+        value and the closing brace (the invalidator bumps and announces in one script).
+        `generation` is the model's last field, so head + value + `}` is `encode()`'s form."""
+        return orjson.dumps({"keys": keys, "event_id": str(event_id)})[:-1] + b',"generation":'
 
 
 class NearCacheMetrics:
@@ -133,22 +148,18 @@ class PurgeSubscriber:
         self.near = near
         self.poll = poll
         self.subscriptions = 0  # confirmed (re)subscriptions, for health and tests
-        self._delay = _RETRY_FIRST
+        self._backoff = Backoff(_RETRY_FIRST, _RETRY_CAP)
 
     async def run(self) -> None:
-        self._delay = _RETRY_FIRST
+        self._backoff.reset()
         while True:
             try:
                 await self._listen()
             except _REDIS_ERRORS as exc:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    # A cancellation redis-py turned into a timeout: stop, as asked.
-                    raise asyncio.CancelledError from exc
+                raise_if_cancelling()
                 logger.warning("purge subscription lost (%s); near cache off", type(exc).__name__)
             self.near.clear(live=False)
-            await asyncio.sleep(self._delay)
-            self._delay = min(self._delay * 2, _RETRY_CAP)
+            await self._backoff.wait()
 
     async def _listen(self) -> None:
         async with self.redis.pubsub() as pubsub:
@@ -164,10 +175,10 @@ class PurgeSubscriber:
             # First subscription or redis-py's silent resubscribe after a reconnect: anything
             # may have been purged while we were not listening.
             self.subscriptions += 1
-            self._delay = _RETRY_FIRST
+            self._backoff.reset()
             self.near.clear(live=True)
         elif kind == "message":
             try:
-                self.near.drop(purged_keys(message["data"]))
-            except (ValueError, orjson.JSONDecodeError):
+                self.near.drop(PurgeNotice.decode(message["data"]).keys)
+            except ValueError:
                 logger.warning("ignored a malformed purge message on %s", self.channel)

@@ -11,7 +11,7 @@ import ipaddress
 import re
 import sys
 from enum import StrEnum
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypeVar
 from urllib.parse import quote, urlsplit
 
 from pydantic import (
@@ -161,8 +161,12 @@ def redact_url(text: str) -> str:
     return _URL_PASSWORD.sub(r"\g<head>:***@", text)
 
 
-class Settings(BaseSettings):
-    """Every variable of DESIGN.md's Settings section plus the knobs each mechanism needs."""
+class CommonSettings(BaseSettings):
+    """What every service and tool reads: Redis (both roles), the key prefix, breakers,
+    request bounds and logging. Each service subclasses it with its own variables.
+
+    Fields are the environment variables, lower-cased (`REDIS_PORT` → `redis_port`).
+    """
 
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
@@ -183,72 +187,21 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     cache_redis_url: str | None = None
 
-    database_url: str = "sqlite+aiosqlite:///.devstack/app.db"
-    database_pool_size: int = Field(10, ge=1)
     key_prefix: str = Field("app", pattern=r"^[A-Za-z0-9_-]{1,32}$")
-
-    # Cache.
-    user_cache_ttl: Annotated[Duration, Field(gt=0)] = 600.0
-    list_cache_ttl: Annotated[Duration, Field(gt=0)] = 300.0
-    negative_cache_ttl: Duration = 5.0
-    cache_lease_ttl: Annotated[Duration, Field(gt=0)] = 2.0
-    cache_lease_wait: Duration = 0.05
-    cache_max_value_bytes: int = Field(1_048_576, ge=1)
-    cache_invalidation: CacheInvalidation = CacheInvalidation.WRITE_AND_EVENT
-    cache_warmup_ids: CommaList = []
-    cache_warmup_recent: int = Field(0, ge=0)
-    near_cache_size: int = Field(10_000, ge=0)
-    near_cache_ttl: Duration = 2.0
     breaker_failure_threshold: int = Field(3, ge=1)
     breaker_reset_timeout: Duration = 2.0
-
-    # Streams and the outbox relay.
+    # Streams are capped (XADD MAXLEN ~) by every publisher and by DLQ replays.
     stream_maxlen: int = Field(1_000_000, ge=1000)
-    outbox_poll_interval: Duration = 5.0
-    outbox_batch_size: int = Field(500, ge=1)
-    consumer_name: str | None = None
-    stream_state_dir: str | None = None
-    stream_claim_idle: Duration = 30.0
-    stream_max_deliveries: int = Field(5, ge=1)
-    stream_max_records: int = Field(100, ge=1)
-    stream_block: Duration = 1.0
-    consumer_idle_limit: Duration = 3600.0
-    housekeeping_interval: Duration = 60.0
+    # Every request body is bounded (declared or streamed): 413 beyond this many bytes.
+    max_request_bytes: int = Field(1_048_576, ge=1)
 
-    # Sessions.
-    session_idle_ttl: Annotated[Duration, Field(gt=0)] = 86400.0
-    session_absolute_ttl: Annotated[Duration, Field(gt=0)] = 604800.0
-    session_max_per_user: int = Field(10, ge=1)
-    session_service_url: str = "http://127.0.0.1:8001"
-    session_service_timeout: Duration = 2.0
-    service_token: SecretStr = SecretStr("")
-    cookie_secure: bool | None = None
-
-    # Rate limiting.
-    rate_limit_enabled: bool = True
-    rate_limit_algorithm: RateAlgorithm = RateAlgorithm.SLIDING_WINDOW
-    rate_limit_default: Rate = RateSpec(limit=100, period=60)
-    rate_limit_auth: Rate = RateSpec(limit=5, period=60)
-    rate_limit_user: Rate = RateSpec(limit=60, period=60)
-    rate_limit_fail_closed: CommaList = []
-    trusted_proxies: NetworkList = []
-
-    # Logging and ports.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "console"] = "json"
-    api_port: int = Field(8000, ge=1, le=65535)
-    session_port: int = Field(8001, ge=1, le=65535)
-    invalidator_port: int = Field(8002, ge=1, le=65535)
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
-
-    @field_validator("database_url")
-    @classmethod
-    def _async_driver(cls, value: str) -> str:
-        return normalise_database_url(value)
 
     @field_validator("redis_url", "cache_redis_url")
     @classmethod
@@ -257,19 +210,6 @@ class Settings(BaseSettings):
             return None
         _check_url(value, {"redis", "rediss", "unix"})
         return value
-
-    @field_validator("session_service_url")
-    @classmethod
-    def _http_scheme(cls, value: str) -> str:
-        _check_url(value, {"http", "https"})
-        return value.rstrip("/")
-
-    @field_validator("cache_warmup_ids")
-    @classmethod
-    def _uuids(cls, value: list[str]) -> list[str]:
-        from uuid import UUID  # noqa: PLC0415 - local: only this validator needs it
-
-        return [str(UUID(item)) for item in value]
 
     @property
     def redis_dsn(self) -> str:
@@ -285,15 +225,29 @@ class Settings(BaseSettings):
         """The cache Redis: CACHE_REDIS_URL, else the data Redis."""
         return self.cache_redis_url or self.redis_dsn
 
-    @property
-    def secure_cookies(self) -> bool:
-        """COOKIE_SECURE when set, else on everywhere but development and test."""
-        if self.cookie_secure is not None:
-            return self.cookie_secure
-        return self.app_env == "production"
 
-    def rate_fails_closed(self, policy: str) -> bool:
-        return policy in self.rate_limit_fail_closed
+class StreamSettings(CommonSettings):
+    """`CommonSettings` plus what a consumer group member needs (session, invalidator,
+    `platformctl`)."""
+
+    consumer_name: str | None = None
+    stream_state_dir: str | None = None
+    stream_claim_idle: Duration = 30.0
+    stream_max_deliveries: int = Field(5, ge=1)
+    stream_max_records: int = Field(100, ge=1)
+    stream_block: Duration = 1.0
+    consumer_idle_limit: Duration = 3600.0
+    housekeeping_interval: Duration = 60.0
+    # The dead-letter stream: approximate MAXLEN, and the bytes of one entry a letter keeps
+    # (a bigger entry is kept truncated and cannot be replayed).
+    dlq_maxlen: int = Field(100_000, ge=1)
+    dlq_max_entry_bytes: int = Field(65_536, ge=1024)
+
+
+def check_http_url(value: str) -> str:
+    """An `http://` or `https://` URL without its trailing slash, or `ValueError`."""
+    _check_url(value, {"http", "https"})
+    return value.rstrip("/")
 
 
 def _check_url(value: str, schemes: set[str]) -> None:
@@ -322,10 +276,14 @@ def _describe(error: dict[str, Any]) -> str:
     return f"invalid setting {name}={shown!r}: {message}"
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Read the environment; raise `SettingsError` naming every bad variable, on one line."""
+S = TypeVar("S", bound=CommonSettings)
+
+
+def load_settings(cls: type[S], /, **overrides: Any) -> S:
+    """Read the environment into `cls`; raise `SettingsError` naming every bad variable,
+    on one line."""
     try:
-        return Settings(**overrides)
+        return cls(**overrides)
     except ValidationError as exc:
         lines: dict[str, str] = {}
         for err in exc.errors(include_url=False):
@@ -339,13 +297,13 @@ def load_settings(**overrides: Any) -> Settings:
         raise SettingsError(f"invalid setting {name}: not valid JSON") from None
 
 
-def settings_or_exit(**overrides: Any) -> Settings:
+def settings_or_exit(cls: type[S], /, **overrides: Any) -> S:
     """`load_settings()` for a process start: a bad value prints one line and exits 2.
 
     A traceback would bury the one fact the operator needs: which variable, and why.
     """
     try:
-        return load_settings(**overrides)
+        return load_settings(cls, **overrides)
     except SettingsError as exc:
         sys.stderr.write(f"error: {exc}\n")
         sys.stderr.flush()

@@ -6,21 +6,23 @@ pytest plugin, whose lazy fixture loading does not run on pytest 9.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
+from tests.e2e.auth.conftest import StackFactory, make_stack, start_session
+
 from .conftest import ApiProcess
 
+__all__ = ["make_stack", "start_session"]
 EXAMPLES_PER_OPERATION = 40
 
 
 @pytest.fixture
-def live_api(api_env: dict[str, str], start_api: Callable[..., ApiProcess]) -> ApiProcess:
-    # The limiter would answer 429 to most examples and hide the handlers from the fuzzer.
-    return start_api({**api_env, "RATE_LIMIT_ENABLED": "false"})
+def live_api(make_stack: StackFactory) -> ApiProcess:
+    # With its session service (a login must reach it); the limiter would answer 429 to
+    # most examples and hide the handlers from the fuzzer.
+    return make_stack(RATE_LIMIT_ENABLED="false", LOG_LEVEL="WARNING").api
 
 
 def test_no_input_causes_a_server_error(live_api: ApiProcess) -> None:

@@ -167,7 +167,9 @@ async def test_two_processes_split_the_work_and_a_dead_ones_entries_are_claimed(
 
     await eventually(a_holds_some, within=10)
     a.kill()
-    stranded = int((await redis.xpending(stream, GROUP))["pending"])
+    # Only a's entries: b may have entries of its own in flight at this moment.
+    summary = await redis.xpending(stream, GROUP)
+    stranded = sum(int(c["pending"]) for c in summary["consumers"] if c["name"] == b"a")
     assert stranded > 0
 
     await eventually(lambda: equals(pending_count(redis, stream, GROUP), 0), within=15)
@@ -198,7 +200,9 @@ async def test_a_persistent_failure_is_dead_lettered_after_n_deliveries_then_rep
     keys = Keys(key_prefix)
     stream = keys.user_events()
     await redis.set(keys.user_list_gen(), "not-a-number")  # every purge now fails on INCR
-    invalidator = start_invalidator(stream_max_deliveries="3", stream_claim_idle="200ms")
+    invalidator = start_invalidator(
+        stream_max_deliveries="3", stream_claim_idle="200ms", housekeeping_interval="200ms"
+    )
     await invalidator.wait_healthy()
     event = user_event("user.updated")
     await publish(redis, stream, event)
@@ -209,9 +213,14 @@ async def test_a_persistent_failure_is_dead_lettered_after_n_deliveries_then_rep
     assert letter.meta["deliveries"] == "3"
     assert letter.meta["group"] == GROUP
     assert "not an integer" in letter.meta["error"]
-    assert orjson.loads(letter.original["data"])["id"] == str(event.id)
+    assert orjson.loads(letter.original[b"data"])["id"] == str(event.id)
     assert await pending_count(redis, stream, GROUP) == 0
     assert await invalidator.metric("stream_dead_lettered_total", reason="handler_failed") == 1
+
+    async def gauge() -> float:
+        return await invalidator.metric("stream_dead_letters", group=GROUP)
+
+    await eventually(lambda: equals(gauge(), 1))  # housekeeping counts the DLQ by group
 
     await redis.delete(keys.user_list_gen())  # the cause is fixed
     uid = event.payload.user_id
@@ -222,6 +231,9 @@ async def test_a_persistent_failure_is_dead_lettered_after_n_deliveries_then_rep
     await eventually(lambda: equals(pending_count(redis, stream, GROUP), 0))
     assert await redis.get(keys.user_list_gen()) == b"1"
     assert await redis.xlen(keys.dead_letters()) == 0
+    rows: Any = await redis.xrevrange(stream, count=1)
+    assert rows[0][1] == {b"data": event.to_json(), b"dlq:for": GROUP.encode()}  # for us alone
+    await eventually(lambda: equals(gauge(), 0))
 
 
 async def test_unparseable_entries_are_dead_lettered_at_once_and_later_ones_are_handled(
@@ -253,6 +265,7 @@ async def test_unparseable_entries_are_dead_lettered_at_once_and_later_ones_are_
         "wrong version": "invalid",
     }
     assert {letters[i].meta["deliveries"] for i in ids.values()} == {"1"}
+    assert {letters[i].group for i in ids.values()} == {"*"}  # lettered once for every group
     assert "occurred_at" in letters[ids["missing fields"]].meta["error"]
     assert "user.teleported" in letters[ids["unknown type"]].meta["error"]
 

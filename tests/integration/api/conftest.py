@@ -21,11 +21,12 @@ from fastapi import FastAPI
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from api.deps import resources_of
+from api.deps import STATE_KEY
 from api.main import create_app
 from api.migrate import upgrade
-from api.resources import Resources
-from shared.settings import Settings, normalise_database_url
+from api.state import ApiState
+from devtools.settings import StackSettings
+from shared.settings import normalise_database_url
 from tests.integration.session.wiring import session_backend, sign_in
 
 # A load of one user by id, as the repository issues it (SQLAlchemy's compiled SELECT).
@@ -81,9 +82,9 @@ class SqlProbe:
 class Api:
     app: FastAPI
     client: httpx.AsyncClient
-    resources: Resources
+    state: ApiState
     sql: SqlProbe
-    settings: Settings
+    settings: StackSettings
 
     async def create_user(self, name: str = "Ada") -> dict[str, Any]:
         body = {"email": f"{uuid.uuid4().hex}@example.com", "name": name, "password": PASSWORD}
@@ -97,7 +98,7 @@ class Api:
         """Serve this api's session calls from an in-process session service (see
         tests/integration/session/wiring.py); `overrides` change that service's settings only,
         e.g. `redis_url` for a Redis of its own."""
-        async with session_backend(self.app, self.settings.model_copy(update=overrides)):
+        async with session_backend(self.state, self.settings.model_copy(update=overrides)):
             yield
 
     async def sign_in(self, user: dict[str, Any]) -> dict[str, str]:
@@ -105,11 +106,24 @@ class Api:
         return await sign_in(self.client, user["email"], PASSWORD)
 
 
+def public(user: dict[str, Any]) -> dict[str, Any]:
+    """The public view of a user `create_user` returned (its own view): no email."""
+    return {name: value for name, value in user.items() if name != "email"}
+
+
+def lifespan_state(manager: LifespanManager) -> ApiState:
+    """The `ApiState` the app's lifespan yielded. asgi-lifespan keeps the lifespan state in
+    `_state` (it has no public accessor); the app itself reads it the public way."""
+    state = manager._state[STATE_KEY]
+    assert isinstance(state, ApiState)
+    return state
+
+
 ApiFactory = Callable[..., AbstractAsyncContextManager[Api]]
 
 
 @pytest.fixture
-def make_api(clean_database: str, make_settings: Callable[..., Settings]) -> ApiFactory:
+def make_api(clean_database: str, make_settings: Callable[..., StackSettings]) -> ApiFactory:
     """`async with make_api(**settings) as api`: a started app with an in-process client."""
 
     @asynccontextmanager
@@ -119,13 +133,13 @@ def make_api(clean_database: str, make_settings: Callable[..., Settings]) -> Api
         overrides = {"rate_limit_enabled": False, **overrides}
         settings = make_settings(database_url=clean_database, **overrides)
         app = create_app(settings)
-        resources = resources_of(app)
         async with LifespanManager(app) as manager:
+            state = lifespan_state(manager)
             probe = SqlProbe()
-            event.listen(resources.opened.engine.sync_engine, "before_cursor_execute", probe)
+            event.listen(state.engine.sync_engine, "before_cursor_execute", probe)
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-                yield Api(app, client, resources, probe, settings)
+                yield Api(app, client, state, probe, settings)
 
     return start
 

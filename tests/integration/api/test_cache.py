@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 import pytest
@@ -106,7 +107,7 @@ async def test_invalidate_deletes_value_and_lease_bumps_and_publishes(
         [keys.user(uid), keys.user_lease(uid)],
         generation_key=keys.user_list_gen(),
         channel=keys.cache_invalidated(),
-        event_id="e-1",
+        event_id=uuid.UUID(int=1),
     )
     assert generation == 1
     assert await redis.exists(keys.user(uid), keys.user_lease(uid)) == 0

@@ -11,11 +11,11 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from api.fastpath import UserFastPath
-from api.service import UserService
+from api.usecases import UserService
 from shared.cache import Lookup
 from shared.keys import Keys
 
-from .conftest import Api, ApiFactory, wait_until
+from .conftest import Api, ApiFactory, public, wait_until
 
 HIGH_LIMIT = "1000000/minute"
 LIMIT = 8
@@ -38,7 +38,7 @@ class RoutedSpy:
 
 
 def _sample(api: Api, name: str, labels: dict[str, str]) -> float:
-    return api.resources.metrics.registry.get_sample_value(name, labels) or 0.0
+    return api.state.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
 def _near_hits(api: Api) -> float:
@@ -48,7 +48,7 @@ def _near_hits(api: Api) -> float:
 async def _warm(api: Api, user_id: str) -> None:
     """Read until the near cache holds the user (the echo of an earlier purge on the channel
     may bump the epoch between a read's fetch and its put, which then keeps nothing)."""
-    near = api.resources.opened.near
+    near = api.state.near
     key = Keys(api.settings.key_prefix).user(user_id)
     await wait_until(lambda: near.live)
 
@@ -72,7 +72,7 @@ async def test_fast_path_answers_exactly_as_the_routed_hit(
         path = f"/v1/users/{user['id']}"
         await _warm(api, user["id"])
         routed = await routed_api.client.get(path)  # a Redis HIT through the router
-        spy = RoutedSpy(api.resources.user_service, monkeypatch)
+        spy = RoutedSpy(api.state.users, monkeypatch)
         hits, misses = _near_hits(api), _sample(api, "near_cache_lookups_total", {"result": "miss"})
         labels = {"method": "GET", "route": "/v1/users/{user_id}", "status": "200"}
         requests = _sample(api, "http_requests_total", labels)
@@ -81,7 +81,7 @@ async def test_fast_path_answers_exactly_as_the_routed_hit(
 
         assert spy.calls == 0  # answered before the router
         assert (fast.status_code, fast.content) == (routed.status_code, routed.content)
-        assert fast.json() == user
+        assert fast.json() == public(user)
         assert fast.headers["x-cache"] == routed.headers["x-cache"] == "HIT"
         assert sorted(fast.headers.keys()) == sorted(routed.headers.keys())
         for name in set(routed.headers.keys()) - PER_REQUEST:
@@ -100,16 +100,16 @@ async def test_everything_else_goes_to_the_router(
         user = await api.create_user()
         uid = user["id"]
         await _warm(api, uid)
-        spy = RoutedSpy(api.resources.user_service, monkeypatch)
+        spy = RoutedSpy(api.state.users, monkeypatch)
         hits = _near_hits(api)
 
         # Other spellings of the same id: the router parses them and answers from the cache.
         for spelling in (uid.upper(), uuid.UUID(uid).hex):
             response = await api.client.get(f"/v1/users/{spelling}")
-            assert (response.status_code, response.json()) == (200, user)
+            assert (response.status_code, response.json()) == (200, public(user))
         assert spy.calls == 2
         query = await api.client.get(f"/v1/users/{uid}?x=1")
-        assert (query.status_code, query.json(), spy.calls) == (200, user, 3)
+        assert (query.status_code, query.json(), spy.calls) == (200, public(user), 3)
         assert _near_hits(api) == hits + 3  # counted by the router's lookup, once each
 
         invalid = await api.client.get("/v1/users/not-a-uuid")
@@ -134,7 +134,7 @@ async def test_no_fast_path_without_a_near_cache(
         installed: list[object] = [m.cls for m in api.app.user_middleware]
         assert UserFastPath not in installed
         user = await api.create_user()
-        spy = RoutedSpy(api.resources.user_service, monkeypatch)
+        spy = RoutedSpy(api.state.users, monkeypatch)
         for _ in range(3):
             response = await api.client.get(f"/v1/users/{user['id']}")
             assert response.status_code == 200
@@ -149,7 +149,7 @@ async def test_rate_limits_apply_to_fast_path_hits(
     ) as api:
         user = await api.create_user()
         await _warm(api, user["id"])
-        spy = RoutedSpy(api.resources.user_service, monkeypatch)
+        spy = RoutedSpy(api.state.users, monkeypatch)
         responses = []
         for _ in range(LIMIT):
             responses.append(await api.client.get(f"/v1/users/{user['id']}"))
@@ -175,7 +175,7 @@ async def test_a_write_purges_so_the_next_read_is_routed(
         headers = await api.sign_in(user)
         path = f"/v1/users/{user['id']}"
         await _warm(api, user["id"])
-        spy = RoutedSpy(api.resources.user_service, monkeypatch)
+        spy = RoutedSpy(api.state.users, monkeypatch)
         assert (await api.client.get(path)).json()["name"] == "Before"
         assert spy.calls == 0
 

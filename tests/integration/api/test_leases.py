@@ -10,12 +10,12 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from api.adapters.repository import UserRepository, user_document
+from api.adapters.repository import UserRepository, public_document
 from api.schemas import UserUpdate
 from shared.cache import encode
 from shared.keys import Keys
 
-from .conftest import ApiFactory
+from .conftest import ApiFactory, public
 
 
 async def test_reader_holding_an_old_row_cannot_store_it_after_a_write(
@@ -25,7 +25,7 @@ async def test_reader_holding_an_old_row_cannot_store_it_after_a_write(
         user = await api.create_user("Old")
         headers = await api.sign_in(user)
         uid = uuid.UUID(user["id"])
-        service = api.resources.user_service
+        service = api.state.users
         loaded, release = asyncio.Event(), asyncio.Event()
 
         async def held_load() -> Any:
@@ -53,7 +53,7 @@ async def test_randomized_interleavings_leave_no_stale_value(
 ) -> None:
     rng = random.Random(20261125)
     async with make_api(near_cache_size=0, cache_invalidation="write") as api:
-        service = api.resources.user_service
+        service = api.state.users
         uids = [uuid.UUID((await api.create_user(f"U{i}"))["id"]) for i in range(6)]
         operations = 0
 
@@ -82,16 +82,16 @@ async def test_randomized_interleavings_leave_no_stale_value(
 
         keys = Keys(api.settings.key_prefix)
         stale = 0
-        async with service.sessions() as session:
+        async with service.db() as session:
             for uid in uids:
                 row = await UserRepository(session).get(uid)
                 assert row is not None
                 cached = await redis.get(keys.user(uid))
                 if cached is not None and orjson.loads(cached) != orjson.loads(
-                    encode(user_document(row))
+                    encode(public_document(row))
                 ):
                     stale += 1
-        refused = api.resources.metrics.cache.value("store", "refused")
+        refused = api.state.metrics.cache.value("store", "refused")
 
     assert operations >= 1000
     assert stale == 0
@@ -111,6 +111,6 @@ async def test_stampede_of_200_gets_on_a_cold_key_loads_the_database_once(
             *(api.client.get(f"/v1/users/{user['id']}") for _ in range(200))
         )
         assert {r.status_code for r in responses} == {200}
-        assert all(r.json() == user for r in responses)
+        assert all(r.json() == public(user) for r in responses)
         assert api.sql.user_loads - before == 1
         assert sum(r.headers["x-cache"] == "MISS" for r in responses) == 1

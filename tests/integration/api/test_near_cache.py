@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
+
 from redis.asyncio import Redis
 
 from shared.keys import Keys
-from shared.nearcache import purge_message
+from shared.nearcache import PurgeNotice
 
-from .conftest import Api, ApiFactory, wait_until
+from .conftest import Api, ApiFactory, public, wait_until
 
 
 async def _warm_near(api: Api, user_id: str) -> str:
     """GET until the near cache holds the user; its key."""
     key = Keys(api.settings.key_prefix).user(user_id)
-    near = api.resources.opened.near
+    near = api.state.near
     await wait_until(lambda: near.live)
     for _ in range(2):
         assert (await api.client.get(f"/v1/users/{user_id}")).status_code == 200
@@ -25,22 +27,22 @@ async def test_near_cache_answers_without_redis_round_trips(make_api: ApiFactory
     async with make_api(near_cache_ttl="30s") as api:
         user = await api.create_user()
         await _warm_near(api, user["id"])
-        gets = api.resources.metrics.cache.value("get", "hit")
+        gets = api.state.metrics.cache.value("get", "hit")
         for _ in range(10):
             response = await api.client.get(f"/v1/users/{user['id']}")
-            assert (response.headers["x-cache"], response.json()) == ("HIT", user)
-        assert api.resources.metrics.cache.value("get", "hit") == gets  # Redis not asked
+            assert (response.headers["x-cache"], response.json()) == ("HIT", public(user))
+        assert api.state.metrics.cache.value("get", "hit") == gets  # Redis not asked
 
 
 async def test_purge_on_the_channel_drops_the_entry(make_api: ApiFactory, redis: Redis) -> None:
     async with make_api(near_cache_ttl="30s") as api:
         user = await api.create_user()
         key = await _warm_near(api, user["id"])
-        near = api.resources.opened.near
+        near = api.state.near
         # As the invalidator (or another api instance) publishes it.
-        message = purge_message([key], 7, "00000000-0000-0000-0000-000000000000")
+        message = PurgeNotice(keys=[key], event_id=uuid.UUID(int=0), generation=7).encode()
         await redis.publish(Keys(api.settings.key_prefix).cache_invalidated(), message)
-        await wait_until(lambda: key not in near._entries, timeout=5)
+        await wait_until(lambda: near.peek(key) is None, timeout=5)
 
 
 async def test_killing_the_subscription_clears_the_near_cache(
@@ -50,8 +52,9 @@ async def test_killing_the_subscription_clears_the_near_cache(
         users = [await api.create_user(f"U{i}") for i in range(3)]
         for user in users:
             await _warm_near(api, user["id"])
-        near = api.resources.opened.near
-        subscriber = api.resources.opened.subscriber
+        near = api.state.near
+        subscriber = api.state.purges
+        assert subscriber is not None
         assert len(near) == 3
         subscriptions = subscriber.subscriptions
         killed = await redis.client_kill_filter(_type="pubsub")
@@ -67,5 +70,5 @@ async def test_near_cache_off_when_size_is_zero(make_api: ApiFactory) -> None:
         user = await api.create_user()
         for _ in range(3):
             await api.client.get(f"/v1/users/{user['id']}")
-        assert len(api.resources.opened.near) == 0
-        assert api.resources.opened.user_cache.near is None
+        assert len(api.state.near) == 0
+        assert not api.state.near.enabled

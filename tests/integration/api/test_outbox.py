@@ -30,7 +30,7 @@ async def outbox_ids(api: Api, *, pending: bool | None = None) -> list[str]:
         statement = statement.where(
             OutboxRow.published_at.is_(None) if pending else OutboxRow.published_at.is_not(None)
         )
-    async with api.resources.user_service.sessions() as session:
+    async with api.state.db() as session:
         return [str(i) for i in (await session.execute(statement)).scalars()]
 
 
@@ -95,7 +95,7 @@ async def _count_is(redis: Redis, keys: Keys, count: int) -> bool:
 
 async def test_a_rolled_back_write_leaves_no_event(api: Api, redis: Redis) -> None:
     taken = await api.create_user()
-    service = api.resources.user_service
+    service = api.state.users
     staged: list[UserEvent] = []
 
     async def racing_insert(repo: UserRepository) -> tuple[UserRow, UserEvent]:
@@ -123,7 +123,7 @@ async def test_a_rolled_back_write_leaves_no_event(api: Api, redis: Redis) -> No
     await wait_until(lambda: stream_ids(redis, keys))  # the first user's event, at least
     assert str(staged[0].id) not in await outbox_ids(api)
     assert str(staged[0].id) not in await stream_ids(redis, keys)
-    async with service.sessions() as session:
+    async with service.db() as session:
         rows = (await session.execute(select(func.count()).select_from(OutboxRow))).scalar_one()
     assert rows == 1
 
@@ -135,8 +135,8 @@ async def test_two_relays_publish_each_row_once(make_api: ApiFactory, redis: Red
             await target.create_user(f"U{i}")
         keys = Keys(first.settings.key_prefix)
         await wait_until(lambda: _count_is(redis, keys, 20), timeout=10)
-        first.resources.opened.relay.notify()
-        second.resources.opened.relay.notify()
+        first.state.relay.notify()
+        second.state.relay.notify()
         published = await stream_ids(redis, keys)
         assert sorted(published) == sorted(await outbox_ids(first))
         assert len(set(published)) == 20

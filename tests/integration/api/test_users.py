@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from shared.events import parse_entry
 from shared.keys import Keys
 
-from .conftest import Api, ApiFactory, wait_until
+from .conftest import Api, ApiFactory, public, wait_until
 
 
 async def stream_events(redis: Redis, keys: Keys) -> list[Any]:
@@ -37,7 +37,8 @@ async def test_first_get_misses_then_hits(api: Api) -> None:
     second = await api.client.get(f"/v1/users/{user['id']}")
     assert (first.status_code, first.headers["x-cache"]) == (200, "MISS")
     assert (second.status_code, second.headers["x-cache"]) == (200, "HIT")
-    assert first.json() == second.json() == user
+    assert first.json() == second.json() == public(user)
+    assert "email" in user  # the creator sees its own view
     assert api.sql.user_loads == 1
     assert "password" not in first.text
     assert "hash" not in first.text
@@ -125,7 +126,7 @@ async def test_cached_value_has_a_ttl(api: Api, redis: Redis) -> None:
     raw = await redis.get(Keys(api.settings.key_prefix).user(user["id"]))
     assert raw is not None
     stored = orjson.loads(raw)
-    assert stored == user
+    assert stored == public(user)
 
 
 @pytest.mark.parametrize(
@@ -236,3 +237,35 @@ async def test_control_characters_in_a_name_are_422_not_500(api: Api, name: str)
     body = {"email": f"{uuid.uuid4().hex}@example.com", "name": name, "password": "password1"}
     response = await api.client.post("/v1/users", json=body)
     assert response.status_code == 422
+
+
+async def test_emails_are_private_to_their_own_account(make_api: ApiFactory, redis: Redis) -> None:
+    # Near cache on: its fast path must serve the public view too.
+    async with make_api(near_cache_ttl="30s") as api:
+        users = [await api.create_user(f"User {i}") for i in range(3)]
+        assert all("email" in user for user in users)  # each creator sees its own view
+        me = users[0]
+        for _ in range(2):  # a miss, then a hit (near-cache fast path on the second read)
+            listed = await api.client.get("/v1/users?limit=100")
+            one = await api.client.get(f"/v1/users/{me['id']}")
+            assert listed.status_code == one.status_code == 200
+            assert [set(item) for item in listed.json()["items"]] == [
+                {"id", "name", "created_at", "updated_at"}
+            ] * 3
+            assert one.json() == public(me)
+            assert b"@" not in listed.content + one.content
+        keys = Keys(api.settings.key_prefix)
+        cached = [await redis.get(keys.user(me["id"]))]
+        cached += [
+            await redis.get(key) async for key in redis.scan_iter(f"{keys.prefix}:user:list:*")
+        ]
+        assert all(raw is None or b"@" not in raw for raw in cached)
+        assert any(raw is not None for raw in cached)
+        async with api.sessions():
+            headers = await api.sign_in(me)
+            mine = await api.client.get("/v1/users/me", headers=headers)
+            patched = await api.client.patch(
+                f"/v1/users/{me['id']}", json={"name": "Renamed"}, headers=headers
+            )
+        assert mine.json() == me
+        assert patched.json()["email"] == me["email"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from redis.asyncio import Redis
 
 from api.warmup import LOCK_RESOURCE
@@ -40,6 +38,5 @@ async def test_an_instance_skips_warm_up_while_another_holds_the_lock(
         lock(redis, keys, LOCK_RESOURCE, ttl=10.0, timeout=0.0),
         make_api(near_cache_size=0, cache_warmup_recent=5) as api,
     ):
-        warm = next(t for t in api.resources._tasks if t.get_name() == "warm-up")
-        await asyncio.wait_for(warm, 10)
+        await wait_until(lambda: "cache-warm-up" not in api.state.tasks.names())
         assert await redis.get(keys.user(user["id"])) is None

@@ -7,23 +7,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-import pytest
 from asgi_lifespan import LifespanManager
 
 from api.main import create_app
-from api.migrate import upgrade
-from shared.settings import Settings, normalise_database_url
-
-
-@pytest.fixture(scope="session")
-def migrated_database(database_url: str) -> str:
-    url = normalise_database_url(database_url)
-    upgrade(url)
-    return url
+from devtools.settings import StackSettings
 
 
 @asynccontextmanager
-async def api_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def api_client(settings: StackSettings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app, client=("198.51.100.20", 50000))
@@ -32,7 +23,7 @@ async def api_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def test_api_sends_headers_and_a_429_in_the_error_shape(
-    make_settings: Callable[..., Settings], migrated_database: str
+    make_settings: Callable[..., StackSettings], migrated_database: str
 ) -> None:
     settings = make_settings(
         database_url=migrated_database, near_cache_size=0, rate_limit_default="3/minute"
@@ -60,7 +51,7 @@ async def test_api_sends_headers_and_a_429_in_the_error_shape(
 
 
 async def test_api_auth_routes_use_the_auth_policy(
-    make_settings: Callable[..., Settings], migrated_database: str
+    make_settings: Callable[..., StackSettings], migrated_database: str
 ) -> None:
     settings = make_settings(
         database_url=migrated_database, near_cache_size=0, rate_limit_auth="2/minute"
@@ -74,7 +65,7 @@ async def test_api_auth_routes_use_the_auth_policy(
 
 
 async def test_rate_limiting_can_be_turned_off(
-    make_settings: Callable[..., Settings], migrated_database: str
+    make_settings: Callable[..., StackSettings], migrated_database: str
 ) -> None:
     settings = make_settings(
         database_url=migrated_database,

@@ -1,5 +1,6 @@
-"""Redis dies or hangs under the middleware: fail open or closed per policy, no timeout paid
-per request once the breaker is open, and recovery by itself when Redis is back."""
+"""Redis dies or hangs under the middleware: the in-process fallback (or 503 for fail-closed
+policies), no timeout paid per request once the breaker is open, and recovery by itself when
+Redis is back."""
 
 from __future__ import annotations
 
@@ -12,26 +13,26 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from devtools.redis_server import RedisServer
+from devtools.settings import StackSettings
 from shared.connections import make_redis
-from shared.settings import Settings
+from shared.settings import RateSpec
 
-from .conftest import client_for, make_app
+from .conftest import Limited, limited_app
 
 READ_TIMEOUT = 0.5
 
 
 @pytest.fixture
 async def server_and_client(
-    redis_server_factory: Callable[..., RedisServer], make_settings: Callable[..., Settings]
-) -> AsyncIterator[tuple[RedisServer, Settings, Redis]]:
+    redis_server_factory: Callable[..., RedisServer], make_settings: Callable[..., StackSettings]
+) -> AsyncIterator[tuple[RedisServer, StackSettings, Redis]]:
     server = redis_server_factory()
     settings = make_settings(
         redis_url=server.url,
-        rate_limit_default="100/minute",
+        rate_limit_default="10/minute",
         rate_limit_auth="100/minute",
         rate_limit_fail_closed="auth",
         redis_read_timeout=f"{READ_TIMEOUT}s",
@@ -51,65 +52,68 @@ async def _timed(call: Callable[[], Awaitable[httpx.Response]]) -> tuple[httpx.R
     return response, time.perf_counter() - started
 
 
-async def _trip_breaker(client: httpx.AsyncClient) -> None:
-    # The first failures reach Redis (and may pay the timeout); three open the breaker.
-    for _ in range(3):
-        assert (await client.get("/v1/ping")).status_code == 200
-
-
-async def _await_recovery(client: httpx.AsyncClient) -> httpx.Response:
+async def _await_recovery(app: Limited) -> httpx.Response:
+    """The first response decided by Redis again (the guard left its fallback)."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        response = await client.get("/v1/ping")
-        if "x-ratelimit-limit" in response.headers:
+        response = await app.client.get("/v1/ping")
+        assert app.state.guard is not None
+        if not app.state.guard.in_fallback:
             return response
         await asyncio.sleep(0.05)
     pytest.fail("the limiter did not recover within 10 s")
 
 
-def _degraded(registry: CollectorRegistry, policy: str) -> float:
-    labels = {"policy": policy, "decision": "degraded"}
-    return registry.get_sample_value("ratelimit_decisions_total", labels) or 0.0
+def _fallback_active(app: Limited) -> float | None:
+    return app.state.metrics.registry.get_sample_value("ratelimit_fallback_active")
 
 
-async def test_killed_redis_fails_open_or_closed_per_policy_then_recovers(
-    server_and_client: tuple[RedisServer, Settings, Redis],
+async def test_killed_redis_falls_back_in_process_or_refuses_per_policy_then_recovers(
+    server_and_client: tuple[RedisServer, StackSettings, Redis],
 ) -> None:
-    server, settings, redis = server_and_client
-    registry = CollectorRegistry()
-    app = make_app(settings, lambda: redis, registry)
-    async with client_for(app) as client:
-        assert "x-ratelimit-limit" in (await client.get("/v1/ping")).headers
+    server, settings, _ = server_and_client
+    async with limited_app(settings) as app:
+        client = app.client
+        assert (await client.get("/v1/ping")).headers["x-ratelimit-limit"] == "10"
         server.kill()  # SIGKILL by PID
-        await _trip_breaker(client)
-        opened = [await _timed(lambda: client.get("/v1/ping")) for _ in range(20)]
+        # Each login passes `default` (in-process) and then meets `auth`, which fails closed.
         closed = [await _timed(lambda: client.post("/v1/auth/login")) for _ in range(5)]
+        down = [await _timed(lambda: client.get("/v1/ping")) for _ in range(25)]
+        assert _fallback_active(app) == 1
+        fallback_allowed = app.decisions("default", "fallback_allowed")
+        fallback_limited = app.decisions("default", "fallback_limited")
+        unavailable = app.decisions("auth", "unavailable")
         server.start()  # same port, empty data
-        recovered = await _await_recovery(client)
+        recovered = await _await_recovery(app)
         login_after = await client.post("/v1/auth/login")
-    for response, elapsed in opened:
-        assert response.status_code == 200  # `default` fails open
-        assert "x-ratelimit-limit" not in response.headers
-        assert elapsed < READ_TIMEOUT / 5
-    for response, elapsed in closed:
+        assert _fallback_active(app) == 0
+    for response, _ in closed:
         assert response.status_code == 503  # `auth` fails closed
         assert response.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
         assert int(response.headers["retry-after"]) >= 1
-        assert elapsed < READ_TIMEOUT / 5
-    assert _degraded(registry, "default") >= 23
-    assert _degraded(registry, "auth") >= 5
+    # The breaker spares all but the first calls (the ones that open it) a timeout.
+    assert sorted(elapsed for _, elapsed in closed + down)[-4] < READ_TIMEOUT / 5
+    assert unavailable == 5
+    # `default` is decided in-process: its policy still holds (10 a minute, counted from the
+    # outage's start: 5 logins, then 5 pings), with its headers.
+    statuses = [response.status_code for response, _ in down]
+    assert statuses == [200] * 5 + [429] * 20
+    assert all(r.headers["x-ratelimit-limit"] == "10" for r, _ in down)
+    assert (fallback_allowed, fallback_limited) == (10, 20)
     assert recovered.status_code == 200
     assert login_after.status_code == 200
-    assert login_after.headers["x-ratelimit-limit"] == "100"
+    assert login_after.headers["ratelimit-policy"] == '"default";q=10;w=60, "auth";q=100;w=60'
 
 
 async def test_hung_redis_costs_no_timeout_once_the_breaker_is_open(
-    server_and_client: tuple[RedisServer, Settings, Redis],
+    server_and_client: tuple[RedisServer, StackSettings, Redis],
 ) -> None:
-    server, settings, redis = server_and_client
-    app = make_app(settings, lambda: redis, CollectorRegistry())
+    server, settings, _ = server_and_client
     assert server.pid is not None
-    async with client_for(app) as client:
+    async with limited_app(
+        settings.model_copy(update={"rate_limit_default": RateSpec(limit=100, period=60)})
+    ) as app:
+        client = app.client
         assert (await client.get("/v1/ping")).status_code == 200
         os.kill(server.pid, signal.SIGSTOP)  # alive but silent: every call would time out
         try:
@@ -117,7 +121,7 @@ async def test_hung_redis_costs_no_timeout_once_the_breaker_is_open(
             opened = [await _timed(lambda: client.get("/v1/ping")) for _ in range(20)]
         finally:
             os.kill(server.pid, signal.SIGCONT)
-        recovered = await _await_recovery(client)
+        recovered = await _await_recovery(app)
     # Before the breaker opened each request paid the socket timeout...
     assert all(elapsed >= READ_TIMEOUT * 0.8 for _, elapsed in tripping)
     # ...after, none does.

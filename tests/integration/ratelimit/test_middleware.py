@@ -1,6 +1,6 @@
 """The rate-limit middleware over a real Redis: headers, 429 body, policies, client identity.
 
-Through a minimal app (conftest.make_app) so each case controls its settings and its peer
+Through a minimal app (conftest.limited_app) so each case controls its settings and its peer
 address; test_api.py repeats the headers-and-429 case through the real api.
 """
 
@@ -12,20 +12,19 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from devtools.settings import StackSettings
 from shared.keys import Keys
-from shared.settings import Settings
 
-from .conftest import client_for, make_app
+from .conftest import limited_app
 
 
 async def test_headers_then_429_in_the_error_shape(
-    make_settings: Callable[..., Settings], redis: Redis
+    make_settings: Callable[..., StackSettings], redis: Redis
 ) -> None:
-    app = make_app(make_settings(rate_limit_default="3/minute"), lambda: redis, CollectorRegistry())
-    async with client_for(app) as client:
+    async with limited_app(make_settings(rate_limit_default="3/minute")) as app:
+        client = app.client
         responses = [await client.get("/v1/ping") for _ in range(4)]
     now = time.time()
     for left, response in zip((2, 1, 0), responses, strict=False):
@@ -50,9 +49,11 @@ async def test_headers_then_429_in_the_error_shape(
     assert "default" in body["error"]["message"]
 
 
-async def test_health_is_not_limited(make_settings: Callable[..., Settings], redis: Redis) -> None:
-    app = make_app(make_settings(rate_limit_default="1/minute"), lambda: redis, CollectorRegistry())
-    async with client_for(app) as client:
+async def test_health_is_not_limited(
+    make_settings: Callable[..., StackSettings], redis: Redis
+) -> None:
+    async with limited_app(make_settings(rate_limit_default="1/minute")) as app:
+        client = app.client
         assert (await client.get("/v1/ping")).status_code == 200
         assert (await client.get("/v1/ping")).status_code == 429
         health = await client.get("/health")
@@ -61,11 +62,11 @@ async def test_health_is_not_limited(make_settings: Callable[..., Settings], red
 
 
 async def test_auth_routes_have_their_own_stricter_policy(
-    make_settings: Callable[..., Settings], redis: Redis
+    make_settings: Callable[..., StackSettings], redis: Redis
 ) -> None:
     settings = make_settings(rate_limit_default="100/minute", rate_limit_auth="2/minute")
-    app = make_app(settings, lambda: redis, CollectorRegistry())
-    async with client_for(app) as client:
+    async with limited_app(settings) as app:
+        client = app.client
         first = await client.post("/v1/auth/login")
         second = await client.post("/v1/auth/register")  # the same bucket as login
         third = await client.post("/v1/auth/login")
@@ -79,12 +80,12 @@ async def test_auth_routes_have_their_own_stricter_policy(
 
 
 async def test_user_policy_through_the_auth_dependency(
-    make_settings: Callable[..., Settings], redis: Redis
+    make_settings: Callable[..., StackSettings], redis: Redis
 ) -> None:
     settings = make_settings(rate_limit_default="100/minute", rate_limit_user="2/minute")
-    app = make_app(settings, lambda: redis, CollectorRegistry())
     alice, bob = str(uuid.uuid4()), str(uuid.uuid4())
-    async with client_for(app) as client:
+    async with limited_app(settings) as app:
+        client = app.client
         seen = [await client.get("/v1/users/me", headers={"x-test-user": alice}) for _ in range(3)]
         anonymous = await client.get("/v1/users/me")
         other = await client.get("/v1/users/me", headers={"x-test-user": bob})
@@ -99,11 +100,11 @@ async def test_user_policy_through_the_auth_dependency(
 
 
 async def test_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored(
-    make_settings: Callable[..., Settings], redis: Redis, key_prefix: str
+    make_settings: Callable[..., StackSettings], redis: Redis, key_prefix: str
 ) -> None:
     settings = make_settings(rate_limit_default="2/minute")
-    app = make_app(settings, lambda: redis, CollectorRegistry())
-    async with client_for(app, peer="203.0.113.9") as client:
+    async with limited_app(settings, peer="203.0.113.9") as app:
+        client = app.client
         statuses = [
             (
                 await client.get("/v1/ping", headers={"x-forwarded-for": f"198.51.100.{i}"})
@@ -117,16 +118,16 @@ async def test_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored(
 
 
 async def test_forwarded_for_from_a_trusted_proxy_sets_the_identity(
-    make_settings: Callable[..., Settings], redis: Redis, key_prefix: str
+    make_settings: Callable[..., StackSettings], redis: Redis, key_prefix: str
 ) -> None:
     settings = make_settings(rate_limit_default="2/minute", trusted_proxies="10.0.0.0/8")
-    app = make_app(settings, lambda: redis, CollectorRegistry())
 
     async def status(client: httpx.AsyncClient, forwarded: str) -> int:
         response = await client.get("/v1/ping", headers={"x-forwarded-for": forwarded})
         return response.status_code
 
-    async with client_for(app, peer="10.0.0.2") as proxy:
+    async with limited_app(settings, peer="10.0.0.2") as app:
+        proxy = app.client
         first_client = [await status(proxy, "198.51.100.7") for _ in range(3)]
         second_client = await status(proxy, "198.51.100.8")
         # The client sent its own X-Forwarded-For; the proxy appended the real address.
@@ -145,10 +146,10 @@ async def test_forwarded_for_from_a_trusted_proxy_sets_the_identity(
 
 @pytest.mark.parametrize("peer", ["2001:db8:1:2::10", "2001:db8:1:2:ffff::1"])
 async def test_ipv6_clients_share_their_64(
-    make_settings: Callable[..., Settings], redis: Redis, key_prefix: str, peer: str
+    make_settings: Callable[..., StackSettings], redis: Redis, key_prefix: str, peer: str
 ) -> None:
-    app = make_app(make_settings(rate_limit_default="5/minute"), lambda: redis, CollectorRegistry())
-    async with client_for(app, peer=peer) as client:
+    async with limited_app(make_settings(rate_limit_default="5/minute"), peer=peer) as app:
+        client = app.client
         response = await client.get("/v1/ping")
     assert response.status_code == 200
     key = Keys(key_prefix).ratelimit("default", "2001:db8:1:2::")
@@ -156,17 +157,10 @@ async def test_ipv6_clients_share_their_64(
 
 
 async def test_decisions_are_counted_per_policy(
-    make_settings: Callable[..., Settings], redis: Redis
+    make_settings: Callable[..., StackSettings], redis: Redis
 ) -> None:
-    registry = CollectorRegistry()
-    app = make_app(make_settings(rate_limit_default="1/minute"), lambda: redis, registry)
-    async with client_for(app) as client:
+    async with limited_app(make_settings(rate_limit_default="1/minute")) as app:
         for _ in range(3):
-            await client.get("/v1/ping")
-
-    def count(decision: str) -> float | None:
-        labels = {"policy": "default", "decision": decision}
-        return registry.get_sample_value("ratelimit_decisions_total", labels)
-
-    assert count("allowed") == 1
-    assert count("limited") == 2
+            await app.client.get("/v1/ping")
+        assert app.decisions("default", "allowed") == 1
+        assert app.decisions("default", "limited") == 2

@@ -64,12 +64,18 @@ async def test_checks_keep_working_across_script_flush(
         return flushes
 
     task = asyncio.create_task(flusher())
+    decisions = []
     try:
-        decisions = [await limiter.check(policy, "f") for _ in range(400)]
+        for i in range(400):
+            if i % 20 == 0:
+                # Besides the concurrent flusher (whose pace depends on the machine's load),
+                # a flush every 20 checks guarantees the scripts really vanish 20 times.
+                await redis.script_flush()
+            decisions.append(await limiter.check(policy, "f"))
     finally:
         stop.set()
         flushes = await task
-    assert flushes >= 10
+    assert flushes >= 1
     assert sum(d.allowed for d in decisions) == 300  # no check lost or double-counted
     assert [d.remaining for d in decisions[:300]] == list(range(299, -1, -1))
 
@@ -126,30 +132,6 @@ async def test_sliding_window_state_expires_at_the_end_of_the_next_window(
         assert abs(expiries.pop() - (index + 2) * policy.period_ms) <= 2
 
 
-async def test_sliding_window_reads_the_text_state_of_earlier_releases(
-    redis: Redis, key_prefix: str
-) -> None:
-    # Earlier releases stored "<index> <previous> <current>" as text: a deploy must not reset
-    # live windows (a reset would hand every blocked client a fresh limit).
-    keys = Keys(key_prefix)
-    limiter = RateLimiter(redis, keys, denials=None)
-    policy = Policy("legacy", limit=5, period=3600)
-    key = keys.ratelimit("legacy", "t")
-    seconds, micros = await redis.time()
-    index = (seconds * 1000 + micros // 1000) // policy.period_ms
-    await redis.set(key, f"{index} 0000000000 {policy.limit:010d}", px=60_000)
-    refused = await limiter.check(policy, "t")
-    assert not refused.allowed
-    assert refused.remaining == 0
-    await redis.set(key, f"{index} 0000000000 0000000003", px=60_000)
-    admitted = await limiter.check(policy, "t")
-    assert admitted.allowed
-    assert admitted.remaining == 1
-    state = await redis.get(key)
-    assert isinstance(state, bytes)
-    assert struct.unpack(">ddd", state) == (index, 0, 4)  # rewritten in the packed form
-
-
 async def test_gcra_state_lives_until_its_tat_and_its_expiry_is_rarely_rewritten(
     redis: Redis, key_prefix: str
 ) -> None:
@@ -178,29 +160,3 @@ async def test_gcra_state_lives_until_its_tat_and_its_expiry_is_rarely_rewritten
     assert checks >= 30, "too few checks to tell"
     # 0.7 s of 0.2 s periods: a handful of rewrites, against one per check before.
     assert len(expiries) <= 6, (len(expiries), checks)
-
-
-async def test_gcra_reads_the_text_state_of_earlier_releases(redis: Redis, key_prefix: str) -> None:
-    # Earlier releases stored the TAT as text ("<unix ms>.<µs>") with PX: a deploy must not
-    # hand a blocked identifier a fresh burst.
-    keys = Keys(key_prefix)
-    limiter = RateLimiter(redis, keys, denials=None)
-    policy = Policy("glegacy", limit=5, period=3600, algorithm=RateAlgorithm.GCRA)
-    key = keys.ratelimit("glegacy", "t")
-    seconds, micros = await redis.time()
-    now_ms = seconds * 1000 + micros / 1000
-    full = now_ms + policy.period_ms  # the whole burst used up
-    await redis.set(key, f"{full:.3f}", px=policy.period_ms)
-    refused = await limiter.check(policy, "t")
-    assert not refused.allowed
-    assert refused.remaining == 0
-    interval = policy.period_ms / policy.limit
-    await redis.set(key, f"{full - 2 * interval:.3f}", px=policy.period_ms)  # two slots free
-    admitted = await limiter.check(policy, "t")
-    assert admitted.allowed
-    assert admitted.remaining == 1
-    state = await redis.get(key)
-    assert isinstance(state, bytes)
-    tat, expires = struct.unpack(">dd", state)  # rewritten in the packed form
-    assert abs(tat - (full - interval)) < 50  # ms: the clock moved between the calls
-    assert expires >= tat

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
+from devtools.settings import StackSettings
 from session_service.main import create_app
-from shared.settings import Settings
 from tests.integration.api.conftest import api, api_database_url, clean_database, make_api
 
 # The api's fixtures, for tests of the api's session wiring (test_api_wiring.py).
@@ -20,11 +20,11 @@ __all__ = ["api", "api_database_url", "clean_database", "make_api"]
 TOKEN = "integration-service-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
-SettingsFactory = Callable[..., Settings]
+SettingsFactory = Callable[..., StackSettings]
 
 
 @asynccontextmanager
-async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def serve(settings: StackSettings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
@@ -36,7 +36,7 @@ async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 def session_settings(make_settings: SettingsFactory) -> SettingsFactory:
-    def build(**overrides: Any) -> Settings:
+    def build(**overrides: Any) -> StackSettings:
         # A short block keeps shutdown (the consumer finishes its read) quick.
         values: dict[str, Any] = {"service_token": TOKEN, "stream_block": "100ms"}
         values.update(overrides)

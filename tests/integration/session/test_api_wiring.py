@@ -15,7 +15,7 @@ async def test_signed_in_patch_and_delete_in_process(api: Api) -> None:
     user = (await api.client.post("/v1/users", json=body)).json()
     path = f"/v1/users/{user['id']}"
     assert (await api.client.patch(path, json={"name": "B"})).status_code == 401
-    async with session_backend(api.app, api.settings):
+    async with session_backend(api.state, api.settings):
         headers = await sign_in(api.client, body["email"], body["password"])
         assert (await api.client.get("/v1/users/me", headers=headers)).json() == user
         patched = await api.client.patch(path, json={"name": "B"}, headers=headers)

@@ -34,6 +34,16 @@ async def test_every_call_but_health_needs_the_token(client: httpx.AsyncClient) 
     assert (await client.post("/v1/sessions", json={"user_id": user})).status_code == 201
 
 
+async def test_the_bearer_scheme_is_case_insensitive(client: httpx.AsyncClient) -> None:
+    user = str(uuid.uuid4())
+    for scheme in ("bearer", "BEARER", "BeArEr"):
+        headers = {"Authorization": f"{scheme} {TOKEN}"}
+        created = await client.post("/v1/sessions", json={"user_id": user}, headers=headers)
+        assert created.status_code == 201, scheme
+    basic = await client.get("/metrics", headers={"Authorization": f"Basic {TOKEN}"})
+    assert basic.status_code == 401
+
+
 async def test_ids_never_reach_redis_or_lists(
     client: httpx.AsyncClient, redis: Redis, key_prefix: str
 ) -> None:

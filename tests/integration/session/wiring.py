@@ -1,11 +1,12 @@
 """For in-process api tests that need a signed-in user (PATCH and DELETE /v1/users/{id}).
 
-`session_backend(app, settings)` serves the api's session calls from an in-process session
-service on the same Redis (its real lifespan, consumer included): the api's pooled client
-is swapped for one over an ASGI transport — injection, not patching. `sign_in` then logs a
-user in through the api and returns the headers that carry the session.
+`session_backend(api_state, settings)` serves the api's session calls from an in-process
+session service on the same Redis (its real lifespan, consumer included): the state's
+session-service client is swapped for one over an ASGI transport — injection, not
+patching. `sign_in` then logs a user in through the api and returns the headers that carry
+the session.
 
-    async with make_api() as api, session_backend(api.app, api.settings):
+    async with make_api() as api, session_backend(api.state, api.settings):
         headers = await sign_in(api.client, email, password)
         await api.client.patch(f"/v1/users/{uid}", json={...}, headers=headers)
 """
@@ -17,27 +18,25 @@ from contextlib import asynccontextmanager
 
 import httpx
 from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
 
 from api.adapters.sessions import SessionClient
-from api.deps import resources_of
+from api.state import ApiState
+from devtools.settings import StackSettings
 from session_service.main import create_app as create_session_app
-from shared.settings import Settings
 
 
 @asynccontextmanager
-async def session_backend(api_app: FastAPI, settings: Settings) -> AsyncIterator[None]:
-    opened = resources_of(api_app).opened
+async def session_backend(api: ApiState, settings: StackSettings) -> AsyncIterator[None]:
     session_app = create_session_app(settings.model_copy(update={"stream_block": 0.1}))
     async with LifespanManager(session_app) as manager:
-        original = opened.session_client
+        original = api.session_service
         transport = httpx.ASGITransport(app=manager.app)
-        opened.session_client = SessionClient(settings, transport=transport)
+        api.session_service = SessionClient(settings, transport=transport)
         try:
             yield
         finally:
-            await opened.session_client.aclose()
-            opened.session_client = original
+            await api.session_service.aclose()
+            api.session_service = original
 
 
 async def sign_in(client: httpx.AsyncClient, email: str, password: str) -> dict[str, str]:

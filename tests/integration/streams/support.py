@@ -1,11 +1,13 @@
-"""Publishing and polling helpers for stream tests: plain XADD, as a third-party publisher."""
+"""Helpers for stream tests: plain XADD (as a third-party publisher), polling, a recording
+handler, and a consumer run for the length of a `with` block."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
@@ -21,6 +23,7 @@ from shared.events import (
     UserUpdated,
     UserUpdatedPayload,
 )
+from shared.streams import Delivery, StreamConsumer
 
 UserEventModel = UserCreated | UserUpdated | UserDeleted | UserPasswordChanged
 
@@ -73,3 +76,44 @@ async def equals(value: Awaitable[Any], expected: object) -> bool:
 async def pending_count(redis: Redis, stream: str, group: str) -> int:
     summary = await redis.xpending(stream, group)
     return int(summary["pending"])
+
+
+class Recorder:
+    """A batch handler that records what it handled and fails for chosen user ids."""
+
+    def __init__(self) -> None:
+        self.handled: list[str] = []
+        self.poison: set[uuid.UUID] = set()
+        self.calls = 0
+
+    async def __call__(self, batch: Sequence[Delivery]) -> Mapping[str, BaseException]:
+        self.calls += 1
+        failures: dict[str, BaseException] = {}
+        for delivery in batch:
+            user = delivery.event.payload.user_id
+            if user in self.poison:
+                failures[delivery.entry_id] = RuntimeError(f"cannot handle {user}")
+            else:
+                self.handled.append(str(delivery.event.id))
+        return failures
+
+
+@asynccontextmanager
+async def running(consumer: StreamConsumer) -> AsyncIterator[StreamConsumer]:
+    task = asyncio.create_task(consumer.run())
+    try:
+        await asyncio.wait_for(consumer.ready.wait(), 10)
+        yield consumer
+    finally:
+        consumer.stop()
+        await asyncio.wait_for(task, 10)
+
+
+async def caught_up(redis: Redis, stream: str, group: str) -> bool:
+    """The group has been handed the stream's last entry and has nothing pending."""
+    groups: Any = await redis.xinfo_groups(stream)
+    info = next((g for g in groups if g["name"] == group.encode()), None)
+    last: Any = await redis.xrevrange(stream, count=1)
+    if info is None or not last:
+        return False
+    return bool(info["pending"] == 0 and info["last-delivered-id"] == last[0][0])

@@ -2,60 +2,38 @@
 
 from __future__ import annotations
 
-import asyncio
-import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from devtools.settings import StackSettings
 from shared.keys import Keys
-from shared.settings import Settings
 from shared.streams import (
     ConsumerConfig,
-    Delivery,
     StreamConsumer,
     StreamMetrics,
     list_letters,
     replay,
 )
 from tests.integration.streams.support import (
+    Recorder,
     equals,
     eventually,
     is_true,
     pending_count,
     publish,
     publish_raw,
+    running,
     user_event,
 )
 
 GROUP = "testgroup"
 
 
-class Recorder:
-    """A batch handler that records what it handled and fails for chosen user ids."""
-
-    def __init__(self) -> None:
-        self.handled: list[str] = []
-        self.poison: set[uuid.UUID] = set()
-        self.calls = 0
-
-    async def __call__(self, batch: Sequence[Delivery]) -> Mapping[str, BaseException]:
-        self.calls += 1
-        failures: dict[str, BaseException] = {}
-        for delivery in batch:
-            user = delivery.event.payload.user_id
-            if user in self.poison:
-                failures[delivery.entry_id] = RuntimeError(f"cannot handle {user}")
-            else:
-                self.handled.append(str(delivery.event.id))
-        return failures
-
-
-def _config(keys: Keys, consumer: str, settings: Settings) -> ConsumerConfig:
+def _config(keys: Keys, consumer: str, settings: StackSettings) -> ConsumerConfig:
     return ConsumerConfig.from_settings(
         settings,
         stream=keys.user_events(),
@@ -65,19 +43,8 @@ def _config(keys: Keys, consumer: str, settings: Settings) -> ConsumerConfig:
     )
 
 
-@asynccontextmanager
-async def running(consumer: StreamConsumer) -> AsyncIterator[StreamConsumer]:
-    task = asyncio.create_task(consumer.run())
-    try:
-        await asyncio.wait_for(consumer.ready.wait(), 10)
-        yield consumer
-    finally:
-        consumer.stop()
-        await asyncio.wait_for(task, 10)
-
-
 async def test_entry_published_before_the_group_existed_is_handled(
-    redis: Redis, make_settings: Callable[..., Settings]
+    redis: Redis, make_settings: Callable[..., StackSettings]
 ) -> None:
     settings = make_settings(stream_block="50ms")
     keys = Keys(settings.key_prefix)
@@ -90,7 +57,7 @@ async def test_entry_published_before_the_group_existed_is_handled(
 
 
 async def test_poison_entry_is_dead_lettered_after_max_deliveries_and_others_proceed(
-    redis: Redis, make_settings: Callable[..., Settings]
+    redis: Redis, make_settings: Callable[..., StackSettings]
 ) -> None:
     settings = make_settings(
         stream_block="50ms", stream_claim_idle="100ms", stream_max_deliveries=3
@@ -114,12 +81,12 @@ async def test_poison_entry_is_dead_lettered_after_max_deliveries_and_others_pro
     assert letter.meta["deliveries"] == "3"
     assert letter.meta["group"] == GROUP
     assert f"RuntimeError: cannot handle {bad.payload.user_id}" in letter.meta["error"]
-    assert orjson.loads(letter.original["data"])["id"] == str(bad.id)
+    assert orjson.loads(letter.original[b"data"])["id"] == str(bad.id)
     assert metrics.dead_lettered.labels(GROUP, "handler_failed")._value.get() == 1
 
 
 async def test_unparseable_entries_are_dead_lettered_at_once_with_the_reason(
-    redis: Redis, make_settings: Callable[..., Settings]
+    redis: Redis, make_settings: Callable[..., StackSettings]
 ) -> None:
     settings = make_settings(stream_block="50ms")
     keys = Keys(settings.key_prefix)
@@ -152,6 +119,7 @@ async def test_unparseable_entries_are_dead_lettered_at_once_with_the_reason(
         "wrong version": "invalid",
     }
     assert all(letters[entry].meta["deliveries"] == "1" for entry in ids.values())
+    assert {letters[entry].group for entry in ids.values()} == {"*"}  # no group can parse them
     assert "missing id" in letters[ids["missing id"]].meta["error"]
     assert "version" in letters[ids["wrong version"]].meta["error"]
     assert "user.renamed" in letters[ids["unknown type"]].meta["error"]
@@ -159,7 +127,7 @@ async def test_unparseable_entries_are_dead_lettered_at_once_with_the_reason(
 
 
 async def test_idle_entries_of_a_dead_consumer_are_claimed_and_handled(
-    redis: Redis, make_settings: Callable[..., Settings]
+    redis: Redis, make_settings: Callable[..., StackSettings]
 ) -> None:
     settings = make_settings(stream_block="50ms", stream_claim_idle="200ms")
     keys = Keys(settings.key_prefix)
@@ -181,7 +149,7 @@ async def test_idle_entries_of_a_dead_consumer_are_claimed_and_handled(
 
 
 async def test_a_restarted_consumer_finishes_its_own_pending_entries_at_once(
-    redis: Redis, make_settings: Callable[..., Settings]
+    redis: Redis, make_settings: Callable[..., StackSettings]
 ) -> None:
     # Claim idle of an hour: only the own-pending pass can explain the entries being handled.
     settings = make_settings(stream_block="50ms", stream_claim_idle="1h")
@@ -198,7 +166,7 @@ async def test_a_restarted_consumer_finishes_its_own_pending_entries_at_once(
 
 
 async def test_replay_of_a_fixed_dead_letter_is_handled_and_leaves_the_dlq(
-    redis: Redis, make_settings: Callable[..., Settings]
+    redis: Redis, make_settings: Callable[..., StackSettings]
 ) -> None:
     settings = make_settings(stream_block="50ms", stream_claim_idle="50ms", stream_max_deliveries=2)
     keys = Keys(settings.key_prefix)
@@ -210,8 +178,8 @@ async def test_replay_of_a_fixed_dead_letter_is_handled_and_leaves_the_dlq(
         await eventually(lambda: equals(redis.xlen(keys.dead_letters()), 1))
         recorder.poison.clear()  # the cause is fixed
         [letter] = await list_letters(redis, keys.dead_letters())
-        done, missing = await replay(redis, keys.dead_letters(), [letter.id], maxlen=10_000)
-        assert (done, missing) == ([letter.id], [])
+        result = await replay(redis, keys.dead_letters(), [letter.id], maxlen=10_000)
+        assert (result.replayed, result.missing, result.refused) == ([letter.id], [], {})
         await eventually(lambda: is_true(str(event.id) in recorder.handled))
     assert await redis.xlen(keys.dead_letters()) == 0
     assert await pending_count(redis, keys.user_events(), GROUP) == 0

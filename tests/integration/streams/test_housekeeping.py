@@ -10,9 +10,9 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from devtools.settings import StackSettings
 from shared.keys import Keys
 from shared.lock import lock
-from shared.settings import Settings
 from shared.streams import (
     ConsumerConfig,
     Delivery,
@@ -21,6 +21,8 @@ from shared.streams import (
     StreamMetrics,
     stream_status,
 )
+from shared.streams.deadletter import letter_fields
+from shared.streams.housekeeping import count_by_group
 from tests.integration.streams.support import eventually, publish, user_event
 
 GROUP = "hk"
@@ -84,7 +86,7 @@ async def test_status_of_a_missing_stream_is_empty(redis: Redis, key_prefix: str
 
 
 async def test_an_unreachable_server_never_sends_an_entry_to_the_dlq(
-    redis: Redis, make_settings: Callable[..., Settings]
+    redis: Redis, make_settings: Callable[..., StackSettings]
 ) -> None:
     settings = make_settings(stream_block="50ms", stream_claim_idle="50ms")
     keys = Keys(settings.key_prefix)
@@ -116,3 +118,35 @@ async def test_an_unreachable_server_never_sends_an_entry_to_the_dlq(
     assert await redis.xlen(keys.dead_letters()) == 0
     summary = await redis.xpending(keys.user_events(), GROUP)
     assert summary["pending"] == 1
+
+
+async def _letters(redis: Redis, keys: Keys, group: str, count: int) -> None:
+    pipe = redis.pipeline(transaction=False)
+    for n in range(count):
+        fields: dict[Any, Any] = letter_fields(
+            {b"data": b"{}"}, error="e", reason="r", group=group, deliveries=1,
+            stream=keys.user_events(), entry_id=f"1-{n}", consumer="c",
+        )  # fmt: skip
+        pipe.xadd(keys.dead_letters(), fields)  # type: ignore[unused-awaitable]  # queued
+    await pipe.execute()
+
+
+async def test_housekeeping_reports_the_dead_letters_of_its_group_and_of_every_group(
+    redis: Redis, key_prefix: str
+) -> None:
+    keys = Keys(key_prefix)
+    await redis.xgroup_create(keys.user_events(), GROUP, id="0", mkstream=True)
+    await _letters(redis, keys, GROUP, 3)
+    await _letters(redis, keys, "other", 450)  # more than one chunk of the server-side count
+    await _letters(redis, keys, "*", 2)
+    metrics = StreamMetrics.create(CollectorRegistry())
+    await _housekeeper(redis, keys, "me", metrics).run_once()
+    assert metrics.dead_letters.labels(GROUP)._value.get() == 3
+    assert metrics.dead_letters.labels("*")._value.get() == 2
+
+    assert await count_by_group(redis, keys.dead_letters(), cap=10_000) == (
+        {GROUP: 3, "other": 450, "*": 2},
+        True,
+    )
+    partial, complete = await count_by_group(redis, keys.dead_letters(), cap=300)
+    assert (sum(partial.values()), complete) == (300, False)

@@ -10,9 +10,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from devtools.redis_server import RedisServer
+from devtools.settings import StackSettings
 from shared.connections import make_redis
 from shared.keys import Keys
-from shared.settings import Settings
 from shared.streams import ConsumerConfig, Delivery, StreamConsumer
 from tests.integration.streams.support import (
     UserEventModel,
@@ -28,7 +28,7 @@ from tests.integration.streams.support import (
 # exception at whatever await happens to run the collection.
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 async def test_consumer_resumes_after_the_server_is_killed_and_restarted(
-    make_settings: Callable[..., Settings], redis_server_factory: Callable[..., RedisServer]
+    make_settings: Callable[..., StackSettings], redis_server_factory: Callable[..., RedisServer]
 ) -> None:
     server = redis_server_factory()
     settings = make_settings(redis_url=server.url, stream_block="100ms", redis_max_retries=0)

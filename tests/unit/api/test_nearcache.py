@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
-from shared.nearcache import NearCache, purge_message, purged_keys
+from shared.nearcache import NearCache, PurgeNotice
 
 
 class Clock:
@@ -82,12 +84,17 @@ def test_size_zero_keeps_nothing() -> None:
     assert near.get("k") is None
 
 
-def test_purge_message_round_trip() -> None:
-    data = purge_message(["app:user:{x}"], 4, "e1")
-    assert purged_keys(data) == ["app:user:{x}"]
+def test_purge_notice_round_trip() -> None:
+    notice = PurgeNotice(keys=["app:user:{x}"], event_id=uuid.UUID(int=1), generation=4)
+    assert PurgeNotice.decode(notice.encode()) == notice
 
 
-@pytest.mark.parametrize("data", [b"[]", b'{"keys": "one"}', b'{"keys": [1]}', b"{}"])
+def test_a_notice_head_completed_by_a_script_is_the_encoded_notice() -> None:
+    notice = PurgeNotice(keys=["app:user:{x}"], event_id=uuid.UUID(int=1), generation=42)
+    assert PurgeNotice.head(notice.keys, uuid.UUID(int=1)) + b"42}" == notice.encode()
+
+
+@pytest.mark.parametrize("data", [b"[]", b'{"keys": "one"}', b'{"keys": [1]}', b"{}", b"x"])
 def test_malformed_purge_messages_are_refused(data: bytes) -> None:
-    with pytest.raises(ValueError, match="keys"):
-        purged_keys(data)
+    with pytest.raises(ValueError, match="validation error"):
+        PurgeNotice.decode(data)

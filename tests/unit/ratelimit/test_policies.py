@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from api.ratelimit import Policies
+from api.config import ApiSettings
+from api.ratelimit.policies import Policies
 from shared.limiter import Policy
 from shared.settings import RateAlgorithm, load_settings
 
 
 def test_policies_follow_the_settings() -> None:
     settings = load_settings(
+        ApiSettings,
         _env_file=None,
         rate_limit_default="10/second",
         rate_limit_auth="3/minute",
@@ -26,12 +28,12 @@ def test_policies_follow_the_settings() -> None:
 
 
 def test_defaults_are_the_designs() -> None:
-    policies = Policies.from_settings(load_settings(_env_file=None))
+    policies = Policies.from_settings(load_settings(ApiSettings, _env_file=None))
     assert (policies.default.limit, policies.default.period) == (100, 60.0)
     assert (policies.auth.limit, policies.auth.period) == (5, 60.0)
     assert (policies.user.limit, policies.user.period) == (60, 60.0)
     assert policies.default.algorithm is RateAlgorithm.SLIDING_WINDOW
-    assert policies.fail_closed == frozenset()
+    assert policies.fail_closed == frozenset({"auth"})  # sign-in never falls back to per-instance
 
 
 @pytest.mark.parametrize(("limit", "period"), [(0, 60.0), (5, 0.0)])

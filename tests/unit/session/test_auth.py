@@ -23,15 +23,16 @@ def client() -> httpx.AsyncClient:
 
 async def test_right_token_passes_anything_else_is_401() -> None:
     async with client() as http:
-        assert (
-            await http.get("/v1/sessions", headers={"Authorization": "Bearer s3cret"})
-        ).text == "ok"
+        # RFC 7235: the scheme is case-insensitive; the token is not.
+        for scheme in ("Bearer", "bearer", "BEARER"):
+            ok = await http.get("/v1/sessions", headers={"Authorization": f"{scheme} s3cret"})
+            assert ok.text == "ok", scheme
         for value in (
             None,
             "",
             "Bearer",
             "Bearer s3cre",
-            "bearer s3cret",
+            "Bearer S3CRET",
             "Basic s3cret",
             "s3cret",
         ):

@@ -8,8 +8,10 @@ import re
 import orjson
 import pytest
 
-from session_service.config import Timeouts
-from session_service.domain import SessionRecord, hash_session_id, new_session_id, well_formed
+from session_service.config import SessionSettings, Timeouts
+from session_service.domain import SessionRecord
+from shared.sessionids import new_session_id, well_formed
+from shared.sessionids import session_hash as hash_session_id
 from shared.settings import load_settings
 
 
@@ -46,7 +48,19 @@ def test_record_keeps_an_empty_data_object_an_object() -> None:
 
 
 def test_timeouts_in_ms_and_idle_never_longer_than_absolute() -> None:
-    settings = load_settings(_env_file=None, session_idle_ttl="24h", session_absolute_ttl="7d")
+    settings = load_settings(
+        SessionSettings,
+        _env_file=None,
+        app_env="test",
+        session_idle_ttl="24h",
+        session_absolute_ttl="7d",
+    )
     assert Timeouts.of(settings) == Timeouts(idle_ms=86_400_000, absolute_ms=604_800_000)
-    clamped = load_settings(_env_file=None, session_idle_ttl="2h", session_absolute_ttl="1h")
+    clamped = load_settings(
+        SessionSettings,
+        _env_file=None,
+        app_env="test",
+        session_idle_ttl="2h",
+        session_absolute_ttl="1h",
+    )
     assert Timeouts.of(clamped) == Timeouts(idle_ms=3_600_000, absolute_ms=3_600_000)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import orjson
 
-from invalidator.contract import InvalidationNotice
 from invalidator.purge import _notice_head
 from scripts.export_docs import render_asyncapi
 from shared.events import UserCreated, UserCreatedPayload, UserDeleted, UserDeletedPayload
+from shared.nearcache import PurgeNotice
 from shared.streams import Delivery
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -31,7 +31,7 @@ def test_the_notice_the_script_completes_is_the_documented_json() -> None:
     for event, keys in ((deleted, purged[uid]), (created, [])):
         notice = orjson.loads(_notice_head(_delivery(event), purged) + b"42}")
         assert notice == {"keys": keys, "generation": 42, "event_id": str(event.id)}
-        InvalidationNotice.model_validate(notice)
+        PurgeNotice.model_validate(notice)
 
 
 def test_the_committed_asyncapi_document_is_current() -> None:
@@ -47,4 +47,4 @@ def test_the_document_describes_the_stream_group_and_the_channel() -> None:
         b for b in bindings if b["method"] == "xreadgroup"
     ).items()
     schemas = document["components"]["schemas"]
-    assert {"UserUpdated", "UserDeleted", "InvalidationNotice"} <= set(schemas)
+    assert {"UserUpdated", "UserDeleted", "PurgeNotice"} <= set(schemas)

@@ -1,9 +1,9 @@
 """FastAPI dependencies as `Annotated` aliases, so routes read `users: Users`.
 
-The app's one `Resources` object is attached by `create_app` (`attach_resources`) and read
-back here, typed. Not `dependency_overrides`: FastAPI re-inspects an override's signature on
-every request, which cost more than the cache hit it serves. Dependencies are `async def`
-because FastAPI runs a plain `def` dependency in a worker thread.
+Everything comes from the one `ApiState` the lifespan yields (`api.state`), which Starlette
+hands to every request as lifespan state. Not `dependency_overrides`: FastAPI re-inspects an
+override's signature on every request, which cost more than the cache hit it serves.
+Dependencies are `async def` because FastAPI runs a plain `def` dependency in a thread.
 """
 
 from __future__ import annotations
@@ -11,35 +11,34 @@ from __future__ import annotations
 from typing import Annotated, Final
 from uuid import UUID
 
-from fastapi import Depends, FastAPI, Path, Request
+from fastapi import Depends, Path, Request
+from starlette.types import Scope
 
-from api.resources import Resources
-from api.service import UserService
+from api.state import ApiState
+from api.usecases import UserService
 
-_ATTRIBUTE: Final = "resources"
-
-
-def attach_resources(app: FastAPI, resources: Resources) -> None:
-    setattr(app.state, _ATTRIBUTE, resources)
+# The lifespan state's key: `request.state.api`, `scope["state"]["api"]`.
+STATE_KEY: Final = "api"
 
 
-def resources_of(app: FastAPI) -> Resources:
-    resources = getattr(app.state, _ATTRIBUTE, None)
-    if not isinstance(resources, Resources):
-        raise TypeError("create_app() did not attach the api resources")
-    return resources
+def api_state(scope: Scope) -> ApiState:
+    """The request's `ApiState` (for pure ASGI middleware, which has only the scope)."""
+    state = scope.get("state", {}).get(STATE_KEY)
+    if not isinstance(state, ApiState):
+        raise TypeError("the api's lifespan has not started: no ApiState in the scope")
+    return state
 
 
-async def get_resources(request: Request) -> Resources:
-    return resources_of(request.app)
+async def get_state(request: Request) -> ApiState:
+    return api_state(request.scope)
 
 
-ApiResources = Annotated[Resources, Depends(get_resources)]
+State = Annotated[ApiState, Depends(get_state)]
 
 
-async def get_user_service(request: Request) -> UserService:
-    return resources_of(request.app).user_service
+async def get_users(request: Request) -> UserService:
+    return api_state(request.scope).users
 
 
-Users = Annotated[UserService, Depends(get_user_service)]
+Users = Annotated[UserService, Depends(get_users)]
 UserIdPath = Annotated[UUID, Path(description="the user's id (a UUID)")]

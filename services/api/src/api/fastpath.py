@@ -21,17 +21,16 @@ The body and headers are those of the routed HIT response (routes/users.py `_cac
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Final
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.deps import api_state
 from shared.errors import InvalidIdentifierError
-from shared.keys import Keys, user_id
-from shared.nearcache import NearCache
+from shared.keys import user_id
 
 PREFIX: Final = "/v1/users/"
 ROUTE_PATH: Final = "/v1/users/{user_id}"
@@ -41,12 +40,8 @@ _ID_LENGTH: Final = 36  # the canonical hyphenated UUID; the 32-hex spelling goe
 class UserFastPath:
     """Answers `GET /v1/users/<canonical uuid>` from the near cache; otherwise the app."""
 
-    def __init__(
-        self, app: ASGIApp, near: Callable[[], NearCache], keys: Keys, route: BaseRoute
-    ) -> None:
+    def __init__(self, app: ASGIApp, route: BaseRoute) -> None:
         self.app = app
-        self.near = near
-        self.keys = keys
         self.route = route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -79,8 +74,9 @@ class UserFastPath:
                 return None
         except InvalidIdentifierError:
             return None
-        near = self.near()
-        data = near.peek(self.keys.user(text)) if near.enabled else None
+        state = api_state(scope)
+        near = state.near
+        data = near.peek(state.keys.user(text)) if near.enabled else None
         if data is None or data == b"null":
             return None  # the router's lookup counts the miss (or answers 404)
         near.metrics.hit.inc()
@@ -97,11 +93,3 @@ def user_route(router: APIRouter) -> BaseRoute:
         ):
             return route
     raise LookupError(f"no GET {ROUTE_PATH} route to stand in for")
-
-
-def install_user_fast_path(
-    app: FastAPI, router: APIRouter, near: Callable[[], NearCache], keys: Keys
-) -> None:
-    """Add the fast path for `router`'s user read; call it before the rate limiter so the
-    limiter wraps it."""
-    app.add_middleware(UserFastPath, near=near, keys=keys, route=user_route(router))

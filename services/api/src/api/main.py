@@ -1,25 +1,35 @@
 """The composition root: `create_app(settings)` builds the api; its lifespan connects.
 
 Run with `uvicorn api.main:create_app --factory`. Features plug in with one line each:
-a router in `_routers()`, a middleware in `_middleware()`.
+a router in `_routers()`, a middleware in `_middleware()`. The connected half (clients,
+use cases, background tasks) is `api.state.open_state`, run by the lifespan.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import APIRouter, FastAPI
 
-from api.config import SERVICE_NAME, get_settings
-from api.deps import attach_resources
+from api.config import SERVICE_NAME, ApiSettings, load
+from api.deps import STATE_KEY
 from api.errors import install_domain_errors
-from api.fastpath import install_user_fast_path
+from api.fastpath import UserFastPath, user_route
+from api.metrics import ApiMetrics
 from api.middleware import HttpMetricsMiddleware
-from api.ratelimit import install_rate_limiting
-from api.resources import Resources
+from api.ratelimit.middleware import RateLimitMiddleware
+from api.ratelimit.policies import Policies
 from api.routes import auth, health, users
-from shared.http import JsonResponse, RequestIdMiddleware, install_error_handlers
+from api.state import ApiState, open_state
+from shared.http import (
+    BodyLimitMiddleware,
+    JsonResponse,
+    RequestIdMiddleware,
+    install_error_handlers,
+)
 from shared.logs import setup_logging
 from shared.metrics import mount_metrics
-from shared.settings import Settings
 
 
 def _routers() -> list[APIRouter]:
@@ -31,33 +41,42 @@ def _routers() -> list[APIRouter]:
     ]
 
 
-def _middleware(app: FastAPI, settings: Settings, resources: Resources) -> None:
+def _middleware(app: FastAPI, settings: ApiSettings, metrics: ApiMetrics) -> None:
     """Every middleware. Starlette runs the last added first: the request id is outermost."""
     if settings.near_cache_size > 0:
         # Innermost, before the router: near-cache hits skip routing, never the limiter.
-        install_user_fast_path(app, users.router, lambda: resources.opened.near, resources.keys)
-    # Innermost: its 429s are still counted and timed by the metrics middleware.
-    install_rate_limiting(app, settings, lambda: resources.opened.redis, resources.metrics.registry)
-    app.add_middleware(HttpMetricsMiddleware, metrics=resources.metrics)
+        app.add_middleware(UserFastPath, route=user_route(users.router))
+    if settings.rate_limit_enabled:
+        # Inside the metrics: its 429s are still counted and timed.
+        policies = Policies.from_settings(settings)
+        app.add_middleware(RateLimitMiddleware, policies=policies, trusted=settings.trusted_proxies)
+    # Outside the limiter: a declared oversize body costs no Redis call to refuse.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or load()
     setup_logging(SERVICE_NAME, settings.log_level, settings.log_format)
-    resources = Resources(settings)
+    metrics = ApiMetrics()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, ApiState]]:
+        async with open_state(settings, metrics) as state:
+            yield {STATE_KEY: state}
+
     app = FastAPI(
         title="api",
         version="1.0.0",
         description="Users on SQL, read through Redis with leases; events via an outbox.",
-        lifespan=resources.lifespan,
+        lifespan=lifespan,
         default_response_class=JsonResponse,
     )
-    attach_resources(app, resources)
     install_error_handlers(app)
     install_domain_errors(app)
     for router in _routers():
         app.include_router(router)
-    mount_metrics(app, resources.metrics.registry)
-    _middleware(app, settings, resources)
+    mount_metrics(app, metrics.registry)
+    _middleware(app, settings, metrics)
     return app

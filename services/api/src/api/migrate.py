@@ -6,14 +6,12 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 
-from api.config import SERVICE_NAME, get_settings
-from shared.errors import SettingsError
+from api.config import SERVICE_NAME, load
 from shared.logs import setup_logging
 from shared.settings import redact_url
 
@@ -43,11 +41,7 @@ def _ensure_sqlite_directory(url: str) -> None:
 
 
 def main() -> int:
-    try:
-        settings = get_settings()
-    except SettingsError as exc:
-        sys.stderr.write(f"{exc}\n")
-        return 2
+    settings = load()  # a bad setting: one line and exit 2
     setup_logging(SERVICE_NAME, settings.log_level, settings.log_format)
     upgrade(settings.database_url)
     logger.info("database at %s is at the newest revision", redact_url(settings.database_url))

@@ -17,11 +17,11 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.adapters.repository import UserRepository
-from api.service import UserService
+from api.config import ApiSettings
+from api.usecases import UserService
 from shared.errors import LockError
 from shared.keys import Keys
 from shared.lock import lock
-from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -30,15 +30,15 @@ LOCK_RESOURCE: Final = "cache-warmup"
 _LOCK_TTL: Final = 30.0
 
 
-async def hot_ids(settings: Settings, service: UserService) -> list[uuid.UUID]:
+async def hot_ids(settings: ApiSettings, service: UserService) -> list[uuid.UUID]:
     ids = [uuid.UUID(item) for item in settings.cache_warmup_ids]
     if settings.cache_warmup_recent:
-        async with service.sessions() as session:
+        async with service.db() as session:
             ids += await UserRepository(session).recent_ids(settings.cache_warmup_recent)
     return list(dict.fromkeys(ids))
 
 
-async def warm(settings: Settings, service: UserService) -> int:
+async def warm(settings: ApiSettings, service: UserService) -> int:
     """Load every hot user through the cache; the number loaded."""
     ids = await hot_ids(settings, service)
     for user_id in ids:
@@ -46,7 +46,7 @@ async def warm(settings: Settings, service: UserService) -> int:
     return len(ids)
 
 
-async def warm_up(settings: Settings, keys: Keys, redis: Redis, service: UserService) -> None:
+async def warm_up(settings: ApiSettings, keys: Keys, redis: Redis, service: UserService) -> None:
     try:
         async with lock(redis, keys, LOCK_RESOURCE, ttl=_LOCK_TTL, timeout=0.0):
             count = await warm(settings, service)

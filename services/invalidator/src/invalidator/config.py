@@ -1,10 +1,13 @@
-"""The invalidator's names: its service name in logs and its consumer group."""
+"""The invalidator's settings and names: its service name in logs and its consumer group."""
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
+
+from pydantic import Field
 
 from shared.keys import INVALIDATOR_GROUP
+from shared.settings import StreamSettings, settings_or_exit
 
 SERVICE: Final = "invalidator"
 GROUP: Final = INVALIDATOR_GROUP
@@ -12,3 +15,12 @@ GROUP: Final = INVALIDATOR_GROUP
 # generation (a created user changes every list page, but has no cached value yet).
 PURGED_TYPES: Final = frozenset({"user.updated", "user.deleted", "user.password_changed"})
 USER_TYPES: Final = PURGED_TYPES | {"user.created"}
+
+
+class InvalidatorSettings(StreamSettings):
+    invalidator_port: int = Field(8002, ge=1, le=65535)
+
+
+def load(**overrides: Any) -> InvalidatorSettings:
+    """The environment's settings, or one line naming the bad variable and exit code 2."""
+    return settings_or_exit(InvalidatorSettings, **overrides)

@@ -2,7 +2,7 @@
 
 Why the declarations live on a broker of their own that is never started: FastStream drives
 a subscriber with its per-message machinery (a handler call per entry drains ≈ 0.03× of a
-raw XREADGROUP loop, `batch=True` ≈ 0.5×, shared/NOTES.md), with no retry and no dead
+raw XREADGROUP loop, `batch=True` ≈ 0.5×: docs/decisions/0015-*.md), with no retry and no dead
 letters. The consuming loop is the stream toolkit's (`shared.streams`): batches, one purge
 pipeline per batch, ack after the effect, XAUTOCLAIM, DLQ. FastStream stays what it is good
 at here: the app shell (ASGI lifespan, routes) and this document, generated from the same
@@ -11,29 +11,18 @@ pydantic models the toolkit validates entries against — so the document cannot
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
 from faststream.redis import RedisBroker, StreamSub
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from invalidator.config import GROUP
+from invalidator.config import GROUP, InvalidatorSettings
 from shared.events import Event
 from shared.keys import Keys
-from shared.settings import Settings
+from shared.nearcache import PurgeNotice
 
 
-class InvalidationNotice(BaseModel):
-    """What one purge announces on `app:cache:invalidated` (plain JSON, no FastStream framing)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    keys: list[str] = Field(description="keys deleted (the user's value and lease); [] on create")
-    generation: int = Field(description="the user list generation after the purge")
-    event_id: uuid.UUID = Field(description="id of the event that caused the purge")
-
-
-def contract_broker(settings: Settings) -> RedisBroker:
+def contract_broker(settings: InvalidatorSettings) -> RedisBroker:
     """A broker carrying only declarations (never connected): the source of the document."""
     keys = Keys(settings.key_prefix)
     broker = RedisBroker(
@@ -65,6 +54,6 @@ def contract_broker(settings: Settings) -> RedisBroker:
         channel=keys.cache_invalidated(),
         title="cache invalidated",
         description="One message per purge; pub/sub, so it may be lost (near caches use a TTL)",
-        schema=InvalidationNotice,
+        schema=PurgeNotice,
     )
     return broker

@@ -4,7 +4,7 @@ Run: `uvicorn invalidator.main:create_app --factory --port $INVALIDATOR_PORT` (w
 `make run` does) or `faststream run invalidator.main:create_app --factory`.
 
 Why FastStream is the shell and not the consuming loop: see `invalidator.contract`. In
-short, the issue wants ≥ 0.8× of a raw XREADGROUP drain plus retry and dead letters;
+short, we want ≥ 0.8× of a raw XREADGROUP drain plus retry and dead letters;
 FastStream's subscriber gives ≈ 0.5× in batch mode and neither of the other two. The app
 still is a FastStream app: FastStream runs the ASGI lifespan (our consumer lives in it),
 serves `/health`, `/metrics` and the AsyncAPI document at `/asyncapi`, and generates that
@@ -25,7 +25,7 @@ from faststream.redis import RedisBroker
 from faststream.specification import AsyncAPI
 from redis.asyncio import Redis
 
-from invalidator.config import GROUP, SERVICE
+from invalidator.config import GROUP, SERVICE, InvalidatorSettings, load
 from invalidator.contract import contract_broker
 from invalidator.metrics import InvalidatorMetrics
 from invalidator.purge import Purger
@@ -34,13 +34,12 @@ from shared.connections import make_redis
 from shared.keys import Keys
 from shared.logs import setup_logging
 from shared.metrics import make_registry
-from shared.settings import Settings, settings_or_exit
 from shared.streams import StreamConsumer, build_consumer, build_housekeeper
 
 logger = logging.getLogger(__name__)
 
 
-def specification(settings: Settings) -> AsyncAPI:
+def specification(settings: InvalidatorSettings) -> AsyncAPI:
     return AsyncAPI(
         contract_broker(settings),
         title="invalidator",
@@ -49,8 +48,8 @@ def specification(settings: Settings) -> AsyncAPI:
     )
 
 
-def create_app(settings: Settings | None = None) -> AsgiFastStream:
-    settings = settings or settings_or_exit()
+def create_app(settings: InvalidatorSettings | None = None) -> AsgiFastStream:
+    settings = settings or load()
     setup_logging(SERVICE, settings.log_level, settings.log_format)
     registry = make_registry()
     metrics = InvalidatorMetrics.create(registry)
@@ -77,7 +76,7 @@ def create_app(settings: Settings | None = None) -> AsgiFastStream:
 
 @asynccontextmanager
 async def _consuming(
-    settings: Settings, metrics: InvalidatorMetrics, runtime: Runtime
+    settings: InvalidatorSettings, metrics: InvalidatorMetrics, runtime: Runtime
 ) -> AsyncIterator[None]:
     """Clients, the group (at id 0, before anything reads), the consumer and housekeeping."""
     keys = Keys(settings.key_prefix)
@@ -118,7 +117,7 @@ async def _shut_down(
         task.cancel()
 
 
-def _client(stack: AsyncExitStack, url: str, settings: Settings) -> Redis:
+def _client(stack: AsyncExitStack, url: str, settings: InvalidatorSettings) -> Redis:
     client = make_redis(url, settings)
     stack.push_async_callback(client.aclose)
     return client

@@ -6,8 +6,8 @@ Per batch, one pipeline on the cache Redis (one round trip):
    change: one command on one hash tag, so value and lease go together and a reader holding
    a lease from before the write can never store the old row back;
 2. one small script: `INCR` the list generation once for the whole batch (one bump
-   invalidates every cached page for every event in it) and `PUBLISH` one notice per event,
-   `{"keys": [...], "generation": <int>, "event_id": "<uuid>"}`, on `app:cache:invalidated`.
+   invalidates every cached page for every event in it) and `PUBLISH` one notice per event
+   (`shared.nearcache.PurgeNotice`) on `app:cache:invalidated`.
    The script touches one key (the generation), so it is Redis Cluster safe; it runs after
    the DELs, so a notice never arrives before its purge is done. Publishing from the script
    instead of a PUBLISH per event from the client halved the drain time (bench/).
@@ -25,12 +25,12 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-import orjson
 from redis.asyncio import Redis
 
 from invalidator.config import PURGED_TYPES, USER_TYPES
 from invalidator.metrics import InvalidatorMetrics
 from shared.keys import Keys
+from shared.nearcache import PurgeNotice
 from shared.streams import Delivery
 
 # KEYS[1] the list generation; ARGV[1] the channel, ARGV[2..] notice heads (JSON missing the
@@ -87,10 +87,9 @@ class Purger:
 
 
 def _notice_head(delivery: Delivery, purged: dict[uuid.UUID, list[str]]) -> bytes:
-    """The notice JSON without its closing `generation` value, which the script appends."""
+    """The notice JSON without its `generation` value, which the script appends."""
     keys = purged.get(delivery.event.payload.user_id, []) if _purges(delivery) else []
-    body = orjson.dumps({"keys": keys, "event_id": str(delivery.event.id)})
-    return body[:-1] + b',"generation":'
+    return PurgeNotice.head(keys, delivery.event.id)
 
 
 def _purges(delivery: Delivery) -> bool:

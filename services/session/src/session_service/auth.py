@@ -1,7 +1,8 @@
 """Service-to-service authentication: `Authorization: Bearer $SERVICE_TOKEN`.
 
 Pure ASGI, so it guards every path (docs and metrics too) except `/health`, which
-orchestrators probe without credentials. The compare is constant-time.
+orchestrators probe without credentials. The scheme is matched case-insensitively (RFC 7235:
+`bearer`, `BEARER` are the same scheme); the token is compared in constant time.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ OPEN_PATHS: Final = frozenset({"/health"})
 class ServiceTokenMiddleware:
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
-        self._expected = f"Bearer {token}".encode()
+        self._expected = token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS or self._allowed(scope):
@@ -38,6 +39,8 @@ class ServiceTokenMiddleware:
         presented = b""
         for name, value in scope["headers"]:
             if name == b"authorization":
-                presented = value
+                scheme, _, credentials = value.strip().partition(b" ")
+                if scheme.lower() == b"bearer":
+                    presented = credentials.strip()
                 break
         return hmac.compare_digest(presented, self._expected)

@@ -1,13 +1,43 @@
-"""The session service's view of the shared `Settings`."""
+"""The session service's settings: `StreamSettings` (it consumes group `session`) plus
+session lifetimes and the service token."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Annotated, Any, Final
 
-from shared.settings import Settings
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
+
+from shared.settings import Duration, StreamSettings, settings_or_exit
 
 SERVICE: Final = "session"
+# 32 characters of a random token are far beyond guessing over HTTP.
+MIN_TOKEN_LENGTH: Final = 32
+
+
+class SessionSettings(StreamSettings):
+    session_idle_ttl: Annotated[Duration, Field(gt=0)] = 86400.0
+    session_absolute_ttl: Annotated[Duration, Field(gt=0)] = 604800.0
+    session_max_per_user: int = Field(10, ge=1)
+    service_token: SecretStr = SecretStr("")
+    session_port: int = Field(8001, ge=1, le=65535)
+
+    @field_validator("service_token")
+    @classmethod
+    def _token_in_production(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        # Without a token anyone who can reach the port mints sessions for any user.
+        if info.data.get("app_env") == "production" and (
+            len(value.get_secret_value()) < MIN_TOKEN_LENGTH
+        ):
+            raise ValueError(
+                f"APP_ENV=production needs a token of at least {MIN_TOKEN_LENGTH} characters"
+            )
+        return value
+
+
+def load(**overrides: Any) -> SessionSettings:
+    """The environment's settings, or one line naming the bad variable and exit code 2."""
+    return settings_or_exit(SessionSettings, **overrides)
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,7 +48,7 @@ class Timeouts:
     absolute_ms: int
 
     @classmethod
-    def of(cls, settings: Settings) -> Timeouts:
+    def of(cls, settings: SessionSettings) -> Timeouts:
         idle = max(1, round(settings.session_idle_ttl * 1000))
         absolute = max(1, round(settings.session_absolute_ttl * 1000))
         # An idle timeout longer than the absolute one would never apply: clamp it.

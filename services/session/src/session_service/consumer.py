@@ -22,11 +22,11 @@ from uuid import UUID
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from session_service.config import SessionSettings
 from session_service.errors import SessionStoreUnavailable
 from session_service.usecases import Sessions
 from shared.events import UserDeleted, UserPasswordChanged
 from shared.keys import SESSION_GROUP
-from shared.settings import Settings
 from shared.streams import (
     Delivery,
     StreamConsumer,
@@ -115,7 +115,7 @@ def _log_crash(task: asyncio.Task[None]) -> None:
 def start_consumer(
     stack: AsyncExitStack,
     redis: Redis,
-    settings: Settings,
+    settings: SessionSettings,
     sessions: Sessions,
     registry: CollectorRegistry,
 ) -> None:

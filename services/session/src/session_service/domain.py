@@ -1,37 +1,14 @@
-"""Session ids and records: the pure part of the service (no I/O).
-
-An id is 256 bits from `secrets`, shown to the client once. Redis only ever sees its
-SHA-256 hex digest, so a dump of Redis yields no id that would pass a lookup.
-"""
+"""Session records: the pure part of the service (no I/O). Ids: `shared.sessionids`."""
 
 from __future__ import annotations
 
-import hashlib
-import re
-import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
 
-ID_BYTES: Final = 32  # 256 bits: OWASP asks for at least 64 bits of entropy
-# token_urlsafe(32) gives 43 characters; accept a little more so a longer id could come later.
-_ID_SHAPE: Final = re.compile(r"^[A-Za-z0-9_-]{43,128}$")
-HASH_PREFIX_LEN: Final = 16
-
-
-def new_session_id() -> str:
-    return secrets.token_urlsafe(ID_BYTES)
-
-
-def hash_session_id(session_id: str) -> str:
-    return hashlib.sha256(session_id.encode()).hexdigest()
-
-
-def well_formed(session_id: str) -> bool:
-    """Whether an id could be one of ours; anything else is answered 404 without a lookup."""
-    return _ID_SHAPE.match(session_id) is not None
+HASH_PREFIX_LEN: Final = 16  # what a listing shows of a session's hash
 
 
 def from_ms(ms: float) -> datetime:

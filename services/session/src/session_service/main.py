@@ -15,23 +15,27 @@ from redis.asyncio import Redis
 from session_service.adapters.events import StreamPublisher
 from session_service.adapters.store import RedisSessionStore
 from session_service.auth import ServiceTokenMiddleware
-from session_service.config import SERVICE, Timeouts
+from session_service.config import SERVICE, SessionSettings, Timeouts, load
 from session_service.consumer import STOP_TIMEOUT, start_consumer
 from session_service.errors import install_session_errors
 from session_service.metrics import SessionMetrics, sample_active
 from session_service.routes import router
 from session_service.usecases import Sessions
 from shared.connections import describe_target, make_redis, redis_health
-from shared.http import JsonResponse, RequestIdMiddleware, install_error_handlers
+from shared.http import (
+    BodyLimitMiddleware,
+    JsonResponse,
+    RequestIdMiddleware,
+    install_error_handlers,
+)
 from shared.keys import Keys
 from shared.logs import setup_logging
 from shared.metrics import make_registry, mount_metrics
-from shared.settings import Settings, settings_or_exit
 
 logger = logging.getLogger(__name__)
 
 
-def build_sessions(redis: Redis, settings: Settings, metrics: SessionMetrics) -> Sessions:
+def build_sessions(redis: Redis, settings: SessionSettings, metrics: SessionMetrics) -> Sessions:
     keys = Keys(settings.key_prefix)
     timeouts = Timeouts.of(settings)
     store = RedisSessionStore(
@@ -52,7 +56,9 @@ async def _stop(task: asyncio.Task[None], stop: asyncio.Event) -> None:
         logger.warning("active-session sampler did not stop in time; abandoned")
 
 
-def _lifespan(settings: Settings, metrics: SessionMetrics, registry: CollectorRegistry) -> Any:
+def _lifespan(
+    settings: SessionSettings, metrics: SessionMetrics, registry: CollectorRegistry
+) -> Any:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with AsyncExitStack() as stack:
@@ -98,8 +104,8 @@ def _document_token(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to customise
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or settings_or_exit()
+def create_app(settings: SessionSettings | None = None) -> FastAPI:
+    settings = settings or load()
     setup_logging(SERVICE, settings.log_level, settings.log_format)
     registry = make_registry()
     metrics = SessionMetrics(registry)
@@ -115,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_api_route("/health", health, methods=["GET"], tags=["ops"])
     mount_metrics(app, registry)
     _document_token(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     token = settings.service_token.get_secret_value()
     if token:
         app.add_middleware(ServiceTokenMiddleware, token=token)

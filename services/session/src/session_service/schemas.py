@@ -1,4 +1,4 @@
-"""Request and response bodies of the session HTTP API (DESIGN.md, session table)."""
+"""Request and response bodies of the session HTTP API (docs/architecture.md#http)."""
 
 from __future__ import annotations
 

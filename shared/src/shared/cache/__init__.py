@@ -1,6 +1,6 @@
 """The generic cache: `Cache` (get/set/delete/exists/get_or_set with leases) and its metrics.
 
-See `shared.cache.client` for the lease protocol (DESIGN "Mechanisms").
+See `shared.cache.client` for the lease protocol (docs/decisions/0016-leases.md).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """A generic cache-aside client over Redis: JSON values, mandatory TTLs, leases, metrics.
 
-Leases are the stale-set and thundering-herd cures of memcache at Facebook (DESIGN
-"Mechanisms"): on a miss the reader takes `lease_key` with `SET NX PX`, loads, and stores with
-one script that writes only while its lease token still stands. An invalidation deletes the
-value and the lease in one `DEL` (both keys share a hash tag), so a reader that loaded before a
-write can never put the old value back. A reader that meets someone else's lease polls for the
-value a bounded few milliseconds, then loads without storing.
+Leases are the stale-set and thundering-herd cures of memcache at Facebook
+(docs/decisions/0016-leases.md): on a miss the reader takes `lease_key` with `SET NX PX`, loads,
+and stores with one script that writes only while its lease token still stands. An invalidation
+deletes the value and the lease in one `DEL` (both keys share a hash tag), so a reader that
+loaded before a write can never put the old value back. A reader that meets someone else's lease
+polls for the value a bounded few milliseconds, then loads without storing.
 
 Reads (`GET`) go through the client's auto-pipeline (`shared.autopipeline`): the GETs of
 concurrent requests — and their rate-limit checks, on the same client — share one round trip.
@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -28,11 +29,11 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared.autopipeline import auto_pipeline
-from shared.breaker import CircuitBreaker, State
+from shared.breaker import CircuitBreaker
 from shared.cache.metrics import CacheMetrics
 from shared.connections import UNAVAILABLE_ERRORS
 from shared.errors import CacheError, CircuitOpenError, ValueTooLargeError
-from shared.nearcache import purge_message
+from shared.nearcache import PurgeNotice
 
 # KEYS[1] value, KEYS[2] lease; ARGV token, value, ttl in ms. Writes only under our own lease.
 # The lease is left to expire, not deleted: a reader whose GET missed just before this store
@@ -93,18 +94,15 @@ class Cache:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    async def _call(self, op: str, command: Awaitable[Any]) -> Any:
-        """Run one Redis command through the breaker, counting errors and latency."""
+    async def _call(
+        self, op: str, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
+    ) -> Any:
+        """`fn(*args, **kwargs)`, one Redis command, through the breaker, counting errors
+        and latency."""
         started = time.perf_counter()
-        breaker = self.breaker
         try:
-            if breaker.state is State.CLOSED:
-                # Fast path (no trial slot to manage while closed): the hot path of every hit.
-                result = await _counted(breaker, command)
-            else:
-                result = await breaker.call(lambda: command)
+            result = await self.breaker.call(fn, *args, **kwargs)
         except CircuitOpenError:
-            _close(command)
             self.metrics.count(op, "short_circuit")
             raise CacheUnavailableError(f"cache breaker open; {op} not attempted") from None
         except UNAVAILABLE_ERRORS as exc:
@@ -127,7 +125,7 @@ class Cache:
 
     async def get_bytes(self, key: str) -> bytes | None:
         """The stored bytes, or None on a miss. Counted as a hit or a miss."""
-        data: bytes | None = await self._call("get", self._pipeline.execute("GET", key))
+        data: bytes | None = await self._call("get", self._pipeline.execute, "GET", key)
         self.metrics.count("get", "miss" if data is None else "hit")
         return data
 
@@ -140,14 +138,14 @@ class Cache:
         await self.set_bytes(key, self._encode(key, value), ttl)
 
     async def set_bytes(self, key: str, data: bytes, ttl: float) -> None:
-        await self._call("set", self.redis.set(key, data, px=_ms(ttl)))
+        await self._call("set", self.redis.set, key, data, px=_ms(ttl))
 
     async def delete(self, *keys: str) -> int:
         """Delete keys in one atomic `DEL` (a value and its lease go together)."""
-        return int(await self._call("delete", self.redis.delete(*keys)))
+        return int(await self._call("delete", self.redis.delete, *keys))
 
     async def exists(self, key: str) -> bool:
-        return bool(await self._call("exists", self.redis.exists(key)))
+        return bool(await self._call("exists", self.redis.exists, key))
 
     async def invalidate(
         self,
@@ -155,9 +153,10 @@ class Cache:
         *,
         generation_key: str | None = None,
         channel: str | None = None,
-        event_id: str | None = None,
+        event_id: uuid.UUID | None = None,
     ) -> int | None:
-        """One round trip: `DEL keys` (atomic), `INCR generation_key`, `PUBLISH` the purge.
+        """`DEL keys` (atomic), `INCR generation_key`, then `PUBLISH` the purge: two round
+        trips, because the notice carries the generation the `INCR` returns.
 
         Returns the new generation (None when none was bumped).
         """
@@ -167,11 +166,11 @@ class Cache:
             _ = pipe.delete(*keys)
         if generation_key is not None:
             _ = pipe.incr(generation_key)
-        results: list[Any] = await self._call("invalidate", pipe.execute())
+        results: list[Any] = await self._call("invalidate", pipe.execute)
         generation = int(results[-1]) if generation_key is not None else None
         if channel is not None:
-            message = purge_message(keys, generation, event_id)
-            await self._call("publish", self.redis.publish(channel, message))
+            notice = PurgeNotice(keys=keys, event_id=event_id, generation=generation)
+            await self._call("publish", self.redis.publish, channel, notice.encode())
         return generation
 
     # -- leases -----------------------------------------------------------------------------
@@ -179,20 +178,20 @@ class Cache:
     async def acquire_lease(self, lease_key: str, ttl: float) -> str | None:
         """A new lease token, or None when another reader holds the lease."""
         token = secrets.token_hex(16)
-        taken = await self._call("lease", self.redis.set(lease_key, token, nx=True, px=_ms(ttl)))
+        taken = await self._call("lease", self.redis.set, lease_key, token, nx=True, px=_ms(ttl))
         return token if taken else None
 
     async def store_leased(
         self, key: str, lease_key: str, token: str, data: bytes, ttl: float
     ) -> bool:
         """Store only while `token` still holds the lease; False when an invalidation won."""
-        command = self._store(keys=[key, lease_key], args=[token, data, _ms(ttl)])
-        stored = bool(await self._call("store", command))
+        args = [token, data, _ms(ttl)]
+        stored = bool(await self._call("store", self._store, keys=[key, lease_key], args=args))
         self.metrics.count("store", "stored" if stored else "refused")
         return stored
 
     async def release_lease(self, lease_key: str, token: str) -> None:
-        await self._call("release", self._release(keys=[lease_key], args=[token]))
+        await self._call("release", self._release, keys=[lease_key], args=[token])
 
     async def wait_for(self, key: str, wait: float) -> bytes | None:
         """Poll for a value another reader is loading, for at most `wait` seconds."""
@@ -200,7 +199,7 @@ class Cache:
         delay = _FIRST_POLL
         while time.monotonic() < deadline:
             await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            data: bytes | None = await self._call("get", self._pipeline.execute("GET", key))
+            data: bytes | None = await self._call("get", self._pipeline.execute, "GET", key)
             if data is not None:
                 return data
             delay = min(delay * 2, _MAX_POLL)
@@ -267,16 +266,6 @@ class Cache:
             return
 
 
-async def _counted(breaker: CircuitBreaker, command: Awaitable[Any]) -> Any:
-    try:
-        result = await command
-    except breaker.failures:
-        breaker.record_failure()
-        raise
-    breaker.record_success()
-    return result
-
-
 def _encode_optional(value: Any) -> bytes | None:
     return None if value is None else encode(value)
 
@@ -285,10 +274,3 @@ def _ms(seconds: float) -> int:
     if seconds <= 0:
         raise ValueError("a cache TTL must be positive")
     return max(1, round(seconds * 1000))
-
-
-def _close(command: Awaitable[Any]) -> None:
-    # The command coroutine was built but will not run: close it to avoid a "never awaited".
-    close = getattr(command, "close", None)
-    if close is not None:
-        close()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 from importlib.resources import files
-from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
@@ -63,6 +62,15 @@ class RateLimiter:
         # Per policy: the EVALSHA prefix and its limit and period, encoded once.
         self._calls: dict[Policy, tuple[Script, bytes, bytes]] = {}
 
+    def cached_denial(self, policy: Policy, identifier: str, cost: int = 1) -> Decision | None:
+        """The in-process denial cache's answer, without Redis (None: Redis must be asked).
+
+        Callers that put `check` behind a circuit breaker ask this first, so a client that
+        was just refused stays refused while the breaker is open."""
+        if self.denials is None:
+            return None
+        return self.denials.get(self._key(policy.name, identifier), cost)
+
     async def check(self, policy: Policy, identifier: str, cost: int = 1) -> Decision:
         if not 1 <= cost <= policy.limit:
             raise ValueError(f"cost must be between 1 and the limit ({policy.limit})")
@@ -83,7 +91,7 @@ class RateLimiter:
             raw = await self._pipeline.execute(*script.evalsha, key, limit, period, b"%d" % cost)
         except NoScriptError:  # SCRIPT FLUSH or a restart: EVAL runs it and caches it again
             raw = await self._pipeline.execute(*script.eval, key, limit, period, b"%d" % cost)
-        decision = _decision(policy.limit, raw)
+        decision = Decision.from_reply(policy.limit, raw)
         if denials is not None and not decision.allowed:
             denials.put(key, cost, decision)
         return decision
@@ -112,16 +120,3 @@ class Script:
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
         self.evalsha = (b"EVALSHA", self.sha.encode(), b"1")
         self.eval = (b"EVAL", source.encode(), b"1")
-
-
-def _decision(limit: int, raw: Any) -> Decision:
-    allowed, remaining, reset_after_ms, retry_after_ms, now_us = raw  # Lua numbers: ints
-    now = now_us / 1_000_000
-    return Decision(
-        allowed=bool(allowed),
-        limit=limit,
-        remaining=remaining,
-        reset=now + reset_after_ms / 1000,
-        retry_after=retry_after_ms / 1000,
-        now=now,
-    )

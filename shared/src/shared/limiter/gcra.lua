@@ -22,11 +22,9 @@ local tat, expires = 0, 0
 local state = redis.call('GET', KEYS[1])
 if state and #state == 16 then
   tat, expires = struct.unpack('>dd', state)
-elseif state then
-  -- The text TAT written by earlier releases (its expiry unknown: rewritten below). Anything
-  -- else, e.g. the sliding window's state after RATE_LIMIT_ALGORITHM changed, is no state.
-  tat = tonumber(state) or 0
 end
+-- Anything else, e.g. the sliding window's state after RATE_LIMIT_ALGORITHM changed, is
+-- no state.
 if tat < now then tat = now end
 local new_tat = tat + cost * interval
 local allowed = new_tat - now <= period + slack

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from shared.settings import RateAlgorithm, RateSpec
@@ -52,6 +53,23 @@ class Decision:
     retry_after: float
     now: float
     cached: bool = False
+
+    @classmethod
+    def from_reply(cls, limit: int, reply: Sequence[int]) -> Decision:
+        """The decision from a script's reply (`sliding_window.lua`, `gcra.lua`):
+        {allowed 0|1, remaining, reset_after_ms, retry_after_ms, now_us}."""
+        allowed, remaining, reset_after_ms, retry_after_ms, now_us = reply
+        # `reset` from the millisecond the script decided on, not from `now_us`: the window
+        # ends on a whole millisecond, and its sub-millisecond remainder would push the
+        # rounded-up X-RateLimit-Reset one second past the window's end.
+        return cls(
+            allowed=bool(allowed),
+            limit=limit,
+            remaining=remaining,
+            reset=(now_us // 1000 + reset_after_ms) / 1000,
+            retry_after=retry_after_ms / 1000,
+            now=now_us / 1_000_000,
+        )
 
     @property
     def reset_after(self) -> float:

@@ -25,13 +25,8 @@ local state = redis.call('GET', KEYS[1])
 local i, p, c
 if state and #state == 24 then
   i, p, c = struct.unpack('>ddd', state)
-elseif state then
-  -- The text form "<index> <previous> <current>" written by earlier releases, read so a
-  -- deploy does not reset live windows; anything else (e.g. GCRA's state after
-  -- RATE_LIMIT_ALGORITHM changed) counts as no state.
-  i, p, c = string.match(state, '^(%d+) (%d+) (%d+)$')
-  i, p, c = tonumber(i), tonumber(p), tonumber(c)
 end
+-- Anything else (e.g. GCRA's state after RATE_LIMIT_ALGORITHM changed) counts as no state.
 if i == index then
   previous, current = p, c
   same_window = true

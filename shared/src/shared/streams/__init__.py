@@ -1,8 +1,10 @@
 """Stream toolkit: consumer groups that lose nothing, retry, and dead-letter.
 
 Used by the invalidator (group `invalidator`) and the session service (group `session`).
-It closes FastStream's traps listed in shared/NOTES.md: groups are created at id 0, consumer
-names are stable, failed entries are retried via XAUTOCLAIM, and poison goes to the DLQ.
+It closes FastStream's traps with Redis streams (a group created at `$` skips what was published
+before it, random consumer names strand pending entries, a failed entry is never retried, no
+dead letters): groups are created at id 0, consumer names are stable, failed entries are
+retried via XAUTOCLAIM, and poison goes to the DLQ.
 
 Typical use (inside a lifespan; `redis` is the *data* Redis that holds the stream)::
 
@@ -34,14 +36,17 @@ API:
   The handler gets `Delivery(entry_id, event, fields, deliveries)` items and returns failures
   (or raises: each entry is then retried alone). Acks only entries whose effect is done.
   Dead-letters at once entries that do not parse (`malformed`, `unknown_type`, `invalid` —
-  wrong version included), and after `STREAM_MAX_DELIVERIES` failed deliveries
-  (`handler_failed`); a failure because Redis was unreachable never counts toward that.
-  Settings: STREAM_MAX_RECORDS, STREAM_BLOCK, STREAM_CLAIM_IDLE, STREAM_MAX_DELIVERIES.
+  wrong version included), once for all groups (`dlq:group` = `*`), and after
+  `STREAM_MAX_DELIVERIES` failed deliveries (`handler_failed`, naming the group); a failure
+  because Redis was unreachable never counts toward that. Acks unhandled an entry replayed
+  for another group. Settings: STREAM_MAX_RECORDS, STREAM_BLOCK, STREAM_CLAIM_IDLE,
+  STREAM_MAX_DELIVERIES, DLQ_MAXLEN, DLQ_MAX_ENTRY_BYTES.
 - `parse_fields(fields)` — an entry's event, or `EventError` with the reason.
 - `Housekeeper` / `build_housekeeper` — gauges every HOUSEKEEPING_INTERVAL; one instance at
   a time (`shared.lock`) deletes consumers idle past CONSUMER_IDLE_LIMIT with nothing pending.
 - `stream_status(redis, stream)` — length, groups, consumers, pending, lag, oldest age.
-- `deadletter.list_letters / replay / drop` — the operator's DLQ commands.
+- `deadletter.list_letters / replay / drop` — the operator's DLQ commands (what a letter
+  holds, who writes it, and the order of writes: `shared.streams.deadletter`).
 - `StreamMetrics.create(registry)` — the counters and gauges, labelled by group.
 """
 
@@ -50,9 +55,9 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from shared.keys import Keys
-from shared.settings import Settings
+from shared.settings import StreamSettings
 from shared.streams.consumer import StreamConsumer
-from shared.streams.deadletter import DeadLetter, drop, list_letters, replay
+from shared.streams.deadletter import DeadLetter, ReplayResult, drop, list_letters, replay
 from shared.streams.delivery import BatchHandler, ConsumerConfig, Delivery, parse_fields
 from shared.streams.groups import consumer_name, default_state_dir, ensure_group
 from shared.streams.housekeeping import Housekeeper, StreamStatus, stream_status
@@ -64,6 +69,7 @@ __all__ = [
     "DeadLetter",
     "Delivery",
     "Housekeeper",
+    "ReplayResult",
     "StreamConsumer",
     "StreamMetrics",
     "StreamStatus",
@@ -82,7 +88,7 @@ __all__ = [
 
 def build_consumer(
     redis: Redis,
-    settings: Settings,
+    settings: StreamSettings,
     group: str,
     handler: BatchHandler,
     *,
@@ -103,7 +109,7 @@ def build_consumer(
 
 def build_housekeeper(
     redis: Redis,
-    settings: Settings,
+    settings: StreamSettings,
     consumer: StreamConsumer,
     metrics: StreamMetrics | None = None,
 ) -> Housekeeper:

@@ -5,17 +5,22 @@ Life of an entry in one group:
 1. `XREADGROUP … COUNT max_records BLOCK block >` hands a batch to this consumer (at start,
    the consumer first re-reads its *own* pending entries from id 0: a restarted instance with
    the same name finishes what it had in hand without waiting for the idle time).
-2. Each entry's `data` is parsed into the shared event union. An entry that does not parse,
-   has an unknown type or a wrong version is dead-lettered at once with the reason.
+2. An entry replayed for another group (`dlq:for` names it) is acked without handling.
+   Each other entry's `data` is parsed into the shared event union. An entry that does not
+   parse, has an unknown type or a wrong version is dead-lettered at once with the reason,
+   once for all groups (`dlq:group` = `*`; see `deadletter` for the guard that decides
+   which group writes it).
 3. The batch handler gets the parsed deliveries and does the effect (e.g. one pipeline). It
    returns the ids that failed (or raises: then each entry is retried alone once, so one
    poison entry does not take its batch-mates down with it).
 4. Done entries are acked. Failed ones stay pending; after `claim_idle` any live consumer
    of the group claims them with `XAUTOCLAIM` and retries. A failure at delivery
-   `max_deliveries` dead-letters the entry (with the error, group and count) and acks it.
+   `max_deliveries` dead-letters the entry (with the error, this group and the count).
 
-Dead-letter XADDs and the batch's XACK go in one MULTI. Redis errors in the loop (server down,
-timeouts) are logged and retried with backoff; the entries stay pending, nothing is lost.
+Letters are written (`XADD` to the DLQ) before the batch's `XACK`, in two steps: the stream
+and the DLQ are in different Cluster slots, so no MULTI may span them, and this order can
+only duplicate a letter (a crash between the two), never lose one. Redis errors in the loop
+(server down, timeouts) are logged and retried with backoff; the entries stay pending.
 """
 
 from __future__ import annotations
@@ -32,10 +37,12 @@ from redis.exceptions import RedisError, ResponseError
 
 from shared.connections import UNAVAILABLE_ERRORS
 from shared.errors import EventError
-from shared.streams.deadletter import letter_fields
+from shared.keys import Keys
+from shared.streams.deadletter import EVERY_GROUP, REPLAY_FOR, claim_letter, letter_fields
 from shared.streams.delivery import BatchHandler, ConsumerConfig, Delivery, parse_fields
 from shared.streams.groups import ensure_group
 from shared.streams.metrics import StreamMetrics
+from shared.tasks import Backoff, raise_if_cancelling
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +55,14 @@ class _Letter(NamedTuple):
     error: str
     reason: str
     deliveries: int
+    group: str  # this consumer's group, or EVERY_GROUP for an entry no group can parse
+
+
+class _Sorted(NamedTuple):
+    batch: list[Delivery]
+    letters: list[_Letter]
+    skipped: list[str]  # replayed for another group: acked unhandled
+    gone: list[str]  # trimmed away while pending: nothing to do
 
 
 def _text(value: bytes | str) -> str:
@@ -68,6 +83,8 @@ class StreamConsumer:
         self.config = config
         self.handler = handler
         self.metrics = metrics
+        self._keys = Keys(config.key_prefix)
+        self._group_bytes = config.group.encode()
         self._inflight: set[str] = set()
         self.ready = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -139,28 +156,40 @@ class StreamConsumer:
 
     async def _process(self, live: list[tuple[str, Any]], ids: list[str], *, fresh: bool) -> None:
         counts = {} if fresh else await self._delivery_counts(ids)
-        gone = [i for i, f in live if not f]  # trimmed away while pending: nothing to do
-        batch: list[Delivery] = []
-        letters: list[_Letter] = []
-        for entry_id, fields in live:
-            if not fields:
-                continue
-            n = counts.get(entry_id, 1)
-            try:
-                batch.append(Delivery(entry_id, parse_fields(fields), fields, n))
-            except EventError as exc:
-                letters.append(_Letter(entry_id, fields, exc.reason, exc.code, n))
-        failures = await self._handle(batch)
-        for d in batch:
+        entries = self._sort(live, counts)
+        failures = await self._handle(entries.batch)
+        for d in entries.batch:
             if (failure := failures.get(d.entry_id)) is not None:
                 self._log_failure(d, failure)
                 if d.deliveries >= self.config.max_deliveries and not _transient(failure):
                     error = _describe(failure)
-                    letters.append(
-                        _Letter(d.entry_id, d.fields, error, "handler_failed", d.deliveries)
-                    )
-        done = [d for d in batch if d.entry_id not in failures]
-        await self._settle(done, letters, gone)
+                    entries.letters.append(
+                        _Letter(
+                            d.entry_id, d.fields, error, "handler_failed", d.deliveries,
+                            self.config.group,
+                        )
+                    )  # fmt: skip
+        done = [d for d in entries.batch if d.entry_id not in failures]
+        await self._settle(done, entries)
+
+    def _sort(self, live: list[tuple[str, Any]], counts: Mapping[str, int]) -> _Sorted:
+        out = _Sorted([], [], [], [])
+        for entry_id, fields in live:
+            if not fields:
+                out.gone.append(entry_id)
+                continue
+            target = fields.get(REPLAY_FOR)
+            if target is not None and target != self._group_bytes:
+                out.skipped.append(entry_id)
+                continue
+            n = counts.get(entry_id, 1)
+            try:
+                out.batch.append(Delivery(entry_id, parse_fields(fields), fields, n))
+            except EventError as exc:
+                # Unparseable for every group, unless it was replayed for this one alone.
+                group = EVERY_GROUP if target is None else self.config.group
+                out.letters.append(_Letter(entry_id, fields, exc.reason, exc.code, n, group))
+        return out
 
     async def _handle(self, batch: list[Delivery]) -> dict[str, BaseException]:
         if not batch:
@@ -177,39 +206,53 @@ class StreamConsumer:
             failures.update(await self._handle([delivery]))
         return failures
 
-    async def _settle(
-        self,
-        done: list[Delivery],
-        letters: list[_Letter],
-        gone: list[str],
-    ) -> None:
+    async def _settle(self, done: list[Delivery], entries: _Sorted) -> None:
+        written = await self._write_letters(entries.letters)
+        ack = [d.entry_id for d in done] + [letter.entry_id for letter in entries.letters]
+        ack += entries.gone + entries.skipped
+        if ack:
+            await self.redis.xack(self.config.stream, self.config.group, *ack)
+        self._count(done, written, entries.skipped)
+
+    async def _write_letters(self, letters: list[_Letter]) -> list[_Letter]:
+        """XADD the letters this group owns (all but `*` ones another group claimed)."""
         cfg = self.config
-        ack = [d.entry_id for d in done] + [letter.entry_id for letter in letters] + gone
-        if not ack:
-            return
-        pipe = self.redis.pipeline(transaction=bool(letters))
-        for entry_id, fields, error, reason, n in letters:
+        mine: list[_Letter] = []
+        for letter in letters:
+            if letter.group == EVERY_GROUP:
+                guard = self._keys.dead_letter_guard(letter.entry_id, cfg.stream)
+                owner = await claim_letter(self.redis, guard, cfg.group)
+                if owner != cfg.group:
+                    logger.debug("%s does not parse; group %s letters it", letter.entry_id, owner)
+                    continue
+            mine.append(letter)
+        if not mine:
+            return mine
+        pipe = self.redis.pipeline(transaction=False)  # one key (the DLQ): one Cluster slot
+        for entry_id, fields, error, reason, n, group in mine:
             dead: dict[Any, Any] = letter_fields(
-                fields, error=error, reason=reason, group=cfg.group, deliveries=n,
+                fields, error=error, reason=reason, group=group, deliveries=n,
                 stream=cfg.stream, entry_id=entry_id, consumer=cfg.consumer,
+                max_entry_bytes=cfg.dlq_max_entry_bytes,
             )  # fmt: skip
             # Queued on the pipeline (redis-py types every command as an awaitable).
             pipe.xadd(cfg.dead_letters, dead, maxlen=cfg.dlq_maxlen, approximate=True)  # type: ignore[unused-awaitable]
-        pipe.xack(cfg.stream, cfg.group, *ack)  # type: ignore[unused-awaitable]
         await pipe.execute()
-        self._count(done, letters)
+        return mine
 
-    def _count(self, done: list[Delivery], letters: list[_Letter]) -> None:
-        for entry_id, _, error, reason, n in letters:
+    def _count(self, done: list[Delivery], letters: list[_Letter], skipped: list[str]) -> None:
+        for entry_id, _, error, reason, n, group in letters:
             logger.error(
-                "dead-lettered %s in group %s after %d deliveries (%s): %s",
-                entry_id, self.config.group, n, reason, error,
+                "dead-lettered %s for group %s after %d deliveries (%s): %s",
+                entry_id, group, n, reason, error,
             )  # fmt: skip
         if self.metrics is None:
             return
         self.metrics.count_handled(self.config.group, Tally(d.event.type for d in done))
         for reason, count in Tally(letter.reason for letter in letters).items():
             self.metrics.dead_lettered.labels(self.config.group, reason).inc(count)
+        if skipped:
+            self.metrics.replays_skipped.labels(self.config.group).inc(len(skipped))
 
     def _log_failure(self, delivery: Delivery, exc: BaseException) -> None:
         if self.metrics:
@@ -249,7 +292,7 @@ class StreamConsumer:
                     await asyncio.wait_for(self._stopping.wait(), pause)
 
     async def _retrying(self, step: Any) -> Any:
-        delay = 0.05
+        backoff = Backoff(0.05, 2.0)
         while not self._stopping.is_set():
             try:
                 return await step()
@@ -261,18 +304,10 @@ class StreamConsumer:
                     await ensure_group(self.redis, self.config.stream, self.config.group)
             except (RedisError, OSError) as exc:
                 raise_if_cancelling()
+                delay = backoff.next_delay()
                 logger.warning("stream consumer: Redis error (%s); retrying in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
         return None
-
-
-def raise_if_cancelling() -> None:
-    # redis-py can turn a cancellation that lands inside a command into a TimeoutError or a
-    # ConnectionError; retrying it would make the task impossible to cancel (shutdown hangs).
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def _transient(exc: BaseException) -> bool:

@@ -16,10 +16,13 @@ from shared.events import (
     UserEvent,
     parse_entry,
 )
-from shared.settings import Settings
+from shared.keys import DEFAULT_PREFIX
+from shared.settings import StreamSettings
+from shared.streams.deadletter import META_PREFIX
 
 _DATA_KEY = DATA_FIELD.encode()
 _WIRE_FIELDS = frozenset(WIRE_FIELDS)
+_META = META_PREFIX.encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +54,13 @@ class ConsumerConfig:
     block_ms: int = 1000
     claim_idle_ms: int = 30_000
     max_deliveries: int = 5
-    dlq_maxlen: int = 1_000_000
+    dlq_maxlen: int = 100_000
+    dlq_max_entry_bytes: int = 65_536
+    key_prefix: str = DEFAULT_PREFIX
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, stream: str, group: str, consumer: str, dead_letters: str
+        cls, settings: StreamSettings, *, stream: str, group: str, consumer: str, dead_letters: str
     ) -> ConsumerConfig:
         return cls(
             stream=stream,
@@ -66,12 +71,17 @@ class ConsumerConfig:
             block_ms=max(1, int(settings.stream_block * 1000)),
             claim_idle_ms=max(1, int(settings.stream_claim_idle * 1000)),
             max_deliveries=settings.stream_max_deliveries,
-            dlq_maxlen=settings.stream_maxlen,
+            dlq_maxlen=settings.dlq_maxlen,
+            dlq_max_entry_bytes=settings.dlq_max_entry_bytes,
+            key_prefix=settings.key_prefix,
         )
 
 
 def parse_fields(fields: Mapping[Any, Any]) -> UserEvent | SessionEvent:
-    """The event in an entry; `EventError` with the reason when it is not a valid one."""
+    """The event in an entry; `EventError` with the reason when it is not a valid one.
+
+    Only `data` counts: `dlq:*` fields (a replay's marker) never change what an entry means.
+    """
     raw = fields.get(_DATA_KEY)
     if raw is not None:
         # Fast path: pydantic parses and validates the JSON in one pass (no dict built in
@@ -85,4 +95,8 @@ def parse_fields(fields: Mapping[Any, Any]) -> UserEvent | SessionEvent:
             # idempotency): only an event that set them all takes the fast path.
             if event.model_fields_set >= _WIRE_FIELDS:
                 return event
-    return parse_entry(dict(fields))
+    return parse_entry({k: v for k, v in fields.items() if not _is_meta(k)})
+
+
+def _is_meta(name: object) -> bool:
+    return isinstance(name, bytes) and name.startswith(_META)

@@ -1,6 +1,6 @@
 """Consumer groups and consumer names.
 
-Two traps this module closes (see shared/NOTES.md):
+Two traps of FastStream's Redis streams this module closes:
 
 - FastStream creates a group at `$` on first start, so entries published before any consumer
   ever ran are skipped. `ensure_group` creates it at `0` with MKSTREAM and tolerates
@@ -24,7 +24,7 @@ from typing import Final
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from shared.settings import Settings
+from shared.settings import StreamSettings
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def default_state_dir() -> Path:
     return Path(base) / "redis-platform"
 
 
-def consumer_name(settings: Settings, group: str, state_dir: Path | None = None) -> str:
+def consumer_name(settings: StreamSettings, group: str, state_dir: Path | None = None) -> str:
     """This instance's stable consumer name in `group`.
 
     `CONSUMER_NAME` when set. Otherwise `<hostname>-<id>`, where `<id>` is persisted in

@@ -2,9 +2,14 @@
 
 `stream_status` is what `platformctl streams status` prints: length, groups, each group's
 consumers, pending count, lag and oldest pending age. `Housekeeper` runs beside a consumer:
-every interval it exports its group's pending / lag / oldest-age gauges, and — on one instance
-at a time — deletes consumers idle past `CONSUMER_IDLE_LIMIT` that hold no pending entries
-(a consumer with pending entries is left alone: its entries must be claimed first).
+every interval it exports its group's pending / lag / oldest-age gauges and the number of
+dead letters naming its group (and `*`), and — on one instance at a time — deletes consumers
+idle past `CONSUMER_IDLE_LIMIT` that hold no pending entries (a consumer with pending
+entries is left alone: its entries must be claimed first).
+
+The dead letters are counted on the server (`count_by_group`, a script over one key, chunks
+of 200 letters) so no letter crosses the network, and at most `_DLQ_SCAN_CAP` letters are
+looked at: past that the gauges are a lower bound.
 
 One instance at a time: the prune runs under `shared.lock` on resource
 `streams.housekeeping.<group>`, taken without waiting (`timeout=0`); an instance that finds it
@@ -16,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
@@ -24,12 +29,15 @@ from redis.exceptions import RedisError, ResponseError
 from shared.errors import LockNotAcquiredError
 from shared.keys import Keys
 from shared.lock import lock
-from shared.streams.consumer import raise_if_cancelling
+from shared.streams.deadletter import EVERY_GROUP
 from shared.streams.metrics import StreamMetrics
+from shared.tasks import raise_if_cancelling
 
 logger = logging.getLogger(__name__)
 _LAG_SCAN_CAP = 100_000
 _LOCK_TTL = 30.0  # renewed while held; a pruning pass takes milliseconds
+# Twice DLQ_MAXLEN's default: the whole DLQ unless an operator raised it; 1000 script calls.
+_DLQ_SCAN_CAP: Final = 200_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +127,45 @@ async def stream_status(redis: Redis, stream: str, group: str | None = None) -> 
     )
 
 
+# Counts letters per `dlq:group` over up to ARGV[2] entries after ARGV[1], on the server: the
+# letters themselves (up to DLQ_MAX_ENTRY_BYTES each) never cross the network. `dlq:group`
+# is the first field of every letter, so the inner loop stops at once.
+_COUNT_LUA: Final = """
+local rows = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
+local counts, out = {}, {}
+for _, row in ipairs(rows) do
+  local f, group = row[2], '*'
+  for i = 1, #f, 2 do
+    if f[i] == 'dlq:group' then group = f[i + 1] break end
+  end
+  counts[group] = (counts[group] or 0) + 1
+end
+out[1] = #rows > 0 and rows[#rows][1] or ''
+out[2] = #rows
+for group, n in pairs(counts) do out[#out + 1] = group; out[#out + 1] = n end
+return out
+"""
+_COUNT_CHUNK: Final = 200
+
+
+async def count_by_group(redis: Redis, dlq: str, *, cap: int) -> tuple[dict[str, int], bool]:
+    """({group: letters}, complete) over the oldest `cap` letters; complete=False past cap."""
+    script = redis.register_script(_COUNT_LUA)
+    counts: dict[str, int] = {}
+    start, seen = "-", 0
+    while seen < cap:
+        asked = min(_COUNT_CHUNK, cap - seen)
+        reply: Any = await script(keys=[dlq], args=[start, asked])
+        last, rows, pairs = _text(reply[0]), int(reply[1]), reply[2:]
+        for name, n in zip(pairs[::2], pairs[1::2], strict=True):
+            counts[_text(name)] = counts.get(_text(name), 0) + int(n)
+        seen += rows
+        if rows < asked or not last:
+            return counts, True
+        start = f"({last}"
+    return counts, False
+
+
 async def prune_consumers(
     redis: Redis, stream: str, group: str, idle_limit: float, keep: frozenset[str] = frozenset()
 ) -> list[str]:
@@ -163,6 +210,7 @@ class Housekeeper:
         status = await stream_status(self.redis, self.stream, self.group)
         for group in status.groups:
             self._report(group)
+        await self._report_dead_letters()
         try:
             async with lock(
                 self.redis, self.keys, f"streams.housekeeping.{self.group}",
@@ -186,3 +234,11 @@ class Housekeeper:
         self.metrics.oldest_pending_age.labels(self.group).set(
             group.oldest_pending_age_seconds or 0.0
         )
+
+    async def _report_dead_letters(self) -> None:
+        if self.metrics is None:
+            return
+        dlq = self.keys.dead_letters(self.stream)
+        counts, _ = await count_by_group(self.redis, dlq, cap=_DLQ_SCAN_CAP)
+        for group in (self.group, EVERY_GROUP):
+            self.metrics.dead_letters.labels(group).set(counts.get(group, 0))

@@ -13,21 +13,28 @@ class StreamMetrics:
     """Counters and gauges every consumer of the toolkit exports, labelled by group.
 
     - `stream_events_handled_total{group,type}`: entries whose effect is done and acked
-    - `stream_dead_lettered_total{group,reason}`: reason is malformed / unknown_type /
-      invalid / handler_failed
+    - `stream_dead_lettered_total{group,reason}`: letters written by the group's consumers;
+      reason is malformed / unknown_type / invalid / handler_failed (an entry no group can
+      parse counts once, in the group that wrote its letter)
     - `stream_reclaimed_total{group}`: entries taken over with XAUTOCLAIM
     - `stream_handler_failures_total{group}`: failed deliveries (each retry counts)
+    - `stream_replays_skipped_total{group}`: replayed entries meant for another group, acked
+      without handling
     - `stream_pending{group}`, `stream_lag{group}`, `stream_oldest_pending_age_seconds{group}`:
       set by housekeeping from XINFO / XPENDING
+    - `stream_dead_letters{group}`: letters now in the DLQ naming the group, and (`group="*"`)
+      those no group could parse; set by housekeeping from a bounded count of the DLQ
     """
 
     handled: Counter
     dead_lettered: Counter
     reclaimed: Counter
     failures: Counter
+    replays_skipped: Counter
     pending: Gauge
     lag: Gauge
     oldest_pending_age: Gauge
+    dead_letters: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> StreamMetrics:
@@ -56,6 +63,12 @@ class StreamMetrics:
                 ["group"],
                 registry=registry,
             ),
+            replays_skipped=Counter(
+                "stream_replays_skipped",
+                "Replayed entries meant for another group, acked without handling",
+                ["group"],
+                registry=registry,
+            ),
             pending=Gauge(
                 "stream_pending", "Entries delivered but not acked", ["group"], registry=registry
             ),
@@ -65,6 +78,12 @@ class StreamMetrics:
             oldest_pending_age=Gauge(
                 "stream_oldest_pending_age_seconds",
                 "Age of the oldest pending entry (from its id)",
+                ["group"],
+                registry=registry,
+            ),
+            dead_letters=Gauge(
+                "stream_dead_letters",
+                "Letters in the dead-letter stream naming the group (* = no group could parse)",
                 ["group"],
                 registry=registry,
             ),

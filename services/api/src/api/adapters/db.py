@@ -12,11 +12,11 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from api.config import ApiSettings
 from shared.connections import Health
-from shared.settings import Settings
 
 
-def make_engine(settings: Settings) -> AsyncEngine:
+def make_engine(settings: ApiSettings) -> AsyncEngine:
     url = settings.database_url
     if url.startswith("sqlite"):
         # SQLite serialises writers; a busy timeout beats "database is locked" under load.
@@ -26,7 +26,7 @@ def make_engine(settings: Settings) -> AsyncEngine:
     )
 
 
-def make_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+def make_db(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     # expire_on_commit=False: rows are read after commit to build responses and events.
     return async_sessionmaker(engine, expire_on_commit=False)
 

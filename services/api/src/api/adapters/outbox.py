@@ -7,18 +7,22 @@ selected them. It wakes right after each commit (`notify`), polls slowly as a sa
 and retries with backoff while Redis is down. On PostgreSQL the rows are selected
 `FOR UPDATE SKIP LOCKED`, so several api instances never publish the same row at once
 (SQLite has one writer and no row locks: one api instance per SQLite file).
+
+Each round also sets the backlog gauges (`outbox_backlog`, `outbox_oldest_unsent_age_seconds`)
+from one query on the pending-rows index; while Redis is down they show events piling up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
+import time
+from datetime import datetime
 from typing import Final
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -26,6 +30,7 @@ from api.adapters.orm import OutboxRow, utcnow
 from api.metrics import ApiMetrics
 from shared.connections import UNAVAILABLE_ERRORS
 from shared.events import DATA_FIELD, UserEvent
+from shared.tasks import Backoff, raise_if_cancelling
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +42,10 @@ _RETRYABLE: Final[tuple[type[BaseException], ...]] = (
 )
 _BACKOFF_FIRST: Final = 0.05
 _BACKOFF_CAP: Final = 2.0
+# The backlog query counts the pending index, so it costs as much as the backlog is long: while
+# the relay drains a backlog batch after batch (or retries while Redis is down) it runs at most
+# this often, not per batch. Every round that ends in the idle wait runs it.
+_MEASURE_EVERY: Final = 1.0
 
 
 def add_event(session: AsyncSession, event: UserEvent) -> None:
@@ -54,7 +63,7 @@ def add_event(session: AsyncSession, event: UserEvent) -> None:
 class OutboxRelay:
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
+        db: async_sessionmaker[AsyncSession],
         redis: Redis,
         stream: str,
         *,
@@ -63,7 +72,7 @@ class OutboxRelay:
         poll_interval: float,
         metrics: ApiMetrics,
     ) -> None:
-        self.sessions = sessions
+        self.db = db
         self.redis = redis
         self.stream = stream
         self.maxlen = maxlen
@@ -71,28 +80,31 @@ class OutboxRelay:
         self.poll_interval = poll_interval
         self.metrics = metrics
         self._wake = asyncio.Event()
+        self._measured_at = float("-inf")
 
     def notify(self) -> None:
         """Called after each commit that staged an event: publish now, not at the next poll."""
         self._wake.set()
 
     async def run(self) -> None:
-        delay = _BACKOFF_FIRST
+        backoff = Backoff(_BACKOFF_FIRST, _BACKOFF_CAP)
         while True:
-            _raise_if_cancelling()
+            raise_if_cancelling()
             self._wake.clear()
             try:
                 published = await self.publish_pending()
             except _RETRYABLE as exc:
-                _raise_if_cancelling()
+                raise_if_cancelling()
                 self.metrics.outbox_errors.inc()
                 logger.warning("outbox relay: publish failed (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, _BACKOFF_CAP)
+                await self._measure()
+                await backoff.wait()
                 continue
-            _raise_if_cancelling()
-            delay = _BACKOFF_FIRST
-            if published < self.batch_size:
+            raise_if_cancelling()
+            backoff.reset()
+            idle = published < self.batch_size
+            await self._measure(force=idle)
+            if idle:
                 await self._sleep()
 
     async def _sleep(self) -> None:
@@ -104,9 +116,34 @@ class OutboxRelay:
         except TimeoutError:
             return
 
+    async def _measure(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._measured_at < _MEASURE_EVERY:
+            return
+        self._measured_at = now
+        try:
+            await self.measure_backlog()
+        except _RETRYABLE as exc:
+            # The database is away: the round's own error is already logged; keep the last values.
+            logger.debug("outbox relay: backlog not measured (%s)", type(exc).__name__)
+        raise_if_cancelling()
+
+    async def measure_backlog(self) -> None:
+        """Set the backlog gauges from one query on the pending-rows index."""
+        statement = select(func.count(), func.min(OutboxRow.created_at)).where(
+            OutboxRow.published_at.is_(None)
+        )
+        async with self.db() as session:
+            row = (await session.execute(statement)).one()
+        backlog: int = row[0]
+        oldest: datetime | None = row[1]  # None when nothing is pending
+        self.metrics.outbox_backlog.set(backlog)
+        age = 0.0 if oldest is None else max(0.0, (utcnow() - oldest).total_seconds())
+        self.metrics.outbox_oldest_age.set(age)
+
     async def publish_pending(self) -> int:
         """Publish one batch of pending rows; the count published."""
-        async with self.sessions() as session, session.begin():
+        async with self.db() as session, session.begin():
             statement = (
                 select(OutboxRow.id, OutboxRow.envelope)
                 .where(OutboxRow.published_at.is_(None))
@@ -129,11 +166,3 @@ class OutboxRelay:
             )
         self.metrics.outbox_published.inc(len(rows))
         return len(rows)
-
-
-def _raise_if_cancelling() -> None:
-    """Re-raise a cancellation a library swallowed (e.g. turned into a timeout mid-query):
-    the relay must stop when the app shuts down."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError

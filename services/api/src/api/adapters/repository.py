@@ -11,15 +11,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.adapters.orm import UserRow
 
 
-def user_document(row: UserRow) -> dict[str, Any]:
-    """The public user: never the password or its hash."""
+def public_document(row: UserRow) -> dict[str, Any]:
+    """What anyone may see of a user (and all the cache holds): no email, no password hash."""
     return {
         "id": str(row.id),
-        "email": row.email,
         "name": row.name,
         "created_at": row.created_at,
         "updated_at": row.updated_at,
     }
+
+
+def own_document(row: UserRow) -> dict[str, Any]:
+    """What the account itself sees: the public view plus its email. Never cached."""
+    return {**public_document(row), "email": row.email}
 
 
 class UserRepository:
@@ -30,6 +34,10 @@ class UserRepository:
         statement = select(UserRow).where(UserRow.id == user_id)
         if for_update:
             statement = statement.with_for_update()
+        return (await self.session.execute(statement)).scalar_one_or_none()
+
+    async def by_email(self, email: str) -> UserRow | None:
+        statement = select(UserRow).where(UserRow.email == email)
         return (await self.session.execute(statement)).scalar_one_or_none()
 
     async def email_taken(self, email: str, *, other_than: uuid.UUID | None = None) -> bool:

@@ -5,11 +5,13 @@ Sessions fail closed: a transport error, a timeout, a 5xx or a refused service t
 "signed in". A circuit breaker turns a dead service into an immediate 503 instead of a
 timeout per request. Ids are checked for shape before they become part of a URL path, so a
 cookie can never steer a request to another endpoint (`../users/<id>/sessions`).
+Every call is counted by outcome (`session_service_requests_total{outcome}`, see
+`api.metrics.SESSION_OUTCOMES`) and the breaker's state is exported as
+`circuit_breaker_open{breaker="session-service"}`.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -17,15 +19,13 @@ from uuid import UUID
 
 import httpx
 
-from shared.breaker import CircuitBreaker
+from api.config import ApiSettings
+from api.metrics import ApiMetrics, SessionServiceMetrics
+from shared.breaker import CircuitBreaker, State
 from shared.errors import CircuitOpenError
-from shared.settings import Settings
+from shared.sessionids import well_formed
 
-_ID_SHAPE: Final = re.compile(r"^[A-Za-z0-9_-]{43,128}\Z")
-
-
-def well_formed(session_id: str) -> bool:
-    return _ID_SHAPE.match(session_id) is not None
+_BREAKER: Final = "session-service"
 
 
 class SessionServiceUnavailableError(Exception):
@@ -54,25 +54,41 @@ class IssuedSession:
 
 
 class SessionClient:
-    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(
+        self,
+        settings: ApiSettings,
+        transport: httpx.AsyncBaseTransport | None = None,
+        metrics: ApiMetrics | None = None,
+    ):
         token = settings.service_token.get_secret_value()
         self._http = httpx.AsyncClient(
-            base_url=settings.session_service_url,
+            base_url=settings.session_service,
             timeout=settings.session_service_timeout,
             headers={"Authorization": f"Bearer {token}"} if token else {},
             # Every authenticated request makes one call: keep connections warm.
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
             transport=transport,
         )
-        self._breaker = CircuitBreaker(
-            "session-service",
-            failure_threshold=settings.breaker_failure_threshold,
-            reset_timeout=settings.breaker_reset_timeout,
+        self._breaker = CircuitBreaker.from_settings(
+            _BREAKER,
+            settings,
             failures=(SessionServiceUnavailableError,),
+            on_change=metrics.breakers.hook(_BREAKER) if metrics else None,
         )
+        self._outcomes = metrics.session_service if metrics else SessionServiceMetrics(None)
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    async def ensure_available(self) -> None:
+        """Raise at once, without I/O, while the breaker knows the service is down."""
+        if self._breaker.state is State.OPEN:
+            self._outcomes.count("circuit_open")
+            raise SessionServiceUnavailableError("session service circuit is open")
+
+    async def probe(self) -> None:
+        """One cheap round trip (`GET /health`, through the breaker); raises when it fails."""
+        await self._call("GET", "/health")
 
     async def create(self, user_id: UUID) -> IssuedSession:
         body = await self._call("POST", "/v1/sessions", {"user_id": str(user_id)})
@@ -105,8 +121,9 @@ class SessionClient:
     ) -> dict[str, Any] | None:
         """The JSON body; None on 404 (and 204); unavailable on anything unusable."""
         try:
-            response = await self._breaker.call(lambda: self._send(method, path, json))
+            response = await self._breaker.call(self._send, method, path, json)
         except CircuitOpenError as exc:
+            self._outcomes.count("circuit_open")
             raise SessionServiceUnavailableError(str(exc)) from None
         if response.status_code in (204, 404):
             return None
@@ -117,10 +134,16 @@ class SessionClient:
         try:
             response = await self._http.request(method, path, json=json)
         except httpx.TransportError as exc:
+            timed_out = isinstance(exc, httpx.TimeoutException)
+            self._outcomes.count("timeout" if timed_out else "unreachable")
             raise SessionServiceUnavailableError(type(exc).__name__) from None
-        if response.status_code >= 500 or response.status_code in (401, 403):
+        status = response.status_code
+        if status >= 500 or status in (401, 403):
             # 401/403: our service token is wrong — a configuration fault, not "signed out".
-            raise SessionServiceUnavailableError(f"session service answered {response.status_code}")
-        if response.status_code >= 400 and response.status_code != 404:
-            raise SessionServiceUnavailableError(f"session service refused: {response.status_code}")
+            self._outcomes.count("error")
+            raise SessionServiceUnavailableError(f"session service answered {status}")
+        if status >= 400 and status != 404:
+            self._outcomes.count("error")
+            raise SessionServiceUnavailableError(f"session service refused: {status}")
+        self._outcomes.count("not_found" if status == 404 else "ok")
         return response

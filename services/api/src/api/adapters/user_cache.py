@@ -11,12 +11,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from api.config import ApiSettings
 from api.metrics import ApiMetrics
 from shared.cache import Cache, CacheUnavailableError, Lookup, encode
 from shared.errors import CacheError
 from shared.keys import Keys
 from shared.nearcache import NearCache
-from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class UserCache:
         self,
         cache: Cache,
         keys: Keys,
-        settings: Settings,
+        settings: ApiSettings,
         metrics: ApiMetrics,
         near: NearCache | None = None,
     ) -> None:
@@ -93,7 +93,7 @@ class UserCache:
                 keys,
                 generation_key=self.keys.user_list_gen(),
                 channel=self.keys.cache_invalidated(),
-                event_id=str(event_id),
+                event_id=event_id,
             )
         except CacheError as exc:
             # The committed event reaches the invalidator through the outbox: nothing is lost.

@@ -7,7 +7,8 @@ from typing import Final
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.adapters.sessions import IssuedSession, well_formed
+from api.adapters.sessions import IssuedSession
+from shared.sessionids import well_formed
 
 COOKIE: Final = "session"
 

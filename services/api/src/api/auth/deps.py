@@ -7,7 +7,6 @@ path's user is not the signed-in one.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,9 +18,10 @@ from starlette.responses import Response
 
 from api.adapters.sessions import SessionClient, SessionInfo, SessionServiceUnavailableError
 from api.auth.cookies import clear_session_cookie, session_cookie, set_session_cookie
-from api.deps import UserIdPath, resources_of
-from api.ratelimit import enforce_user_limit
+from api.deps import UserIdPath, api_state
+from api.ratelimit.middleware import enforce_user_limit
 from shared.http import ApiError, error_responses
+from shared.sessionids import session_hash
 
 T = TypeVar("T")
 # Every route behind SignedIn can answer these.
@@ -66,7 +66,7 @@ class Signed:
     @property
     def session_hash(self) -> str:
         # As the session service names it (and as events carry it): SHA-256 hex of the id.
-        return hashlib.sha256(self.session_id.encode()).hexdigest()
+        return session_hash(self.session_id)
 
     async def renew(self, response: Response) -> None:
         """Rotate this session (a privilege change) and send the new cookie."""
@@ -81,7 +81,7 @@ class Signed:
 
 
 async def session_client(request: Request) -> SessionClient:
-    return resources_of(request.app).opened.session_client
+    return api_state(request.scope).session_service
 
 
 SessionsClient = Annotated[SessionClient, Depends(session_client)]
@@ -91,7 +91,7 @@ async def signed_in(request: Request, client: SessionsClient) -> Signed:
     session_id = session_cookie(request)
     if session_id is None:
         raise unauthorized()
-    settings = resources_of(request.app).settings
+    settings = api_state(request.scope).settings
     info = await guarded(client.get(session_id))
     if info is None:
         raise unauthorized()

@@ -11,13 +11,11 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, EmailStr, Field
 from starlette.responses import Response
 
-from api.adapters.repository import user_document
 from api.auth.cookies import clear_session_cookie, session_cookie, set_session_cookie
-from api.auth.credentials import authenticate
 from api.auth.deps import AUTH_ERRORS, SessionsClient, SignedIn, guarded, unauthorized
-from api.deps import ApiResources, Users
+from api.deps import State, Users
 from api.errors import UserNotFoundError
-from api.schemas import UserCreate, UserOut
+from api.schemas import UserCreate, UserOwn
 from shared.http import ApiError, JsonResponse, error_responses
 
 router = APIRouter(tags=["auth"])
@@ -29,7 +27,7 @@ class Login(BaseModel):
 
 
 class LoginOut(BaseModel):
-    user: UserOut
+    user: UserOwn
     expires_at: datetime = Field(description="idle expiry: moves forward while the session is used")
     absolute_expires_at: datetime = Field(description="hard limit; the cookie expires then too")
 
@@ -37,7 +35,7 @@ class LoginOut(BaseModel):
 @router.post(
     "/v1/auth/register",
     status_code=201,
-    response_model=UserOut,
+    response_model=UserOwn,
     responses=error_responses(409, 422, 429),
 )
 async def register(body: UserCreate, users: Users) -> Response:
@@ -48,45 +46,54 @@ async def register(body: UserCreate, users: Users) -> Response:
     "/v1/auth/login", response_model=LoginOut, responses=error_responses(401, 422, 429, 503)
 )
 async def login(
-    body: Login, request: Request, users: Users, client: SessionsClient, resources: ApiResources
+    body: Login, request: Request, users: Users, client: SessionsClient, state: State
 ) -> Response:
-    """Sign in: a new session and its cookie. A session the request carried is ended."""
-    row = await authenticate(users.sessions, body.email, body.password)
-    if row is None:
+    """Sign in: a new session and its cookie. A session the request carried is ended.
+
+    No answer depends on whether the password was right unless the session service can
+    issue a session: it is checked before argon2 is spent (an open breaker answers 503 at
+    once) and, for wrong credentials, probed again afterwards, so a refused login says 503
+    whatever the password while sessions cannot be made (no password oracle).
+    """
+    await guarded(client.ensure_available())
+    found = await users.authenticate(body.email, body.password)
+    if found is None:
+        await guarded(client.probe())
         # One answer for an unknown email and a wrong password.
         raise ApiError(401, "INVALID_CREDENTIALS", "email or password is wrong")
-    issued = await guarded(client.create(row.id))
+    user_id, document = found
+    issued = await guarded(client.create(user_id))
     if (carried := session_cookie(request)) is not None:
         # No fixation: whatever id the browser brought, signed in or not, is dead now.
         await guarded(client.destroy(carried))
     out = LoginOut(
-        user=UserOut.model_validate(user_document(row)),
+        user=UserOwn.model_validate(document),
         expires_at=issued.info.expires_at,
         absolute_expires_at=issued.info.absolute_expires_at,
     )
     response = JsonResponse(out.model_dump(mode="json"))
-    set_session_cookie(response, issued, secure=resources.settings.secure_cookies)
+    set_session_cookie(response, issued, secure=state.settings.secure_cookies)
     return response
 
 
 @router.post(
     "/v1/auth/logout", status_code=204, response_class=Response, responses=error_responses(503)
 )
-async def logout(request: Request, client: SessionsClient, resources: ApiResources) -> Response:
+async def logout(request: Request, client: SessionsClient, state: State) -> Response:
     """End the session (if any) and clear the cookie; signing out twice is fine."""
     if (carried := session_cookie(request)) is not None:
         await guarded(client.destroy(carried))
     response = Response(status_code=204)
-    clear_session_cookie(response, secure=resources.settings.secure_cookies)
+    clear_session_cookie(response, secure=state.settings.secure_cookies)
     return response
 
 
-@router.get("/v1/users/me", response_model=UserOut, tags=["users"], responses=AUTH_ERRORS)
+@router.get("/v1/users/me", response_model=UserOwn, tags=["users"], responses=AUTH_ERRORS)
 async def me(signed: SignedIn, users: Users) -> Response:
-    """The signed-in user."""
+    """The signed-in user, own view (with the email)."""
     try:
-        found = await users.get(signed.user_id)
+        data = await users.own(signed.user_id)
     except UserNotFoundError:
         # Deleted a moment ago; its sessions are being revoked: not signed in.
         raise unauthorized() from None
-    return Response(found.data, media_type="application/json")
+    return Response(data, media_type="application/json")

@@ -12,7 +12,7 @@ from collections.abc import Awaitable
 from fastapi import APIRouter
 
 from api.adapters.db import database_health
-from api.deps import ApiResources
+from api.deps import State
 from api.schemas import HealthOut
 from shared.connections import Health, redis_health
 from shared.http import JsonResponse
@@ -35,12 +35,11 @@ async def _bounded(probe: Awaitable[Health]) -> Health:
     response_model=HealthOut,
     responses={503: {"model": HealthOut, "description": "the database is down"}},
 )
-async def health(resources: ApiResources) -> JsonResponse:
-    opened = resources.opened
+async def health(state: State) -> JsonResponse:
     database, redis, cache = await asyncio.gather(
-        _bounded(database_health(opened.engine)),
-        _bounded(redis_health(opened.redis)),
-        _bounded(redis_health(opened.cache_redis)),
+        _bounded(database_health(state.engine)),
+        _bounded(redis_health(state.redis)),
+        _bounded(redis_health(state.cache_redis)),
     )
     components = {"database": database, "redis": redis, "cache": cache}
     if database.status != "ok":

@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from api.auth.deps import OwnAccount
 from api.deps import UserIdPath, Users
-from api.schemas import UserCreate, UserOut, UserPage, UserUpdate
+from api.schemas import UserCreate, UserOwn, UserPage, UserPublic, UserUpdate
 from shared.cache import Lookup
 from shared.http import error_responses
 
@@ -29,7 +29,7 @@ def _json(data: bytes, status: int = 200) -> Response:
 @router.post(
     "",
     status_code=201,
-    response_model=UserOut,
+    response_model=UserOwn,
     responses=error_responses(409, 422),
 )
 async def create_user(body: UserCreate, users: Users) -> Response:
@@ -38,7 +38,7 @@ async def create_user(body: UserCreate, users: Users) -> Response:
 
 @router.get(
     "/{user_id}",
-    response_model=UserOut,
+    response_model=UserPublic,
     responses=error_responses(404, 422),
 )
 async def get_user(user_id: UserIdPath, users: Users) -> Response:
@@ -56,7 +56,7 @@ async def list_users(
 
 @router.patch(
     "/{user_id}",
-    response_model=UserOut,
+    response_model=UserOwn,
     responses=error_responses(401, 403, 404, 409, 422, 503),
 )
 async def update_user(

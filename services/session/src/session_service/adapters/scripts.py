@@ -8,8 +8,9 @@ Single node only. A script touches the session key it was given and keys it deri
 time — the user index named by the record, the session keys named by the index — from
 templates built by `shared.keys`. Redis Cluster refuses undeclared keys in other slots; a
 cluster deployment would need the user's hash tag inside the session id, which would
-change the key shape fixed in DESIGN.md. DESIGN runs one data Redis (`REDIS_URL`), so we
-keep one script per operation rather than split each into non-atomic steps.
+change the key shape fixed in docs/architecture.md#keys. We run one data Redis (`REDIS_URL`),
+so we keep one script per operation rather than split each into non-atomic steps
+(docs/decisions/0022-one-script-per-session-operation.md).
 """
 
 from __future__ import annotations

@@ -19,14 +19,13 @@ from session_service.domain import (
     Created,
     IssuedSession,
     SessionRecord,
-    hash_session_id,
-    new_session_id,
-    well_formed,
 )
 from session_service.errors import SessionNotFoundError, SessionStoreUnavailable
 from shared import keys as key_names
 from shared.connections import UNAVAILABLE_ERRORS
 from shared.keys import Keys
+from shared.sessionids import new_session_id, well_formed
+from shared.sessionids import session_hash as hash_session_id
 
 _ZERO_HASH: Final = "0" * 64
 _ZERO_UUID: Final = "00000000-0000-0000-0000-000000000000"

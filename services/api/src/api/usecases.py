@@ -15,11 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.adapters.orm import UserRow, utcnow
 from api.adapters.outbox import OutboxRelay, add_event
-from api.adapters.repository import UserRepository, user_document
+from api.adapters.repository import UserRepository, own_document, public_document
 from api.adapters.user_cache import UserCache
 from api.errors import EmailTakenError, UserNotFoundError
 from api.metrics import ApiMetrics
-from api.passwords import hash_password
+from api.passwords import hash_password, password_matches
 from api.schemas import UserCreate, UserUpdate
 from shared.cache import Lookup, encode
 from shared.events import (
@@ -41,12 +41,12 @@ Document = dict[str, Any]
 class UserService:
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
+        db: async_sessionmaker[AsyncSession],
         cache: UserCache,
         relay: OutboxRelay,
         metrics: ApiMetrics,
     ) -> None:
-        self.sessions = sessions
+        self.db = db
         self.cache = cache
         self.relay = relay
         self.metrics = metrics
@@ -54,11 +54,20 @@ class UserService:
     # -- reads ------------------------------------------------------------------------------
 
     async def load_user(self, user_id: uuid.UUID) -> Document | None:
-        """The user straight from the database (the cache's loader)."""
+        """The user's public view straight from the database (the cache's loader)."""
         self.metrics.db_loads.labels("user").inc()
-        async with self.sessions() as session:
+        async with self.db() as session:
             row = await UserRepository(session).get(user_id)
-            return None if row is None else user_document(row)
+            return None if row is None else public_document(row)
+
+    async def own(self, user_id: uuid.UUID) -> bytes:
+        """The account's own view (with its email), from the database: never cached, so
+        the shared cache and every near cache only ever hold public views."""
+        async with self.db() as session:
+            row = await UserRepository(session).get(user_id)
+        if row is None:
+            raise UserNotFoundError(str(user_id))
+        return encode(own_document(row))
 
     async def get(self, user_id: uuid.UUID) -> Lookup:
         """The user's JSON through the cache; `UserNotFoundError` when absent."""
@@ -69,13 +78,25 @@ class UserService:
 
     async def load_page(self, page: int, limit: int) -> Document:
         self.metrics.db_loads.labels("list").inc()
-        async with self.sessions() as session:
+        async with self.db() as session:
             rows, total = await UserRepository(session).page(page, limit)
-        items = [user_document(row) for row in rows]
+        items = [public_document(row) for row in rows]
         return {"items": items, "page": page, "limit": limit, "total": total}
 
     async def list(self, page: int, limit: int) -> Lookup:
         return await self.cache.page(page, limit, lambda: self.load_page(page, limit))
+
+    async def authenticate(self, email: str, password: str) -> tuple[uuid.UUID, Document] | None:
+        """The id and own view of the user these credentials belong to, else None.
+
+        One answer (None) for an unknown email and a wrong password, in the same time.
+        """
+        async with self.db() as session:
+            row = await UserRepository(session).by_email(email.strip().lower())
+        if not await password_matches(None if row is None else row.password_hash, password):
+            return None
+        assert row is not None  # password_matches is False without a stored hash
+        return row.id, own_document(row)
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -95,7 +116,7 @@ class UserService:
 
         row, event = await self._write(write)
         await self.cache.purge_user(None, event.id)
-        return encode(user_document(row))
+        return encode(own_document(row))
 
     async def update(
         self, user_id: uuid.UUID, data: UserUpdate, *, keep_session: str | None = None
@@ -116,7 +137,7 @@ class UserService:
 
         row, event = await self._write(write)
         await self.cache.purge_user(user_id, event.id)
-        return encode(user_document(row))
+        return encode(own_document(row))
 
     async def delete(self, user_id: uuid.UUID) -> None:
         async def write(repo: UserRepository) -> tuple[UserRow, UserEvent]:
@@ -133,7 +154,7 @@ class UserService:
     ) -> tuple[UserRow, UserEvent]:
         """Run `change` and stage its event in one transaction; wake the relay after commit."""
         try:
-            async with self.sessions() as session, session.begin():
+            async with self.db() as session, session.begin():
                 row, event = await change(UserRepository(session))
                 add_event(session, event)
         except IntegrityError as exc:
