@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -77,3 +78,25 @@ async def test_rate_limiting_can_be_turned_off(
         pages = [await client.get("/v1/users") for _ in range(3)]
     assert [r.status_code for r in pages] == [200, 200, 200]
     assert "x-ratelimit-limit" not in pages[0].headers
+
+
+async def test_creating_users_shares_the_auth_policy_with_register(
+    make_settings: Callable[..., StackSettings], migrated_database: str
+) -> None:
+    # POST /v1/users costs what register costs (an argon2 hash, a 409 that tells whether an
+    # email is taken): it draws on the same `auth` bucket, so neither route multiplies it.
+    settings = make_settings(
+        database_url=migrated_database, rate_limit_auth="5/minute", rate_limit_default="100/minute"
+    )
+
+    def body(i: int) -> dict[str, str]:
+        return {"email": f"{uuid.uuid4().hex}-{i}@example.com", "name": "N", "password": "p" * 10}
+
+    async with api_client(settings) as client:
+        created = [await client.post("/v1/users", json=body(i)) for i in range(3)]
+        registered = [await client.post("/v1/auth/register", json=body(i)) for i in range(3)]
+        more = await client.post("/v1/users", json=body(9))
+    assert [r.status_code for r in created + registered] == [201] * 5 + [429]
+    assert more.status_code == 429
+    assert more.json()["error"]["details"]["policy"] == "auth"
+    assert '"auth";q=5;w=60' in more.headers["ratelimit-policy"]
