@@ -8,10 +8,10 @@ RUN = $(UV) run --frozen
 MYPY_PATHS = shared/src $(wildcard services/*/src) tests devtools $(wildcard bench/*.py) $(wildcard scripts/*.py)
 PYTEST_ARGS ?=
 
-.PHONY: help uv install promtool run test lint bench docs up down clean
+.PHONY: help uv install promtool run test lint bench docs up down compose-test clean
 
 help: ## list the targets
-	@grep -hE '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 uv: ## install uv (into .tools/, a venv of its own) when it is missing
 	@command -v uv >/dev/null 2>&1 || test -x .tools/bin/uv || python3 -m uv --version >/dev/null 2>&1 || \
@@ -48,11 +48,14 @@ bench: install ## run every benchmark in bench/ (short runs; figures and ratios 
 docs: install ## regenerate docs/: events.schema.json and asyncapi.json
 	$(RUN) python scripts/export_docs.py
 
-up: ## docker compose: build and start redis, redis-cache, postgres and the services
-	docker compose up -d --build
+up: ## docker compose: build and start the stack (nginx on HTTP_PORT, default 8000); needs SERVICE_TOKEN
+	docker compose up -d --build --wait
 
 down: ## docker compose: stop and remove the containers (volumes are kept)
 	docker compose down
+
+compose-test: install ## build the compose stack and prove it: flows, faults (brings up Docker and base images as needed)
+	$(RUN) python -m devtools.compose_test
 
 clean: ## remove .devstack/ (make run's data), caches and build output
 	rm -rf .devstack .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist
