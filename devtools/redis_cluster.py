@@ -79,6 +79,9 @@ class LocalCluster:
             "--cluster-node-timeout", str(node_timeout_ms),
             # A replica's first sync waits 5 s by default for others to share it: none will.
             "--repl-diskless-sync-delay", "0",
+            # CLUSTER SLOTS (so every client) lists a replica only once its replication
+            # offset has moved; on an idle primary only these pings move it (default 10 s).
+            "--repl-ping-replica-period", "1",
         )  # fmt: skip
         self._served: dict[int, int] = {}  # killed primary's port -> a slot it served
         self.nodes = [
@@ -115,7 +118,7 @@ class LocalCluster:
         return self
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
-        """cluster_state:ok on every running node and every running replica's link up."""
+        """cluster_state:ok on every running node; every running replica linked and listed."""
         _wait(self._healthy, timeout, "cluster_state:ok with every replica linked")
 
     def primary_for(self, key: str | bytes) -> RedisServer:
@@ -219,17 +222,22 @@ class LocalCluster:
         return True
 
     def _healthy(self) -> bool:
+        running = [node for node in self.nodes if node.running]
         try:
-            for node in self.nodes:
-                if not node.running:
-                    continue
-                info = self._call(node, "CLUSTER", "INFO")
-                if "cluster_state:ok" not in str(info):
+            replicas: set[int] = set()
+            for node in running:
+                if "cluster_state:ok" not in str(self._call(node, "CLUSTER", "INFO")):
                     return False
                 replication = self._call(node, "INFO", "replication")
-                assert isinstance(replication, dict)
-                if replication["role"] == "slave" and replication.get("master_link_status") != "up":
-                    return False
+                if replication["role"] == "slave":
+                    if replication.get("master_link_status") != "up":
+                        return False
+                    replicas.add(node.port)
+            # Each node decides for itself (from gossip) whether a replica is listed yet.
+            return all(replicas <= self._listed_replicas(node) for node in running)
         except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
             return False
-        return True
+
+    def _listed_replicas(self, node: RedisServer) -> set[int]:
+        slots = self._call(node, "CLUSTER", "SLOTS")
+        return {int(replica[1]) for _, _, _, *rest in slots for replica in rest}
