@@ -203,6 +203,8 @@ async def redis(redis_topology: RedisTopology) -> AsyncIterator[RedisClient]:
     client: RedisClient
     if redis_topology.mode is RedisMode.CLUSTER:
         client = RedisCluster.from_url(redis_topology.url)
+        # Read the slot map before a test's tasks race to (see connections._WaitingCluster).
+        _ = await client.initialize()
     elif redis_topology.mode is RedisMode.SENTINEL:  # whichever server the sentinels name
         settings = load_settings(_env_file=None, **redis_topology.settings())
         client = make_redis(settings.redis_target, settings)

@@ -68,6 +68,23 @@ async def test_cluster_mode_gives_a_cluster_client_that_sees_every_node(
         await client.aclose()
 
 
+async def test_a_cold_cluster_client_queues_a_burst_instead_of_failing_it(
+    make_settings: Callable[..., Settings], cluster: LocalCluster
+) -> None:
+    # redis-py alone: a fresh client routes its first commands before it has the slot map,
+    # and its nodes fail a command past max_connections instead of making it wait.
+    settings = cluster_settings(make_settings, cluster).model_copy(update={"redis_pool_size": 4})
+    client = make_redis(settings.redis_target, settings)  # no I/O yet: cold
+    keys = [f"{settings.key_prefix}:burst:{i}" for i in range(200)]
+    try:
+        await asyncio.gather(*(client.set(key, key) for key in keys))
+        assert await asyncio.gather(*(client.get(key) for key in keys)) == [
+            key.encode() for key in keys
+        ]
+    finally:
+        await client.aclose()
+
+
 async def test_a_standalone_url_still_gives_a_plain_client_and_health_without_nodes(
     make_settings: Callable[..., Settings], cluster: LocalCluster
 ) -> None:

@@ -117,15 +117,56 @@ def _standalone(url: str, settings: Settings, size: int) -> Redis:
 
 def _cluster(target: RedisTarget, settings: Settings, size: int) -> RedisCluster:
     # The URL is one seed and the credentials; the client learns the rest (CLUSTER SLOTS).
-    # max_connections is per node and does not block: past it a command fails with
-    # MaxConnectionsError (redis-py's cluster client has no waiting pool).
-    return RedisCluster.from_url(
+    return _WaitingCluster.from_url(
         target.url,
         startup_nodes=[ClusterNode(host, port) for host, port in target.seeds] or None,
-        max_connections=size,
+        max_connections=size,  # per node
         retry=_retry(settings),
+        pool_wait=settings.redis_read_timeout,
         **_timeouts(settings),
     )
+
+
+class _WaitingCluster(RedisCluster):
+    """A cluster client whose callers wait for a free connection to a node.
+
+    redis-py's cluster nodes never wait: past `max_connections` a command fails at once with
+    MaxConnectionsError, a ConnectionError that breakers count as Redis being down (200
+    concurrent SETs with a pool of 10 per node: 170 failed here). A semaphore per node in
+    front of each command queues callers instead, up to REDIS_READ_TIMEOUT, as the standalone
+    BlockingConnectionPool does. Pipelines and pub/sub take their connections without it.
+    """
+
+    def __init__(self, *args: Any, pool_wait: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pool_wait = pool_wait
+        self._gates: dict[str, asyncio.Semaphore] = {}
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if self._initialize:
+            # redis-py picks a command's route before it reads the slot map: on a fresh or
+            # reset client every command goes to one node and comes back MOVED, and every
+            # fifth MOVED closes all connections under the others' feet (200 concurrent
+            # first SETs: 6-7 failed with AttributeError on a closed socket). Map first.
+            _ = await self.initialize()
+        return await super().execute_command(*args, **kwargs)
+
+    async def _execute_command(self, target_node: ClusterNode, *args: Any, **kwargs: Any) -> Any:
+        gate = self._gates.get(target_node.name)
+        if gate is None:
+            gate = self._gates[target_node.name] = asyncio.Semaphore(target_node.max_connections)
+        if gate.locked():
+            try:
+                async with asyncio.timeout(self._pool_wait):
+                    await gate.acquire()
+            except TimeoutError:
+                raise RedisConnectionError("No connection available.") from None
+        else:
+            await gate.acquire()
+        try:
+            return await super()._execute_command(target_node, *args, **kwargs)
+        finally:
+            gate.release()
 
 
 class _SentinelPool(SentinelConnectionPool, BlockingConnectionPool):
