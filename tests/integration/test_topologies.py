@@ -85,6 +85,31 @@ async def test_a_cold_cluster_client_queues_a_burst_instead_of_failing_it(
         await client.aclose()
 
 
+async def test_pipelines_and_commands_share_a_small_pool_without_failing(
+    make_settings: Callable[..., Settings], cluster: LocalCluster
+) -> None:
+    # redis-py alone: a pipeline that finds its node's pool full fails, and that failure
+    # closes every connection of the client under the commands in flight.
+    small = {"redis_pool_size": 2, "redis_max_retries": 0}  # no retry to hide a failure
+    settings = cluster_settings(make_settings, cluster).model_copy(update=small)
+    client = await open_redis(settings.redis_target, settings)
+    prefix = settings.key_prefix
+
+    async def write_pair(i: int) -> None:
+        pipe = client.pipeline(transaction=False)
+        _ = pipe.set(f"{prefix}:p:{{{i}}}:a", i)  # queued: nothing to await until execute()
+        _ = pipe.set(f"{prefix}:p:{{{i}}}:b", i)
+        assert await pipe.execute() == [True, True]
+
+    async def read(i: int) -> None:
+        await client.get(f"{prefix}:p:{{{i}}}:a")
+
+    try:
+        await asyncio.gather(*(write_pair(i) if i % 2 else read(i) for i in range(300)))
+    finally:
+        await client.aclose()
+
+
 async def test_a_standalone_url_still_gives_a_plain_client_and_health_without_nodes(
     make_settings: Callable[..., Settings], cluster: LocalCluster
 ) -> None:

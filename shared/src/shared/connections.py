@@ -21,7 +21,7 @@ from typing import Any, TypeAlias, overload
 from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
-from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline
 from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
@@ -120,27 +120,52 @@ def _cluster(target: RedisTarget, settings: Settings, size: int) -> RedisCluster
     return _WaitingCluster.from_url(
         target.url,
         startup_nodes=[ClusterNode(host, port) for host, port in target.seeds] or None,
-        max_connections=size,  # per node
-        retry=_retry(settings),
+        pool_size=size,
         pool_wait=settings.redis_read_timeout,
+        retry=_retry(settings),
         **_timeouts(settings),
     )
 
 
+async def _enter(gate: asyncio.Semaphore, wait: float) -> None:
+    """Take a place at `gate`, waiting at most `wait` seconds, as a blocking pool does."""
+    if not gate.locked():
+        await gate.acquire()
+        return
+    try:
+        async with asyncio.timeout(wait):
+            await gate.acquire()
+    except TimeoutError:
+        raise RedisConnectionError("No connection available.") from None
+
+
 class _WaitingCluster(RedisCluster):
-    """A cluster client whose callers wait for a free connection to a node.
+    """A cluster client whose callers wait for a connection instead of failing.
 
     redis-py's cluster nodes never wait: past `max_connections` a command fails at once with
     MaxConnectionsError, a ConnectionError that breakers count as Redis being down (200
-    concurrent SETs with a pool of 10 per node: 170 failed here). A semaphore per node in
-    front of each command queues callers instead, up to REDIS_READ_TIMEOUT, as the standalone
-    BlockingConnectionPool does. Pipelines and pub/sub take their connections without it.
+    concurrent SETs with a pool of 10 per node: 170 failed here). Worse, a pipeline that
+    meets it (or any connection error) closes every connection of the client, under the
+    feet of every command in flight. So commands queue at a semaphore per node
+    (`pool_size` places) and pipelines at one per client (half as many), each up to
+    REDIS_READ_TIMEOUT like BlockingConnectionPool, and a node holds room for both plus a
+    pub/sub connection: at most 1.5 x `pool_size` + 1 connections per node.
     """
 
-    def __init__(self, *args: Any, pool_wait: float, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, pool_size: int, pool_wait: float, **kwargs: Any) -> None:
+        pipelines = max(1, pool_size // 2)
+        kwargs["max_connections"] = pool_size + pipelines + 1
         super().__init__(*args, **kwargs)
-        self._pool_wait = pool_wait
+        self._pool_size = pool_size
+        self.pool_wait = pool_wait
         self._gates: dict[str, asyncio.Semaphore] = {}
+        self.pipeline_gate = asyncio.Semaphore(pipelines)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
+        if shard_hint:
+            raise RedisClusterException("shard_hint is deprecated in cluster mode")
+        # An abstract attribute only to mypy: redis-py makes ClusterPipelines the same way.
+        return _WaitingPipeline(self, transaction)  # type: ignore[abstract]
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         if self._initialize:
@@ -154,19 +179,25 @@ class _WaitingCluster(RedisCluster):
     async def _execute_command(self, target_node: ClusterNode, *args: Any, **kwargs: Any) -> Any:
         gate = self._gates.get(target_node.name)
         if gate is None:
-            gate = self._gates[target_node.name] = asyncio.Semaphore(target_node.max_connections)
-        if gate.locked():
-            try:
-                async with asyncio.timeout(self._pool_wait):
-                    await gate.acquire()
-            except TimeoutError:
-                raise RedisConnectionError("No connection available.") from None
-        else:
-            await gate.acquire()
+            gate = self._gates[target_node.name] = asyncio.Semaphore(self._pool_size)
+        await _enter(gate, self.pool_wait)
         try:
             return await super()._execute_command(target_node, *args, **kwargs)
         finally:
             gate.release()
+
+
+class _WaitingPipeline(ClusterPipeline):
+    __slots__ = ()
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        client = self.cluster_client
+        assert isinstance(client, _WaitingCluster)
+        await _enter(client.pipeline_gate, client.pool_wait)
+        try:
+            return await super().execute(raise_on_error, allow_redirections)
+        finally:
+            client.pipeline_gate.release()
 
 
 class _SentinelPool(SentinelConnectionPool, BlockingConnectionPool):
