@@ -43,6 +43,8 @@ async def get_users(request: Request) -> UserService:
 
 
 Users = Annotated[UserService, Depends(get_users)]
+
+
 def _spelled_as_ids_are(value: object) -> object:
     # Hyphenated or 32 hex digits; braces and `urn:uuid:` (which UUID() takes) are refused,
     # as they are for keys: one rule, `shared.keys.user_id`.
