@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
@@ -21,8 +22,12 @@ from devtools.redis_cluster import LocalCluster
 from devtools.redis_server import RedisServer, find_redis_server
 from devtools.settings import StackSettings
 from shared.autopipeline import auto_pipeline
+from shared.cache import Cache, CacheMetrics
 from shared.clusterpipeline import ClusterAutoPipeline
 from shared.connections import make_redis
+from shared.keys import Keys
+from shared.limiter import Policy, RateLimiter
+from shared.settings import RateAlgorithm
 
 pytestmark = pytest.mark.skipif(not find_redis_server(), reason="needs a redis-server binary")
 
@@ -157,6 +162,55 @@ async def test_a_script_is_loaded_on_each_primary_by_its_eval_fallback(
             await pipeline.execute(b"EVALSHA", sha.encode(), b"1", key.encode())
         assert await pipeline.execute(b"EVAL", source.encode(), b"1", key.encode()) == 1
         assert await pipeline.execute(b"EVALSHA", sha.encode(), b"1", key.encode()) == 2
+
+
+def identifiers_per_primary(local: LocalCluster, keys: Keys, policy: str) -> list[str]:
+    """One limiter identifier whose key each primary serves."""
+    found: dict[int, str] = {}
+    i = 0
+    while len(found) < len(local.primaries()):
+        identifier = f"client-{i}"
+        found.setdefault(local.primary_for(keys.ratelimit(policy, identifier)).port, identifier)
+        i += 1
+    return list(found.values())
+
+
+@pytest.mark.parametrize("algorithm", list(RateAlgorithm))
+async def test_the_limiter_checks_on_every_primary_and_reloads_its_script_on_each(
+    client: RedisCluster, cluster: LocalCluster, key_prefix: str, algorithm: RateAlgorithm
+) -> None:
+    keys = Keys(key_prefix)
+    limiter = RateLimiter(client, keys, denials=None)
+    policy = Policy("cluster", limit=3, period=60, algorithm=algorithm)
+    identifiers = identifiers_per_primary(cluster, keys, policy.name)
+    await client.script_flush()  # on every primary: each check meets NOSCRIPT, then EVAL
+    for _ in range(2):
+        decisions = await asyncio.gather(*(limiter.check(policy, i) for i in identifiers))
+        assert [d.allowed for d in decisions] == [True] * 3
+    decisions = await asyncio.gather(
+        *(limiter.check(policy, i) for i in identifiers for _ in range(3))
+    )
+    assert sum(d.allowed for d in decisions) == 3  # one more for each, then refused
+    pipeline = auto_pipeline(client)
+    assert list(pipeline.links.values()) == [True] * 3
+    assert pipeline.fallbacks == 0  # NOSCRIPT was answered on the link, EVAL went there too
+    for identifier in identifiers:  # the state is where redis-py looks for it
+        assert await client.exists(keys.ratelimit(policy.name, identifier)) == 1
+
+
+async def test_the_cache_reads_through_the_links(
+    client: RedisCluster, cluster: LocalCluster, key_prefix: str
+) -> None:
+    cache = Cache(client, metrics=CacheMetrics(CollectorRegistry()))
+    by_node = keys_per_primary(cluster, key_prefix, 2)
+    keys = [key for group in by_node.values() for key in group]
+    for key in keys:
+        await cache.set(key, {"key": key}, ttl=30)
+    values = await asyncio.gather(*(cache.get(key) for key in keys))
+    assert values == [{"key": key} for key in keys]
+    assert await cache.get(f"{key_prefix}:absent", "miss") == "miss"
+    assert cache.metrics.value("get", "hit") == len(keys)
+    assert list(auto_pipeline(client).links.values()) == [True] * 3
 
 
 async def _call(port: int, *args: object) -> Any:

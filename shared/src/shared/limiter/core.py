@@ -8,7 +8,8 @@ which runs the script and caches it in the same round trip. (redis-py's `registe
 does `SCRIPT LOAD` then `EVALSHA` instead, which fails again if a flush lands in between.)
 Checks go through the client's auto-pipeline (`shared.autopipeline`): a lone check is written
 at once on a dedicated connection (no pool checkout per call), concurrent checks share one
-round trip.
+round trip. On a cluster the check goes to the primary of its key's slot, and the `NOSCRIPT`
+fallback loads the script on that primary: each primary caches it on its first check.
 `TIME` in a script that writes needs effects replication, the default since Redis 5, so this
 runs on 6.2 and 7.x alike.
 
@@ -24,10 +25,10 @@ from __future__ import annotations
 import hashlib
 from importlib.resources import files
 
-from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from shared.autopipeline import auto_pipeline
+from shared.connections import RedisClient
 from shared.keys import Keys
 from shared.limiter.denials import DenialCache
 from shared.limiter.model import Decision, Policy
@@ -52,7 +53,9 @@ class RateLimiter:
     `denials=None` turns the in-process denial cache off (every check asks Redis).
     """
 
-    def __init__(self, redis: Redis, keys: Keys, *, denials: DenialCache | None = None) -> None:
+    def __init__(
+        self, redis: RedisClient, keys: Keys, *, denials: DenialCache | None = None
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.denials = denials
