@@ -166,8 +166,14 @@ class ClusterAutoPipeline:
         name = args[0]
         # redis-py routes by the command's name as text (the limiter sends it as bytes).
         command = name.decode() if isinstance(name, bytes) else str(name)
-        # redis-py leaves execute_command's arguments unannotated.
-        return await self.cluster.execute_command(command.upper(), *args[1:])
+        try:
+            return await self.cluster.execute_command(command.upper(), *args[1:])
+        except AttributeError as exc:
+            # redis-py 8.1's cluster client closes every connection on CLUSTERDOWN (and on
+            # every fifth MOVED) under the commands still using them, which then fail with
+            # AttributeError on a socket that is gone: seen in failovers. It is a lost
+            # connection, and callers (retries, breakers) must see it as one.
+            raise RedisConnectionError(f"connection closed under the command: {exc}") from exc
 
     async def _link_to(self, cluster: RedisCluster, node: ClusterNode) -> _NodeLink:
         """The link to `node`, made if it has none; a new one drops the links to nodes

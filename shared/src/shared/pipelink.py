@@ -104,6 +104,15 @@ class Link(asyncio.Protocol):
         self._transport.abort()
 
     def _write(self, batch: list[_Queued]) -> None:
+        if self._transport.is_closing():
+            # Closed under us (redis-py's own disconnect, say) with `connection_lost` still to
+            # come: uvloop raises RuntimeError on such a write, asyncio drops it silently.
+            error = RedisConnectionError(CLOSED_BY_SERVER)
+            self._fail(error)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
         encode = self._encode
         parts: list[bytes] = []
         waiting = self._waiting
