@@ -13,11 +13,14 @@ slot (the control: the cluster's split, on one server), and redis-py's own `Redi
 GET (the services' cluster client without the auto-pipeline). Target: the cluster path
 ≥ 0.9× the standalone auto-pipeline. Contenders take turns over a few rounds and each reports
 its best round, so a burst of other work on the shared 2-core machine does not land on one
-side only. The cluster's six redis-server processes share those cores: a machine-bound
-ratio, not a client-bound one; the CPU per operation (client / servers) is steadier than
-the rates.
+side only. The cluster's redis-server processes share those cores: a machine-bound ratio,
+not a client-bound one; the CPU per operation (client / servers) is steadier than the rates.
 
-    .venv/bin/python bench/cluster_hotpath.py [--ops 20000] [--rounds 3]
+Both topologies get the same replicas per primary (`--replicas`, default 1): a write (each
+limiter check) costs its replica's CPU too, and a cluster with replicas against a server
+without would charge that to the cluster path.
+
+    .venv/bin/python bench/cluster_hotpath.py [--ops 20000] [--rounds 3] [--replicas 1]
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis, RedisCluster
 from redis.crc import key_slot
 
@@ -133,8 +138,9 @@ def hot_path(label: str, client: RedisClient, servers: list[Redis]) -> list[Cont
     ]
 
 
-async def run(standalone: RedisServer, local: LocalCluster, ops: int, rounds: int) -> None:
-    plain = Redis.from_url(standalone.url, max_connections=TASKS + 1)  # +1: the link's own
+async def run(standalone: list[RedisServer], local: LocalCluster, ops: int, rounds: int) -> None:
+    primary = standalone[0]
+    plain = Redis.from_url(primary.url, max_connections=TASKS + 1)  # +1: the link's own
     # The services' cluster client (shared.connections): a waiting pool of 50 per node.
     settings = load_settings(
         CommonSettings,
@@ -150,7 +156,7 @@ async def run(standalone: RedisServer, local: LocalCluster, ops: int, rounds: in
         await cluster.set(key, VALUE)
     # The control: three links to the one standalone server, picked by slot as the cluster's
     # primaries are. It splits each burst in three as the cluster does, on one server.
-    thirds = [Redis.from_url(standalone.url, max_connections=2) for _ in range(3)]
+    thirds = [Redis.from_url(primary.url, max_connections=2) for _ in range(3)]
     links = [auto_pipeline(client) for client in thirds]
 
     def by_thirds(i: int) -> Awaitable[Any]:
@@ -160,13 +166,13 @@ async def run(standalone: RedisServer, local: LocalCluster, ops: int, rounds: in
     def cluster_get(i: int) -> Awaitable[Any]:
         return cluster.get(KEYS[i % len(KEYS)])
 
-    one = [Redis(port=standalone.port)]
-    six = [Redis(port=port) for _, port in local.seeds]
+    one = [Redis(port=server.port) for server in standalone]
+    nodes = [Redis(port=port) for _, port in local.seeds]
     contenders = [
         *hot_path("standalone", plain, one),
-        *hot_path("cluster", cluster, six),
+        *hot_path("cluster", cluster, nodes),
         Contender("standalone, 3 links by slot (control)", by_thirds, one),
-        Contender("cluster redis-py RedisCluster GET", cluster_get, six),
+        Contender("cluster redis-py RedisCluster GET", cluster_get, nodes),
     ]
     for contender in contenders:  # every path warm (scripts loaded, links made)
         for i in (0, len(KEYS) - 1):
@@ -189,7 +195,7 @@ async def run(standalone: RedisServer, local: LocalCluster, ops: int, rounds: in
     overflow = await pool_overflow(local.url, 10, ops // 4)
     print(f"redis-py's RedisCluster, max_connections=10 per node, 50 tasks, {ops // 4} GETs: "
           f"failures {dict(overflow) or 'none'}")  # fmt: skip
-    for client in [*one, *six, *thirds]:
+    for client in [*one, *nodes, *thirds]:
         await client.aclose()
     await cluster.aclose()
     await plain.aclose()
@@ -225,9 +231,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ops", type=int, default=20_000, help="operations per 50-task round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--replicas", type=int, default=1, help="per primary, in both")
     args = parser.parse_args()
-    with RedisServer() as server, LocalCluster() as cluster:
-        asyncio.run(run(server, cluster, args.ops, args.rounds))
+    with ExitStack() as stack:
+        # A replica's first sync would wait 5 s for others to share it: none will.
+        primary = stack.enter_context(RedisServer(extra_args=("--repl-diskless-sync-delay", "0")))
+        standalone = [primary]
+        for _ in range(args.replicas):
+            replica = RedisServer(extra_args=("--replicaof", "127.0.0.1", str(primary.port)))
+            standalone.append(stack.enter_context(replica))
+        cluster = stack.enter_context(LocalCluster(replicas=args.replicas))
+        wait_for_replicas(standalone)
+        asyncio.run(run(standalone, cluster, args.ops, args.rounds))
+
+
+def wait_for_replicas(servers: list[RedisServer], timeout: float = 30) -> None:
+    """Until each replica of the standalone primary reports its link up."""
+    deadline = time.monotonic() + timeout
+    for replica in servers[1:]:
+        with SyncRedis(port=replica.port, decode_responses=True) as client:
+            while client.info("replication").get("master_link_status") != "up":
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"replica on port {replica.port} never linked")
+                time.sleep(0.05)
 
 
 if __name__ == "__main__":

@@ -98,8 +98,9 @@ def _cluster_with(node: ClusterNode, slot: int) -> RedisCluster:
 def test_the_slot_map_names_each_slots_primary_first() -> None:
     primary = ClusterNode("127.0.0.1", 7000, server_type="primary")
     cluster = _cluster_with(primary, 100)
-    assert redispy.slot_primary(cluster, 100) is primary
-    assert redispy.slot_primary(cluster, 101) is None  # not in the map: the caller falls back
+    slots = redispy.slot_map(cluster)
+    assert redispy.slot_primary(slots, 100) is primary
+    assert redispy.slot_primary(slots, 101) is None  # not in the map: the caller falls back
 
 
 async def test_a_moved_reply_patches_the_slot_map() -> None:
@@ -108,8 +109,8 @@ async def test_a_moved_reply_patches_the_slot_map() -> None:
     assert inspect.iscoroutinefunction(cluster.nodes_manager.move_slot), (
         "redis-py changed NodesManager.move_slot (no longer a coroutine)"
     )
-    await redispy.follow_moved(cluster, MovedError("100 127.0.0.1:7001"))
-    moved = redispy.slot_primary(cluster, 100)
+    await redispy.follow_moved(redispy.slot_map(cluster), MovedError("100 127.0.0.1:7001"))
+    moved = redispy.slot_primary(redispy.slot_map(cluster), 100)
     assert moved is not None
     assert moved.name == "127.0.0.1:7001", (
         "redis-py's NodesManager.move_slot no longer points the slot at the MOVED target"

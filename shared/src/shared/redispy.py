@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Final
 
 from redis.asyncio import ConnectionPool, RedisCluster
-from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.cluster import ClusterNode, NodesManager
 from redis.asyncio.connection import AbstractConnection, Connection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import SentinelManagedConnection
@@ -69,17 +69,23 @@ def error_parser(connection: AbstractConnection) -> Callable[[str], Exception]:
 # --- Redis Cluster
 
 
-def slot_primary(cluster: RedisCluster, slot: int) -> ClusterNode | None:
-    """The primary serving `slot` in the client's slot map (`nodes_manager.slots_cache`,
-    primary first); None before the map is read, or for a slot it has no owner for."""
-    nodes = cluster.nodes_manager.slots_cache.get(slot)
+def slot_map(cluster: RedisCluster) -> NodesManager:
+    """The client's slot map: its `nodes_manager`, which redis-py refreshes in place (a new
+    `slots_cache` on every re-read, the same manager for the client's life)."""
+    return cluster.nodes_manager
+
+
+def slot_primary(slot_map: NodesManager, slot: int) -> ClusterNode | None:
+    """The primary serving `slot` in the map (`slots_cache`: slot -> [primary, replicas]);
+    None before the map is read, or for a slot it has no owner for."""
+    nodes = slot_map.slots_cache.get(slot)
     return nodes[0] if nodes else None
 
 
-async def follow_moved(cluster: RedisCluster, moved: MovedError) -> None:
-    """Patch the client's slot map with a MOVED reply's new owner (`NodesManager.move_slot`,
-    what redis-py itself does on MOVED), so the client and the caller agree."""
-    await cluster.nodes_manager.move_slot(moved)
+async def follow_moved(slot_map: NodesManager, moved: MovedError) -> None:
+    """Patch the map with a MOVED reply's new owner (`NodesManager.move_slot`, what redis-py
+    itself does on MOVED), so the client and the caller agree."""
+    await slot_map.move_slot(moved)
 
 
 def node_connection(node: ClusterNode) -> Connection:
