@@ -23,6 +23,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import SentinelManagedConnection
 from redis.backoff import NoBackoff
 from redis.crc import key_slot as _key_slot
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MovedError
 
 # The redis-py releases this adapter is tested with (shared/pyproject.toml says the same).
@@ -52,11 +53,18 @@ async def connect_once(connection: AbstractConnection) -> None:
     A Sentinel-managed connection first asks the sentinels for the master's address (its
     private `_connect_retry`, one attempt of what its `connect()` retries): connecting it
     with `connect_check_health` alone dials the address it had, so after a promotion it
-    would keep calling the dead (or demoted) server."""
-    if isinstance(connection, SentinelManagedConnection):
-        await connection._connect_retry()  # type: ignore[no-untyped-call]  # unannotated
-        return
-    await connection.connect_check_health(check_health=True, retry_socket_connect=False)
+    would keep calling the dead (or demoted) server.
+
+    A `disconnect()` from elsewhere in the middle of the handshake (the cluster client closes
+    every node's connections on CLUSTERDOWN) drops the writer under it, and redis-py then
+    fails with AttributeError: that is reported as the lost connection it is."""
+    try:
+        if isinstance(connection, SentinelManagedConnection):
+            await connection._connect_retry()  # type: ignore[no-untyped-call]  # unannotated
+            return
+        await connection.connect_check_health(check_health=True, retry_socket_connect=False)
+    except AttributeError as exc:
+        raise RedisConnectionError(f"connection closed while connecting: {exc}") from exc
 
 
 def error_parser(connection: AbstractConnection) -> Callable[[str], Exception]:
