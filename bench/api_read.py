@@ -9,14 +9,18 @@ In one run, against one private redis-server, each server as `uvicorn --workers 
              (default redis-py client: no socket timeouts)
   redis+t/o  the same with the api's own client (make_redis: timeouts, retries, blocking pool)
   dict       bench/bare_app.py: the same object from an in-process dict
+  api@cluster  with --cluster: the api with REDIS_MODE=cluster on a local cluster of 3
+             primaries (no replicas, as the standalone server has none), near cache off:
+             its limiter check and cache GET go through the cluster auto-pipeline
 Load: `wrk` (Debian package) with 50 connections, else a bounded Python httpx load generator
 (which is itself the bottleneck: its ratios are indicative only). Endpoints take turns over
 a few rounds and each reports its best round. Prints req/s, p50/p99 and the ratios against
-the bare Redis endpoint. Targets: api >= 0.8x redis, api+near >= 1.0x.
+the bare Redis endpoint. Targets: api >= 0.8x redis, api+near >= 1.0x,
+api@cluster >= 0.9x api.
 The machine has 2 cores shared by server, load generator and other work: compare ratios
 from the same run, not absolute figures across runs.
 
-    .venv/bin/python bench/api_read.py [--seconds 3] [--rounds 3] [--connections 50]
+    .venv/bin/python bench/api_read.py [--seconds 3] [--rounds 3] [--connections 50] [--cluster]
 """
 
 from __future__ import annotations
@@ -34,11 +38,13 @@ import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from devtools.redis_cluster import LocalCluster
 from devtools.redis_server import RedisServer, free_port
 from shared.keys import Keys
 
@@ -172,6 +178,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="per endpoint per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--cluster", action="store_true", help="add the api on a local cluster")
     args = parser.parse_args()
     load = run_wrk if shutil.which("wrk") else run_python
     print(f"load generator: {'wrk' if load is run_wrk else 'python httpx (wrk not found)'}")
@@ -182,6 +189,9 @@ def main() -> None:
         migrate = [str(VENV_BIN / "python"), "-m", "api.migrate"]
         subprocess.run(migrate, env=env, check=True, capture_output=True)
         urls = start_all(stack, redis.url, database_url)
+        if args.cluster:
+            local = stack.enter_context(LocalCluster(replicas=0))
+            urls["api@cluster"] = start_on_cluster(stack, local.url, database_url, urls["api"])
         # Endpoints alternate round by round, so a burst of other work on the shared machine
         # lands on all of them rather than on one.
         rounds = [
@@ -214,6 +224,21 @@ def start_all(stack: ExitStack, redis_url: str, database_url: str) -> dict[str, 
     }
 
 
+def start_on_cluster(stack: ExitStack, cluster_url: str, database_url: str, api: str) -> str:
+    """The api with REDIS_MODE=cluster (data and cache), its cache warmed for `api`'s user."""
+    env = {**api_env(cluster_url, database_url, near=False), "REDIS_MODE": "cluster"}
+    process, url = start_server("api.main:create_app", env, "--factory")
+    stack.callback(stop, process)
+    health = httpx.get(f"{url}/health", timeout=10).json()
+    if "nodes" not in health["components"]["redis"]:  # a cluster client lists the nodes
+        print("WARNING: api@cluster did not build a cluster client (REDIS_MODE not wired)")
+    path = urlsplit(api).path
+    for _ in range(3):
+        response = httpx.get(f"{url}{path}", timeout=10)
+        assert response.status_code == 200, response.text
+    return f"{url}{path}"
+
+
 def best(name: str, rounds: list[list[Result]]) -> Result:
     """The round with the highest throughput: the least disturbed by other work."""
     return max((r for results in rounds for r in results if r.name == name), key=lambda r: r.rps)
@@ -235,6 +260,9 @@ def report(results: list[Result]) -> None:
     print(f"api+near / dict       = {by_name['api+near'].rps / by_name['dict'].rps:.2f}x")
     configured = by_name["redis+t/o"].rps
     print(f"api / bare redis with the api's client = {by_name['api'].rps / configured:.2f}x")
+    if "api@cluster" in by_name:
+        ratio = by_name["api@cluster"].rps / by_name["api"].rps
+        print(f"api@cluster / api (standalone) = {ratio:.2f}x (target >= 0.9x)")
 
 
 if __name__ == "__main__":
