@@ -90,16 +90,17 @@ class Keys:
         """For operators' tools only; the services never SCAN."""
         return f"{self.prefix}:user:list:v*"
 
-    # sessions
-    def session(self, sid_digest: str) -> str:
-        return f"{self.prefix}:session:{{{sid_hash(sid_digest)}}}"
+    # sessions: a record and its owner's index share the owner's hash tag (one slot), so
+    # every session script touches one slot; the record is named by the id's hash only.
+    def session(self, uid: str | UUID, sid_digest: str) -> str:
+        return f"{self.prefix}:session:{{{user_id(uid)}}}:{sid_hash(sid_digest)}"
 
     def user_sessions(self, uid: str | UUID) -> str:
         return f"{self.prefix}:session:user:{{{user_id(uid)}}}"
 
     def session_pattern(self) -> str:
         """Every session record (not the user indexes): for the sampled `active` gauge only."""
-        return f"{self.prefix}:session:{{*}}"
+        return f"{self.prefix}:session:{{*}}:*"
 
     # rate limiting and locks
     def ratelimit(self, policy: str, identifier: str) -> str:

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
-from redis.asyncio import ConnectionPool
+from redis.asyncio import ConnectionPool, RedisCluster
+from redis.asyncio.cluster import ClusterNode, PipelineCommand
 from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import MovedError
+from redis.typing import EncodableT
 
 # The redis-py releases this adapter is tested with (shared/pyproject.toml says the same).
 TESTED_RANGE: Final = ((8, 1), (8, 2))  # >= 8.1, < 8.2
@@ -45,3 +48,34 @@ def error_parser(connection: AbstractConnection) -> Callable[[str], Exception]:
     `ResponseError`, ...): the connection's parser's `parse_error`."""
     parse: Callable[[str], Exception] = connection._parser.parse_error
     return parse
+
+
+# --- One connection of one cluster node (for `shared.replication`) -------------------------
+#
+# Writes that wait for a replica need two more internals on a cluster: a batch written to one
+# connection of one node, and the slot map patched from a `MOVED`.
+#
+# `WAIT` answers for the writes made on its own connection, so a write that must reach a
+# replica is followed by `WAIT` on the same connection. A standalone or Sentinel client does
+# that with a public pipeline. redis-py's cluster client cannot: a keyless command in a
+# cluster pipeline goes to a random node, and when the pipeline retries after an error it
+# forgets the node each command was pinned to. These two functions reach one node directly.
+
+
+async def send_together(node: ClusterNode, *commands: tuple[EncodableT, ...]) -> list[Any]:
+    """Write `commands` to one connection of `node` in one go and read their replies in
+    order; an error reply comes back as its exception (`NoScriptError`, `MovedError`, ...).
+
+    Raises what connecting or writing raises (then nothing was read, and the caller cannot
+    know whether the server ran any of it: it may have). `ClusterNode.execute_pipeline` is
+    the node's own batch primitive: it applies the node's reply callbacks and returns the
+    connection to the node's pool.
+    """
+    batch = [PipelineCommand(position, *args) for position, args in enumerate(commands)]
+    _ = await node.execute_pipeline(batch)  # True when a reply is an error: we read each
+    return [command.result for command in batch]
+
+
+async def follow_moved(client: RedisCluster, error: MovedError) -> None:
+    """Patch the client's slot map from a `MOVED` reply, as its own command path does."""
+    await client.nodes_manager.move_slot(error)

@@ -98,14 +98,15 @@ async def test_register_login_me_logout(stack: Stack) -> None:
 async def test_login_with_a_carried_cookie_issues_a_new_id(stack: Stack) -> None:
     body = new_user()
     async with client(stack) as http:
-        await register(http, body)
+        user = await register(http, body)
         first = await signed_in(http, body)
         again = await login(http, body, session=first)
         second = str(again.cookies["session"])
         assert second != first
         assert await me(http, first) == 401  # the carried id is dead: no fixation
         assert await me(http, second) == 200
-        planted = "A" * 43  # an id the attacker chose: never becomes the session
+        # An id the attacker chose, well formed for this very user: never becomes the session.
+        planted = uuid.UUID(user["id"]).hex + "A" * 43
         third = str((await login(http, body, session=planted)).cookies["session"])
         assert third != planted
 

@@ -66,7 +66,8 @@ async def test_lifecycle(client: httpx.AsyncClient) -> None:
 
 
 async def test_404_body_is_the_common_error_shape(client: httpx.AsyncClient) -> None:
-    for path in ("/v1/sessions/short", "/v1/sessions/" + "A" * 43):
+    unknown = uuid.uuid4().hex + "A" * 43  # well formed, never issued
+    for path in ("/v1/sessions/short", "/v1/sessions/" + "A" * 43, "/v1/sessions/" + unknown):
         response = await client.get(path)
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "SESSION_NOT_FOUND"

@@ -85,8 +85,11 @@ async def _contents(redis: Redis, key: bytes) -> bytes:
 
 
 async def test_ten_thousand_guessed_ids_are_all_404(client: httpx.AsyncClient) -> None:
-    await client.post("/v1/sessions", json={"user_id": str(uuid.uuid4())})  # a live one exists
-    guesses = [secrets.token_urlsafe(32) for _ in range(10_000)]
+    user = uuid.uuid4()
+    await client.post("/v1/sessions", json={"user_id": str(user)})  # a live one exists
+    # Well formed, so each is looked up: half of them name the live session's own owner.
+    owners = [user.hex, uuid.uuid4().hex]
+    guesses = [owners[n % 2] + secrets.token_urlsafe(32) for n in range(10_000)]
     gate = asyncio.Semaphore(100)
 
     async def status(sid: str) -> int:

@@ -19,6 +19,9 @@ class SessionSettings(StreamSettings):
     session_idle_ttl: Annotated[Duration, Field(gt=0)] = 86400.0
     session_absolute_ttl: Annotated[Duration, Field(gt=0)] = 604800.0
     session_max_per_user: int = Field(10, ge=1)
+    # How long a create, rotate, destroy or revoke waits for a replica to hold it (WAIT);
+    # 0 turns the wait off. See docs/decisions/0030-sessions-in-one-slot.md.
+    session_replica_wait: Annotated[Duration, Field(ge=0)] = 0.25
     service_token: SecretStr = SecretStr("")
     session_port: int = Field(8001, ge=1, le=65535)
 
@@ -34,6 +37,15 @@ class SessionSettings(StreamSettings):
             )
         return value
 
+    @field_validator("session_replica_wait")
+    @classmethod
+    def _wait_within_read_timeout(cls, value: float, info: ValidationInfo) -> float:
+        # WAIT's answer is a reply like any other: the socket's timeout must outlast it.
+        read_timeout = info.data.get("redis_read_timeout")
+        if read_timeout is not None and value >= read_timeout:
+            raise ValueError(f"must be shorter than REDIS_READ_TIMEOUT ({read_timeout:g}s)")
+        return value
+
 
 def load(**overrides: Any) -> SessionSettings:
     """The environment's settings, or one line naming the bad variable and exit code 2."""
@@ -42,14 +54,17 @@ def load(**overrides: Any) -> SessionSettings:
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """SESSION_IDLE_TTL / SESSION_ABSOLUTE_TTL in whole milliseconds, as the scripts use them."""
+    """SESSION_IDLE_TTL / SESSION_ABSOLUTE_TTL / SESSION_REPLICA_WAIT in whole milliseconds,
+    as the scripts and WAIT use them."""
 
     idle_ms: int
     absolute_ms: int
+    replica_wait_ms: int
 
     @classmethod
     def of(cls, settings: SessionSettings) -> Timeouts:
         idle = max(1, round(settings.session_idle_ttl * 1000))
         absolute = max(1, round(settings.session_absolute_ttl * 1000))
         # An idle timeout longer than the absolute one would never apply: clamp it.
-        return cls(idle_ms=min(idle, absolute), absolute_ms=absolute)
+        wait = round(settings.session_replica_wait * 1000)
+        return cls(idle_ms=min(idle, absolute), absolute_ms=absolute, replica_wait_ms=wait)
