@@ -207,7 +207,9 @@ async def redis(redis_topology: RedisTopology) -> AsyncIterator[RedisClient]:
         # Read the slot map before a test's tasks race to (see connections._WaitingCluster).
         _ = await client.initialize()
     elif redis_topology.mode is RedisMode.SENTINEL:  # whichever server the sentinels name
-        settings = load_settings(StackSettings, _env_file=None, **redis_topology.settings())
+        settings = load_settings(
+            StackSettings, _env_file=None, app_env="test", **redis_topology.settings()
+        )
         client = make_redis(settings.redis_target, settings)
     else:
         client = Redis.from_url(redis_topology.url)
