@@ -83,12 +83,16 @@ class ReplicaWait:
     """Runs scripts whose writes must reach a replica before they count (module docstring).
 
     `timeout_ms` bounds each `WAIT`; 0 turns waiting off. It must stay under the client's
-    socket timeout, or the read of `WAIT`'s reply times out first.
+    socket timeout, or the read of `WAIT`'s reply times out first. `recheck`: seconds a
+    primary's replica count is trusted.
     """
 
-    def __init__(self, client: Redis | RedisCluster, timeout_ms: int) -> None:
+    def __init__(
+        self, client: Redis | RedisCluster, timeout_ms: int, *, recheck: float = RECHECK_SECONDS
+    ) -> None:
         self._client = client
         self.timeout_ms = timeout_ms
+        self._recheck = recheck
         self._counts: dict[str, _Count] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._degraded: set[str] = set()
@@ -167,7 +171,7 @@ class ReplicaWait:
             self._recovered(name)
             return Acked(reply, Replication.CONFIRMED)
         # Not waited for again until the next count: see the module docstring.
-        self._counts[name] = _Count(0, time.monotonic() + RECHECK_SECONDS)
+        self._counts[name] = _Count(0, time.monotonic() + self._recheck)
         self._degrade(name, f"no replica acknowledged within {self.timeout_ms} ms")
         return Acked(reply, Replication.TIMED_OUT)
 
@@ -181,7 +185,7 @@ class ReplicaWait:
                 if count is None or count.until <= time.monotonic():
                     section = await info("replication")
                     replicas = int(section.get("connected_slaves", 0))
-                    count = _Count(replicas, time.monotonic() + RECHECK_SECONDS)
+                    count = _Count(replicas, time.monotonic() + self._recheck)
                     self._counts[name] = count
                     if replicas == 0:  # a fact of the deployment (standalone), or a lost replica
                         self._degrade(name, "no replica connected", logging.INFO)
