@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, overload
 from urllib.parse import urlsplit
@@ -198,6 +200,21 @@ class _WaitingPipeline(ClusterPipeline):
             return await super().execute(raise_on_error, allow_redirections)
         finally:
             client.pipeline_gate.release()
+
+
+@asynccontextmanager
+async def pipeline_place(client: RedisCluster) -> AsyncIterator[None]:
+    """Hold one of the client's pipeline places while driving a node's connection directly
+    (`shared.replication`), so that it counts against the node's connections as a pipeline
+    does. A cluster client not made by `make_redis` keeps no places: nothing to hold."""
+    if not isinstance(client, _WaitingCluster):
+        yield
+        return
+    await _enter(client.pipeline_gate, client.pool_wait)
+    try:
+        yield
+    finally:
+        client.pipeline_gate.release()
 
 
 class _SentinelPool(SentinelConnectionPool, BlockingConnectionPool):

@@ -43,6 +43,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, KeyT
 
 from shared import redispy
+from shared.connections import pipeline_place
 
 logger = logging.getLogger(__name__)
 
@@ -146,12 +147,13 @@ class ReplicaWait:
             if not await self._has_replica(name, partial(client.info, target_nodes=node)):
                 return Acked(await script(keys=keys, args=args), Replication.NO_REPLICA)
             evalsha = ("EVALSHA", script.sha, len(keys), *keys, *args)
-            try:
-                reply, acked = await redispy.send_together(
-                    node, evalsha, ("WAIT", 1, self.timeout_ms)
-                )
-            except (RedisConnectionError, RedisTimeoutError):
-                break  # no connection to be had (a dead node, a full pool): the client's way
+            async with pipeline_place(client):  # one node connection, held like a pipeline's
+                try:
+                    reply, acked = await redispy.send_together(
+                        node, evalsha, ("WAIT", 1, self.timeout_ms)
+                    )
+                except (RedisConnectionError, RedisTimeoutError):
+                    break  # no connection to be had (a dead node): the client's own way
             if isinstance(reply, NoScriptError):
                 script.sha = await client.script_load(script.script)
             elif isinstance(reply, MovedError):

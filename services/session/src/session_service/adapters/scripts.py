@@ -6,14 +6,16 @@ object as an empty array.
 
 One slot, every key declared. A session's record and its owner's index share the owner's
 hash tag (`shared.keys`), so each script runs on the one node that serves that user, on a
-cluster as on a single server. Every key a script touches is in its `KEYS`: the index is
-`KEYS[1]` and records follow. Scripts that walk the index (create when it evicts, list,
-revoke-all) learn its members only by reading it, so they touch a record only when the
-caller declared its key; when the index names one it did not, the script writes nothing but
-a prune and answers `{'missing', hash...}`, and the store calls again with those declared
-(`{'ok', ...}` otherwise). Redis 7 would run an undeclared same-slot key, but then the
-server checks no slot ownership before the script starts: during a slot migration a script
-could stop half-way, its first writes done (docs/decisions/0030-sessions-in-one-slot.md).
+cluster as on a single server. The index is `KEYS[1]` and the records a script touches follow
+it. Scripts that walk the index (create at the cap, list, revoke-all) learn its members only
+by reading it: they touch a record the caller declared, and when the index names one it did
+not, they write nothing but a prune and answer `{'missing', hash...}`; the store calls again
+with those declared (`{'ok', ...}` otherwise). Only when the user's index keeps changing
+under the store's calls does its last call turn `strict` off: then a record not declared is
+touched all the same — a key of the same owner, so of the same slot, which Redis runs.
+Declaring is preferred because the server checks the slot of declared keys before a script
+starts; an undeclared key whose slot is migrating fails the script half-way, its first
+writes done (docs/decisions/0030-sessions-in-one-slot.md).
 """
 
 from __future__ import annotations
@@ -41,56 +43,67 @@ end
 local function expiry(now, idle, absolute_at)
   return math.min(now + idle, absolute_at)
 end
--- The record keys declared from KEYS[first] on, by hash (a record's key ends with it).
-local function declared(first)
-  local by_hash = {}
-  for i = first, #KEYS do by_hash[string.sub(KEYS[i], -64)] = KEYS[i] end
-  return by_hash
+-- A record's key by its hash: `head .. hash` (ARGV), when the caller declared it in
+-- KEYS[first...]; when it did not, nil, or with `strict` off the key all the same (it has the
+-- owner's hash tag, so the index's slot).
+local function records(first, head, strict)
+  local declared = {}
+  for i = first, #KEYS do declared[KEYS[i]] = true end
+  return function(h)
+    local name = head .. h
+    if declared[name] or strict ~= '1' then return name end
+    return nil
+  end
 end
--- {'missing', hash...} for the hashes not declared, or nil when every one is.
-local function undeclared(known, hashes)
+-- {'missing', hash...} for the hashes `record` does not resolve, or nil.
+local function undeclared(record, hashes)
   local out = {'missing'}
   for _, h in ipairs(hashes) do
-    if not known[h] then out[#out + 1] = h end
+    if not record(h) then out[#out + 1] = h end
   end
   if #out > 1 then return out end
   return nil
 end
 """
 
-# KEYS: index, new record, records to evict... ARGV: user_id, data, idle_ms, absolute_ms,
-# cap, hash. Returns {'ok', record, evicted hash...} or {'missing', hash...}.
+# KEYS: index, new record, records the caller knows of... ARGV: user_id, data, idle_ms,
+# absolute_ms, cap, hash, record head, strict. Returns {'ok', record, evicted hash...} or
+# {'missing', hash...}.
+# At the cap it evicts the soonest to expire (lowest score: least recently active) of the
+# sessions the caller declared, so that sessions a concurrent call created since are never
+# what it waits for: only when too few declared ones are left does it ask for the others.
 CREATE: Final = (
     _PRELUDE
     + """
 local idx = KEYS[1]
 local now = now_ms()
 prune(idx, now)
+local record = records(3, ARGV[7], ARGV[8])
 local doomed = {}
 local excess = redis.call('ZCARD', idx) - tonumber(ARGV[5]) + 1
 if excess > 0 then
-  -- Lowest score = soonest to expire = least recently active.
-  doomed = redis.call('ZRANGE', idx, 0, excess - 1)
+  local members = redis.call('ZRANGE', idx, 0, -1)
+  for _, h in ipairs(members) do
+    if #doomed < excess and record(h) then doomed[#doomed + 1] = h end
+  end
+  if #doomed < excess then return undeclared(record, members) end
 end
-local known = declared(3)
-local missing = undeclared(known, doomed)
-if missing then return missing end
 local out = {'ok', false}
 for _, h in ipairs(doomed) do
-  redis.call('DEL', known[h])
+  redis.call('DEL', record(h))
   redis.call('ZREM', idx, h)
   out[#out + 1] = h
 end
 local absolute_at = now + tonumber(ARGV[4])
 local expires_at = expiry(now, tonumber(ARGV[3]), absolute_at)
-local record = cjson.encode({user_id = ARGV[1], data = ARGV[2], created_at = now,
+local encoded = cjson.encode({user_id = ARGV[1], data = ARGV[2], created_at = now,
   last_seen_at = now, expires_at = expires_at, absolute_expires_at = absolute_at})
-if not redis.call('SET', KEYS[2], record, 'PX', expires_at - now, 'NX') then
+if not redis.call('SET', KEYS[2], encoded, 'PX', expires_at - now, 'NX') then
   return redis.error_reply('session id collision')
 end
 redis.call('ZADD', idx, expires_at, ARGV[6])
 touch_index(idx)
-out[2] = record
+out[2] = encoded
 return out
 """
 )
@@ -166,20 +179,20 @@ return rec.user_id
 """
 )
 
-# KEYS: index, records... Returns {'ok', hash1, record1, hash2, record2, ...} or
-# {'missing', hash...}.
+# KEYS: index, records... ARGV: record head, strict. Returns {'ok', hash1, record1, hash2,
+# record2, ...} or {'missing', hash...}.
 LIST: Final = (
     _PRELUDE
     + """
 local idx = KEYS[1]
 prune(idx, now_ms())
 local members = redis.call('ZRANGE', idx, 0, -1)
-local known = declared(2)
-local missing = undeclared(known, members)
+local record = records(2, ARGV[1], ARGV[2])
+local missing = undeclared(record, members)
 if missing then return missing end
 local out = {'ok'}
 for _, h in ipairs(members) do
-  local raw = redis.call('GET', known[h])
+  local raw = redis.call('GET', record(h))
   if raw then
     out[#out + 1] = h
     out[#out + 1] = raw
@@ -192,7 +205,7 @@ return out
 """
 )
 
-# KEYS: index, records... ARGV: keep hash or '', created-before ms or -1.
+# KEYS: index, records... ARGV: keep hash or '', created-before ms or -1, record head, strict.
 # Returns {'ok', revoked hash...} or {'missing', hash...}. `keep` and the session rotated
 # from it survive. With a cut-off, sessions created after it survive too, so a redelivered
 # `user.password_changed` never logs out a sign-in made with the new password.
@@ -206,8 +219,8 @@ local others = {}
 for _, h in ipairs(redis.call('ZRANGE', idx, 0, -1)) do
   if h ~= keep then others[#others + 1] = h end
 end
-local known = declared(2)
-local missing = undeclared(known, others)
+local record = records(2, ARGV[3], ARGV[4])
+local missing = undeclared(record, others)
 if missing then return missing end
 local function doomed(raw)
   local rec = cjson.decode(raw)
@@ -216,11 +229,11 @@ local function doomed(raw)
 end
 local out = {'ok'}
 for _, h in ipairs(others) do
-  local raw = redis.call('GET', known[h])
+  local raw = redis.call('GET', record(h))
   if not raw then
     redis.call('ZREM', idx, h)
   elseif doomed(raw) then
-    redis.call('DEL', known[h])
+    redis.call('DEL', record(h))
     redis.call('ZREM', idx, h)
     out[#out + 1] = h
   end
