@@ -55,7 +55,7 @@ async def store_vs_raw(client: Redis, ops: int, chunk: int) -> tuple[str, float,
     )
     created = await store.create(str(uuid.uuid4()), DATA)
     sid = created.issued.session_id
-    record = await client.get(keys.session(hash_session_id(sid)))
+    record = await client.get(keys.session(created.issued.record.user_id, hash_session_id(sid)))
     assert record is not None
     twin = f"{PREFIX}:bench:twin"
     await client.set(twin, b"x" * len(record))  # same size as the session record
