@@ -20,7 +20,7 @@ class SessionSettings(StreamSettings):
     session_absolute_ttl: Annotated[Duration, Field(gt=0)] = 604800.0
     session_max_per_user: int = Field(10, ge=1)
     # How long a create, rotate, destroy or revoke waits for a replica to hold it (WAIT);
-    # 0 turns the wait off. See docs/decisions/0030-sessions-in-one-slot.md.
+    # 0 turns the wait off (docs/decisions/0031-session-writes-wait-for-a-replica.md).
     session_replica_wait: Annotated[Duration, Field(ge=0)] = 0.25
     service_token: SecretStr = SecretStr("")
     session_port: int = Field(8001, ge=1, le=65535)

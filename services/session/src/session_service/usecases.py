@@ -134,8 +134,9 @@ class Sessions:
         return len(revoked)
 
     def _replicated(self, write: Write, replication: Replication) -> None:
-        # Acknowledged either way (docs/decisions/0030-sessions-in-one-slot.md): a write no
-        # replica confirmed is counted, and `shared.replication` logs the primary's state.
+        # Acknowledged either way: a write no replica confirmed is counted, and
+        # `shared.replication` logs the primary's state
+        # (docs/decisions/0031-session-writes-wait-for-a-replica.md).
         if replication is not Replication.OFF:
             self._metrics.replica_acks.labels(write, replication.value).inc()
 
