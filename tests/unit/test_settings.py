@@ -79,6 +79,7 @@ DEFAULTS: dict[str, Any] = {
     "session_idle_ttl": 86400.0,
     "session_absolute_ttl": 604800.0,
     "session_max_per_user": 10,
+    "session_replica_wait": 0.25,
     "session_service_url": None,
     "session_service_timeout": 2.0,
     "cookie_secure": None,

@@ -98,3 +98,5 @@ def test_the_replica_wait_must_end_before_the_read_timeout() -> None:
         load(session_replica_wait="3s", redis_read_timeout="3s")
     with pytest.raises(SettingsError, match="SESSION_REPLICA_WAIT"):
         load(session_replica_wait="-1s")
+    # Unset, the default (250 ms) gives way to a shorter read timeout rather than refuse it.
+    assert Timeouts.of(load(redis_read_timeout="200ms")).replica_wait_ms == 100

@@ -20,8 +20,10 @@ class SessionSettings(StreamSettings):
     session_absolute_ttl: Annotated[Duration, Field(gt=0)] = 604800.0
     session_max_per_user: int = Field(10, ge=1)
     # How long a create, rotate, destroy or revoke waits for a replica to hold it (WAIT);
-    # 0 turns the wait off (docs/decisions/0031-session-writes-wait-for-a-replica.md).
-    session_replica_wait: Annotated[Duration, Field(ge=0)] = 0.25
+    # 0 turns the wait off (docs/decisions/0031-session-writes-wait-for-a-replica.md). Only a
+    # value that was set is checked against REDIS_READ_TIMEOUT: the default gives way to a
+    # short read timeout instead (`Timeouts.of`).
+    session_replica_wait: Annotated[Duration, Field(ge=0, validate_default=False)] = 0.25
     service_token: SecretStr = SecretStr("")
     session_port: int = Field(8001, ge=1, le=65535)
 
@@ -65,6 +67,10 @@ class Timeouts:
     def of(cls, settings: SessionSettings) -> Timeouts:
         idle = max(1, round(settings.session_idle_ttl * 1000))
         absolute = max(1, round(settings.session_absolute_ttl * 1000))
+        wait = settings.session_replica_wait
+        if wait >= settings.redis_read_timeout:  # the default only: a set value was checked
+            wait = settings.redis_read_timeout / 2
         # An idle timeout longer than the absolute one would never apply: clamp it.
-        wait = round(settings.session_replica_wait * 1000)
-        return cls(idle_ms=min(idle, absolute), absolute_ms=absolute, replica_wait_ms=wait)
+        return cls(
+            idle_ms=min(idle, absolute), absolute_ms=absolute, replica_wait_ms=round(wait * 1000)
+        )
