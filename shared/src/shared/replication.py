@@ -29,6 +29,7 @@ from functools import partial
 from typing import Any, Final
 
 from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
 from redis.commands.core import AsyncScript
 from redis.exceptions import (
     AskError,
@@ -137,23 +138,20 @@ class ReplicaWait:
         args: Sequence[EncodableT],
     ) -> Acked:
         _ = await client.initialize()  # a no-op once the client has its slot map
+        first = keys[0]
+        key = first.decode() if isinstance(first, bytes) else str(first)
         for _ in range(_ATTEMPTS):
             try:
-                node = client.get_node_from_key(str(keys[0]))
+                node = client.get_node_from_key(key)
+                assert node is not None  # only a replica may be missing from the slot map
+                replies = await self._pair_on(client, node, script, keys, args)
             except RedisClusterException:  # the slot is not covered (yet): the client waits
                 break
-            assert node is not None  # only a replica may be missing
-            name = node.name
-            if not await self._has_replica(name, partial(client.info, target_nodes=node)):
+            except (RedisConnectionError, RedisTimeoutError):
+                break  # the node is not to be had (dead, failing over): the client's own way
+            if replies is None:
                 return Acked(await script(keys=keys, args=args), Replication.NO_REPLICA)
-            evalsha = ("EVALSHA", script.sha, len(keys), *keys, *args)
-            async with pipeline_place(client):  # one node connection, held like a pipeline's
-                try:
-                    reply, acked = await redispy.send_together(
-                        node, evalsha, ("WAIT", 1, self.timeout_ms)
-                    )
-                except (RedisConnectionError, RedisTimeoutError):
-                    break  # no connection to be had (a dead node): the client's own way
+            reply, acked = replies
             if isinstance(reply, NoScriptError):
                 script.sha = await client.script_load(script.script)
             elif isinstance(reply, MovedError):
@@ -161,8 +159,23 @@ class ReplicaWait:
             elif isinstance(reply, _REROUTE):
                 break
             else:
-                return self._settle(name, reply, acked)
+                return self._settle(node.name, reply, acked)
         return Acked(await script(keys=keys, args=args), Replication.UNCHECKED)
+
+    async def _pair_on(
+        self,
+        client: RedisCluster,
+        node: ClusterNode,
+        script: AsyncScript,
+        keys: Sequence[KeyT],
+        args: Sequence[EncodableT],
+    ) -> list[Any] | None:
+        """EVALSHA and WAIT on one connection of `node`; None when it has no replica."""
+        if not await self._has_replica(node.name, partial(client.info, target_nodes=node)):
+            return None
+        async with pipeline_place(client):  # a node connection, counted as a pipeline's
+            evalsha = ("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await redispy.send_together(node, evalsha, ("WAIT", 1, self.timeout_ms))
 
     def _settle(self, name: str, reply: Any, acked: Any) -> Acked:
         if isinstance(reply, Exception):
