@@ -44,7 +44,7 @@ async def test_reader_holding_an_old_row_cannot_store_it_after_a_write(
         assert found.value["name"] == "Old"  # what it read is what it answered...
         assert found.stored is False  # ...but the lease was gone, so it was not stored
         cached = await redis.get(Keys(api.settings.key_prefix).user(uid))
-        assert cached is not None
+        assert isinstance(cached, bytes)
         assert orjson.loads(unversioned(cached))["name"] == "New"  # the writer's value stays
         after = await api.client.get(f"/v1/users/{uid}")
         assert (after.headers["x-cache"], after.json()["name"]) == ("HIT", "New")
@@ -89,6 +89,7 @@ async def test_randomized_interleavings_leave_no_stale_value(
                 row = await UserRepository(session).get(uid)
                 assert row is not None
                 cached = await redis.get(keys.user(uid))
+                assert cached is None or isinstance(cached, bytes)
                 if cached is not None and orjson.loads(unversioned(cached)) != orjson.loads(
                     encode(public_document(row))
                 ):

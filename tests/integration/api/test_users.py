@@ -129,7 +129,7 @@ async def test_cached_value_has_a_ttl(api: Api, redis: Redis) -> None:
     ttl_ms = await redis.pttl(Keys(api.settings.key_prefix).user(user["id"]))
     assert 0 < ttl_ms <= api.settings.user_cache_ttl * 1000
     raw = await redis.get(Keys(api.settings.key_prefix).user(user["id"]))
-    assert raw is not None
+    assert isinstance(raw, bytes)
     stored = orjson.loads(unversioned(raw))
     assert stored == public(user)
 
