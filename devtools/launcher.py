@@ -39,10 +39,11 @@ class ProcessExitedError(AssertionError):
 
 @dataclass
 class Process:
-    """A child of a `Launcher`, addressed by PID; its stdout and stderr in `log`."""
+    """A child of a `Launcher`, addressed by PID, run in `workdir`; stdout and stderr in `log`."""
 
     name: str
     popen: subprocess.Popen[bytes]
+    workdir: Path
     log: Path
 
     @property
@@ -148,7 +149,7 @@ class Launcher:
                 stdout=sink,
                 stderr=subprocess.STDOUT,
             )
-        process = Process(name, popen, log)
+        process = Process(name, popen, workdir, log)
         self.started.append(process)
         return process
 
@@ -170,9 +171,8 @@ class Launcher:
         argv = [sys.executable, "-m", "uvicorn", app, "--factory"]
         argv += ["--host", "127.0.0.1", "--port", str(port), *options]
         started = self.start(name, argv, env)
-        service = ServiceProcess(
-            name, started.popen, started.log, f"http://127.0.0.1:{port}", health
-        )
+        url = f"http://127.0.0.1:{port}"
+        service = ServiceProcess(name, started.popen, started.workdir, started.log, url, health)
         self.started[-1] = service
         if wait:
             service.wait_healthy()

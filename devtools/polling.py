@@ -1,10 +1,10 @@
 """Waiting for a condition with a deadline: the one polling loop of tests, bench and devtools.
 
 `await eventually(check, what)` calls `check` until it returns something truthy and hands that
-value back; `eventually_sync` is the same for code without an event loop. At the deadline
-both raise `WaitTimeoutError`, naming `what` and the last value `check` returned. An exception from
-`check` ends the wait at once, unless its type is listed in `ignoring` (a server that is
-still starting, say): then it counts as "not yet", and the last one is shown at the deadline.
+value back; `eventually_sync` is the same for code without an event loop. At the deadline both
+raise `WaitTimeoutError`, naming `what` and the last value `check` returned. An exception from
+`check` ends the wait at once, unless its type is listed in `ignoring` (a server that is still
+starting, say): then it counts as "not yet", and the last one is shown at the deadline.
 """
 
 from __future__ import annotations
