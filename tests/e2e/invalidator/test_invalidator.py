@@ -76,12 +76,12 @@ async def test_an_event_published_before_the_first_start_is_purged_and_announced
     await eventually(
         lambda: equals(pending_count(redis, keys.user_events(), GROUP), 0), "nothing pending"
     )
-    notice = None
-    for _ in range(100):
-        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
-        if message is not None:
-            notice = orjson.loads(message["data"])
-            break
+    message = await eventually(
+        lambda: pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1),
+        "the purge notice",
+        every=0,  # get_message waits up to 0.1 s itself
+    )
+    notice = orjson.loads(message["data"])
     await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
     assert notice == {
         "keys": [keys.user(uid), keys.user_lease(uid)],

@@ -66,7 +66,7 @@ async def test_randomized_interleavings_leave_no_stale_value(
             await service.cache.user(uid, load)
 
         async def write(uid: uuid.UUID, start: float) -> None:
-            await asyncio.sleep(start)
+            await asyncio.sleep(start)  # a random start: the interleaving under test
             await service.update(uid, UserUpdate(name=f"n{rng.randrange(10**9)}"))
 
         while operations < 1000:
