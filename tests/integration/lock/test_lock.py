@@ -122,7 +122,7 @@ async def test_fencing_numbers_strictly_increase(redis: Redis, keys: Keys) -> No
         for _ in range(10):
             async with lock(redis, keys, "fence", ttl=5.0, backoff=FAST) as held:
                 seen.append(held.fence)
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # yield while holding: others must wait
 
     await asyncio.gather(*(worker() for _ in range(5)))
     assert len(seen) == 50
