@@ -203,7 +203,7 @@ async def test_the_watchdog_does_not_fire_on_a_busy_healthy_connection(
         while time.monotonic() < deadline:
             assert await pipeline.execute("INCR", "n") == done + 1
             done += 1
-        # Not a wait for an event: idle past the timeout, with nothing pending, nothing fails.
+        # not a wait: idle past the timeout; with nothing pending, nothing fails
         await asyncio.sleep(0.3)
         assert await pipeline.execute("INCR", "n") == done + 1
     finally:

@@ -41,7 +41,7 @@ async def test_lifecycle(client: httpx.AsyncClient) -> None:
     assert set(got.json()) == FIELDS  # the id is never shown again
     assert got.json()["data"] == {"role": "reader"}
 
-    await asyncio.sleep(0.01)  # not a wait for an event: the server clock must move a ms or more
+    await asyncio.sleep(0.01)  # not a wait: the server clock must move a ms or more
     refreshed = (await client.post(f"/v1/sessions/{sid}/refresh")).json()
     assert at(refreshed["expires_at"]) > at(str(created["expires_at"]))
     assert at(refreshed["last_seen_at"]) > at(str(created["last_seen_at"]))
@@ -123,9 +123,9 @@ async def test_cap_evicts_the_oldest(session_settings: SettingsFactory) -> None:
     user = str(uuid.uuid4())
     async with serve(session_settings(session_max_per_user=2)) as client:
         ids = []
-        for _ in range(3):
+        for _ in range(3):  # not polling: three sessions, a few ms apart
             ids.append((await create(client, user))["id"])
-            await asyncio.sleep(0.005)  # not a wait for an event: distinct expiry scores
+            await asyncio.sleep(0.005)  # distinct expiry scores
         assert (await client.get(f"/v1/sessions/{ids[0]}")).status_code == 404
         for sid in ids[1:]:
             assert (await client.get(f"/v1/sessions/{sid}")).status_code == 200
