@@ -31,7 +31,7 @@ def _timed_out(what: str, within: float, last: object) -> WaitTimeoutError:
     shown = repr(last)
     if len(shown) > _SHOWN:
         shown = shown[:_SHOWN] + "…"
-    return WaitTimeoutError(f"not within {within:g} s: {what} (last: {shown})")
+    return WaitTimeoutError(f"{what}: not within {within:g} s (last: {shown})")
 
 
 @overload
