@@ -133,6 +133,8 @@ class RedisServer:
         data_dir: str | Path | None = None,
         extra_args: tuple[str, ...] = (),
         log_file: str | Path | None = None,
+        *,
+        config_file: str | Path | None = None,
     ) -> None:
         found = binary or find_redis_server()
         if found is None:
@@ -143,6 +145,8 @@ class RedisServer:
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="redis-")).resolve()
         self.extra_args = extra_args
         self.log_file = Path(log_file).resolve() if log_file else self.data_dir / "redis.log"
+        # A config file goes first on the command line (Sentinel needs one it can rewrite).
+        self.config_file = Path(config_file).resolve() if config_file else None
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -163,6 +167,7 @@ class RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
             self.binary,
+            *([str(self.config_file)] if self.config_file else []),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.data_dir),

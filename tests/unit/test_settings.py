@@ -19,6 +19,8 @@ from shared.settings import (
     CommonSettings,
     RateAlgorithm,
     RateSpec,
+    RedisMode,
+    RedisTarget,
     load_settings,
     parse_duration,
     redact_url,
@@ -40,6 +42,11 @@ DEFAULTS: dict[str, Any] = {
     "redis_write_timeout": 3.0,
     "redis_url": None,
     "cache_redis_url": None,
+    "redis_mode": RedisMode.STANDALONE,
+    "cache_redis_mode": None,
+    "redis_cluster_nodes": [],
+    "redis_sentinels": [],
+    "redis_sentinel_master": "mymaster",
     "database_url": "sqlite+aiosqlite:///.devstack/app.db",
     "database_pool_size": 10,
     "key_prefix": "app",
@@ -249,6 +256,11 @@ def test_durations(text: str, seconds: float) -> None:
         ("CACHE_WARMUP_IDS", "not-a-uuid", "UUID"),
         ("DLQ_MAXLEN", "0", "greater than or equal to 1"),
         ("DLQ_MAX_ENTRY_BYTES", "100", "greater than or equal to 1024"),
+        ("REDIS_MODE", "replicated", "'standalone', 'cluster' or 'sentinel'"),
+        ("CACHE_REDIS_MODE", "Cluster", "'standalone', 'cluster' or 'sentinel'"),
+        ("REDIS_CLUSTER_NODES", "10.0.0.1:7000,10.0.0.2", "'10.0.0.2' is not host:port"),
+        ("REDIS_SENTINELS", "s1:26379, s2:0", "'s2:0' is not host:port"),
+        ("REDIS_SENTINEL_MASTER", "my master", "pattern"),
     ],
 )
 def test_bad_value_names_the_variable_on_one_line(name: str, value: str, problem: str) -> None:
@@ -305,6 +317,67 @@ def test_cache_redis_defaults_to_the_data_redis() -> None:
     split = load(REDIS_URL="redis://data:1/0", CACHE_REDIS_URL="redis://cache:2/0")
     assert split.redis_dsn == "redis://data:1/0"
     assert split.cache_redis_dsn == "redis://cache:2/0"
+
+
+def test_the_cache_role_takes_the_data_mode_unless_told() -> None:
+    assert load().redis_target == RedisTarget(RedisMode.STANDALONE, "redis://localhost:6379/0")
+    assert load(REDIS_MODE="cluster").cache_mode is RedisMode.CLUSTER
+    split = load(REDIS_MODE="cluster", CACHE_REDIS_MODE="standalone")
+    assert split.redis_target.mode is RedisMode.CLUSTER
+    assert split.cache_redis_target.mode is RedisMode.STANDALONE
+
+
+def test_cluster_seeds_are_the_url_and_the_node_list() -> None:
+    settings = load(
+        REDIS_MODE="cluster",
+        REDIS_URL="redis://:pw@10.0.0.1:7000",
+        REDIS_CLUSTER_NODES="10.0.0.2:7000, [fd00::3]:7000",
+    )
+    assert settings.redis_target == RedisTarget(
+        RedisMode.CLUSTER,
+        "redis://:pw@10.0.0.1:7000",
+        seeds=(("10.0.0.2", 7000), ("fd00::3", 7000)),
+    )
+
+
+def test_sentinel_mode_finds_the_master_through_the_sentinels() -> None:
+    settings = load(
+        REDIS_MODE="sentinel",
+        REDIS_SENTINELS="s1:26379,s2:26379,s3:26379",
+        REDIS_SENTINEL_MASTER="data",
+        REDIS_URL="redis://:pw@/2",  # credentials and db only: the sentinels name the host
+    )
+    target = settings.redis_target
+    assert target.mode is RedisMode.SENTINEL
+    assert target.sentinels == (("s1", 26379), ("s2", 26379), ("s3", 26379))
+    assert (target.master, target.url) == ("data", "redis://:pw@/2")
+    assert settings.cache_redis_target == target
+
+
+@pytest.mark.parametrize("mode_variable", ["REDIS_MODE", "CACHE_REDIS_MODE"])
+def test_sentinel_mode_without_sentinels_names_redis_sentinels(mode_variable: str) -> None:
+    message = error_for(mode_variable, "sentinel")
+    assert message.startswith("invalid setting REDIS_SENTINELS: required when REDIS_MODE")
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"REDIS_URL": "redis://h:7000/1"}, "REDIS_URL"),
+        ({"REDIS_DB": "2"}, "REDIS_DB"),
+        ({"CACHE_REDIS_URL": "redis://h:7000/3"}, "CACHE_REDIS_URL"),
+    ],
+)
+def test_a_cluster_has_only_database_0(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load(REDIS_MODE="cluster", **env)
+    assert str(caught.value).startswith(f"invalid setting {named}=")
+    assert "only database 0" in str(caught.value)
+
+
+def test_redis_db_is_not_checked_when_a_url_replaces_it() -> None:
+    settings = load(REDIS_MODE="cluster", REDIS_URL="redis://h:7000", REDIS_DB="2")
+    assert settings.redis_target.url == "redis://h:7000"
 
 
 @pytest.mark.parametrize(

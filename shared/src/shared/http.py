@@ -8,16 +8,19 @@ unexpected is logged with its traceback and answered as a clean 500 in the same 
 from __future__ import annotations
 
 import logging
+import re
 import uuid
+from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
+from starlette.responses import JSONResponse
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import logs
@@ -37,10 +40,12 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
-class JsonResponse(Response):
-    """A JSON response encoded with orjson (FastAPI's ORJSONResponse is deprecated)."""
+class JsonResponse(JSONResponse):
+    """A JSON response encoded with orjson (FastAPI's ORJSONResponse is deprecated).
 
-    media_type = "application/json"
+    A `JSONResponse` subclass, not a plain `Response`: FastAPI writes a route's
+    `response_model` into the OpenAPI document only for JSON response classes (with a plain
+    `Response` as the default class every body was documented as a string)."""
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
@@ -95,20 +100,69 @@ async def _api_error(_: Request, exc: Exception) -> JsonResponse:
     return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
 
 
-async def _http_error(_: Request, exc: Exception) -> JsonResponse:
+_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+_TEMPLATE_PARAM = re.compile(r"\{[^}/]+\}")
+
+
+def allowed_methods(request: Request) -> tuple[list[str], bool]:
+    """The methods of the request's resource, and whether it is a fixed path.
+
+    RFC 9110: `Allow` lists the resource's methods, not one route's. A resource is a path of
+    the app's OpenAPI document (what clients are told); a fixed path wins over a template:
+    `/v1/users/me` is its own resource, not `/v1/users/{user_id}` with the id "me". A path
+    the document does not list (the docs pages) is asked of the routes themselves."""
+    path = request.url.path
+    fixed: set[str] = set()
+    templated: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = _TEMPLATE_PARAM.sub(
+            "[^/]+", re.escape(template).replace(r"\{", "{").replace(r"\}", "}")
+        )
+        if re.fullmatch(pattern, path):
+            methods = {method.upper() for method in operations}
+            (templated if _TEMPLATE_PARAM.search(template) else fixed).update(methods)
+    if fixed or templated:
+        return sorted(fixed or templated), bool(fixed)
+    routes = request.app.router.routes
+    found = [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
+    return found, False
+
+
+def _method_not_allowed(request: Request, methods: list[str]) -> JsonResponse:
+    message = f"{request.method} is not allowed here; allowed: {', '.join(methods)}"
+    return error_response(
+        405, "METHOD_NOT_ALLOWED", message, {"allowed": methods}, {"Allow": ", ".join(methods)}
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JsonResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405:
+        return _method_not_allowed(request, allowed_methods(request)[0])
     headers = dict(exc.headers) if exc.headers else None
     return error_response(
         exc.status_code, status_code_name(exc.status_code), str(exc.detail), None, headers
     )
 
 
-async def _validation_error(_: Request, exc: Exception) -> JsonResponse:
+async def _validation_error(request: Request, exc: Exception) -> JsonResponse:
     assert isinstance(exc, RequestValidationError)
-    details = [
-        {"loc": list(err.get("loc", ())), "msg": err.get("msg"), "type": err.get("type")}
-        for err in exc.errors()
-    ]
+    methods, fixed = allowed_methods(request)
+    if fixed and request.method not in methods:
+        # A template route took a fixed path's request (PATCH /v1/users/me): its "bad id" is
+        # really a method the fixed resource does not have.
+        return _method_not_allowed(request, methods)
+    details: list[dict[str, Any]] = []
+    for err in exc.errors():
+        detail = {"loc": list(err.get("loc", ())), "msg": err.get("msg"), "type": err.get("type")}
+        if detail not in details:  # a parameter a dependency shares is validated twice
+            details.append(detail)
     return error_response(422, "VALIDATION_ERROR", "the request is not valid", details)
 
 
@@ -120,6 +174,44 @@ async def _too_large(_: Request, exc: Exception) -> JsonResponse:
 async def _unexpected(_: Request, exc: Exception) -> JsonResponse:
     logger.error("unhandled error", exc_info=exc)
     return error_response(500, "INTERNAL", "internal server error")
+
+
+def document_common_errors(
+    app: FastAPI, extra: Callable[[str, str, dict[str, Any]], None] | None = None
+) -> None:
+    """Complete the OpenAPI document with the answers every operation can give: 400 (a body
+    that is not UTF-8 JSON) and 413 (a body over MAX_REQUEST_BYTES) on every operation with a
+    body; `extra(path, method, operation)` adds a service's own (e.g. 429)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        for path, operations in schema.get("paths", {}).items():
+            for method, operation in operations.items():
+                if "requestBody" in operation:
+                    document_error(operation, 400, "the body is not UTF-8 JSON")
+                    document_error(operation, 413, "the body is larger than MAX_REQUEST_BYTES")
+                if extra is not None:
+                    extra(path, method, operation)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to customise
+
+
+def document_error(operation: dict[str, Any], status: int, description: str) -> None:
+    """Add an error answer in the common shape, unless the operation documents it already."""
+    operation.setdefault("responses", {}).setdefault(
+        str(status),
+        {
+            "description": description,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}
+            },
+        },
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

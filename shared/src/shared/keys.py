@@ -23,9 +23,12 @@ INVALIDATOR_GROUP: Final = "invalidator"
 SESSION_GROUP: Final = "session"
 CACHE_INVALIDATED: Final = "cache:invalidated"
 
-_UUID_TEXT = re.compile(
-    r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}\Z"
+# The user-id spellings accepted anywhere (keys, paths): hyphenated or 32 hex digits, any
+# case. Published as the path parameter's pattern; braces and `urn:uuid:` are refused.
+USER_ID_PATTERN: Final = (
+    r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
 )
+_UUID_TEXT = re.compile(USER_ID_PATTERN.removesuffix("$") + r"\Z")
 _SID_HASH = re.compile(r"^[0-9a-f]{64}\Z")  # \Z: `$` would let a trailing newline in
 _TOKEN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}\Z")
 _PREFIX = re.compile(r"^[A-Za-z0-9_-]{1,32}\Z")

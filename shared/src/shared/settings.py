@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import sys
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal, TypeVar
 from urllib.parse import quote, urlsplit
@@ -21,6 +22,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -120,6 +122,28 @@ def parse_networks(value: object) -> object:
 NetworkList = Annotated[list[Network], NoDecode, BeforeValidator(parse_networks)]
 
 
+HostPort = tuple[str, int]
+
+
+def parse_host_port(text: str) -> HostPort:
+    """`host:port` (or `[v6-address]:port`) → `(host, port)`."""
+    host, sep, port = text.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text.strip()!r} is not host:port")
+    return host, int(port)
+
+
+def parse_host_ports(value: object) -> object:
+    items = _split_commas(value)
+    if not isinstance(items, list):
+        return items
+    return [item if isinstance(item, tuple) else parse_host_port(str(item)) for item in items]
+
+
+HostPortList = Annotated[list[HostPort], NoDecode, BeforeValidator(parse_host_ports)]
+
+
 class CacheInvalidation(StrEnum):
     WRITE_AND_EVENT = "write+event"
     WRITE = "write"
@@ -133,6 +157,28 @@ class CacheInvalidation(StrEnum):
     @property
     def by_event(self) -> bool:
         return self in {CacheInvalidation.EVENT, CacheInvalidation.WRITE_AND_EVENT}
+
+
+class RedisMode(StrEnum):
+    STANDALONE = "standalone"
+    CLUSTER = "cluster"
+    SENTINEL = "sentinel"
+
+
+@dataclass(frozen=True, slots=True)
+class RedisTarget:
+    """Where one Redis role lives; `shared.connections.make_redis` turns it into a client.
+
+    `url`: standalone, the server; cluster, one seed node (more in `seeds`) and the
+    credentials; sentinel, only the credentials, the database number and TLS (its host is
+    ignored: the sentinels name the master).
+    """
+
+    mode: RedisMode
+    url: str
+    seeds: tuple[HostPort, ...] = ()
+    sentinels: tuple[HostPort, ...] = ()
+    master: str = "mymaster"
 
 
 class RateAlgorithm(StrEnum):
@@ -178,7 +224,12 @@ class CommonSettings(BaseSettings):
 
     app_env: Literal["development", "test", "production"] = "production"
 
-    # Redis, with the seed's names and defaults; REDIS_URL wins over them.
+    # Redis, with the seed's names and defaults; REDIS_URL wins over them. The topology comes
+    # first: the validators of the fields after it check them against the mode.
+    redis_mode: RedisMode = RedisMode.STANDALONE
+    cache_redis_mode: RedisMode | None = None
+    redis_url: str | None = None
+    cache_redis_url: str | None = None
     redis_host: str = "localhost"
     redis_port: int = Field(6379, ge=1, le=65535)
     redis_password: SecretStr = SecretStr("")
@@ -188,8 +239,12 @@ class CommonSettings(BaseSettings):
     redis_min_idle_conns: int = Field(5, ge=0)
     redis_read_timeout: Duration = 3.0
     redis_write_timeout: Duration = 3.0
-    redis_url: str | None = None
-    cache_redis_url: str | None = None
+    redis_cluster_nodes: HostPortList = Field(default_factory=list)
+    # validate_default: sentinel mode without sentinels is an error even when it is unset.
+    redis_sentinels: Annotated[HostPortList, Field(validate_default=True)] = Field(
+        default_factory=list
+    )
+    redis_sentinel_master: str = Field("mymaster", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
     key_prefix: str = Field("app", pattern=r"^[A-Za-z0-9_-]{1,32}$")
     breaker_failure_threshold: int = Field(3, ge=1)
@@ -209,10 +264,45 @@ class CommonSettings(BaseSettings):
 
     @field_validator("redis_url", "cache_redis_url")
     @classmethod
-    def _redis_scheme(cls, value: str | None) -> str | None:
+    def _redis_scheme(cls, value: str | None, info: ValidationInfo) -> str | None:
         if not value:
             return None
-        _check_url(value, {"redis", "rediss", "unix"})
+        mode = _mode_of(info.data, cache=info.field_name == "cache_redis_url")
+        if mode is RedisMode.STANDALONE:
+            _check_url(value, {"redis", "rediss", "unix"})
+        else:
+            # Sentinel: the URL carries credentials and the db only, so it needs no host.
+            _check_url(value, {"redis", "rediss"}, host=mode is RedisMode.CLUSTER)
+        if mode is RedisMode.CLUSTER and _url_db(value) != 0:
+            raise ValueError("a Redis Cluster has only database 0")
+        return value
+
+    @field_validator("redis_db")
+    @classmethod
+    def _cluster_db(cls, value: int, info: ValidationInfo) -> int:
+        data = info.data
+        # REDIS_DB counts only where no URL replaces it: the data role, or a cache role
+        # that falls back to the data Redis.
+        data_cluster = _mode_of(data, cache=False) is RedisMode.CLUSTER
+        cache_cluster = _mode_of(data, cache=True) is RedisMode.CLUSTER
+        in_use = not data.get("redis_url") and (
+            data_cluster or (cache_cluster and not data.get("cache_redis_url"))
+        )
+        if value != 0 and in_use:
+            raise ValueError("a Redis Cluster has only database 0")
+        return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels_for_sentinel_mode(
+        cls, value: list[HostPort], info: ValidationInfo
+    ) -> list[HostPort]:
+        modes = {_mode_of(info.data, cache=False), _mode_of(info.data, cache=True)}
+        if not value and RedisMode.SENTINEL in modes:
+            raise ValueError(
+                "required when REDIS_MODE or CACHE_REDIS_MODE is sentinel: "
+                "the sentinels as comma-separated host:port"
+            )
         return value
 
     @property
@@ -228,6 +318,29 @@ class CommonSettings(BaseSettings):
     def cache_redis_dsn(self) -> str:
         """The cache Redis: CACHE_REDIS_URL, else the data Redis."""
         return self.cache_redis_url or self.redis_dsn
+
+    @property
+    def cache_mode(self) -> RedisMode:
+        """CACHE_REDIS_MODE, else REDIS_MODE."""
+        return self.cache_redis_mode or self.redis_mode
+
+    @property
+    def redis_target(self) -> RedisTarget:
+        """The data role: its mode, URL and, by mode, cluster seeds or sentinels."""
+        return self._target(self.redis_mode, self.redis_dsn)
+
+    @property
+    def cache_redis_target(self) -> RedisTarget:
+        """The cache role, as `redis_target` (a sentinel cache shares the sentinels)."""
+        return self._target(self.cache_mode, self.cache_redis_dsn)
+
+    def _target(self, mode: RedisMode, url: str) -> RedisTarget:
+        if mode is RedisMode.CLUSTER:
+            return RedisTarget(mode, url, seeds=tuple(self.redis_cluster_nodes))
+        if mode is RedisMode.SENTINEL:
+            sentinels = tuple(self.redis_sentinels)
+            return RedisTarget(mode, url, sentinels=sentinels, master=self.redis_sentinel_master)
+        return RedisTarget(mode, url)
 
 
 class StreamSettings(CommonSettings):
@@ -254,7 +367,18 @@ def check_http_url(value: str) -> str:
     return value.rstrip("/")
 
 
-def _check_url(value: str, schemes: set[str]) -> None:
+def _mode_of(data: dict[str, Any], *, cache: bool) -> RedisMode:
+    """The mode of a role from the fields validated so far (standalone if that one was bad)."""
+    mode = data.get("redis_mode") or RedisMode.STANDALONE
+    return (data.get("cache_redis_mode") or mode) if cache else mode
+
+
+def _url_db(url: str) -> int:
+    path = urlsplit(url).path.strip("/")
+    return int(path) if path.isdigit() else 0
+
+
+def _check_url(value: str, schemes: set[str], *, host: bool = True) -> None:
     parts = urlsplit(value)
     wanted = ", ".join(f"{scheme}://" for scheme in sorted(schemes))
     if parts.scheme not in schemes:
@@ -263,7 +387,7 @@ def _check_url(value: str, schemes: set[str]) -> None:
         parts.port  # noqa: B018 - urlsplit checks the port only when asked for it
     except ValueError:
         raise ValueError("the port is not a number between 0 and 65535") from None
-    if parts.scheme != "unix" and not parts.hostname:
+    if host and parts.scheme != "unix" and not parts.hostname:
         raise ValueError("the URL has no host")
 
 
@@ -275,6 +399,8 @@ def _describe(error: dict[str, Any]) -> str:
     if field in SECRET_FIELDS:
         return f"invalid setting {name}: {message}"
     shown = error.get("input")
+    if shown == []:  # unset, or set to nothing: there is no value to show
+        return f"invalid setting {name}: {message}"
     if isinstance(shown, str) and field in URL_FIELDS:
         shown = redact_url(shown)
     return f"invalid setting {name}={shown!r}: {message}"

@@ -32,6 +32,9 @@ async def test_headers_then_429_in_the_error_shape(
         assert response.headers["x-ratelimit-limit"] == "3"
         assert response.headers["x-ratelimit-remaining"] == str(left)
         assert now - 1 <= int(response.headers["x-ratelimit-reset"]) <= now + 61
+        # The window's end exactly (windows are whole minutes on the server's clock), not a
+        # second past it.
+        assert int(response.headers["x-ratelimit-reset"]) % 60 == 0
         assert response.headers["ratelimit-policy"] == '"default";q=3;w=60'
         state = response.headers["ratelimit"]
         assert state.startswith(f'"default";r={left};t=')

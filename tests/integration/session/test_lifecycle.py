@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import datetime
 
@@ -180,3 +181,21 @@ async def test_events_on_the_stream(
     created = [e for e in events if isinstance(e, SessionCreated)]
     destroyed = [e for e in events if isinstance(e, SessionDestroyed)]
     assert created[0].payload.session_hash == destroyed[0].payload.session_hash
+
+
+async def test_data_comes_back_exactly_as_sent(client: httpx.AsyncClient) -> None:
+    # Integers beyond 64 bits are valid JSON a caller may send; the session must hand them
+    # back unchanged (orjson would refuse or round them). Lone surrogates are not text: 422.
+    data = {"big": -94424243145807535198437376, "astral": "\U0001f600", "nested": {"x": [None]}}
+    lone = json.dumps({"user_id": str(uuid.uuid4()), "data": {"odd": "\udb1d"}})
+    refused = await client.post(
+        "/v1/sessions", content=lone, headers={"Content-Type": "application/json"}
+    )
+    assert refused.status_code == 422
+    body = json.dumps({"user_id": str(uuid.uuid4()), "data": data})
+    created = await client.post(
+        "/v1/sessions", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert created.status_code == 201, created.text
+    fetched = await client.get(f"/v1/sessions/{created.json()['id']}")
+    assert json.loads(fetched.text)["data"] == data

@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from api.schemas import EMAIL_PATTERN, UserCreate, UserUpdate
 
 
-def test_create_accepts_a_valid_body_and_strips_whitespace() -> None:
+def test_create_accepts_a_valid_body_and_trims_the_name() -> None:
     body = UserCreate.model_validate(
         {"email": "a@example.com", "name": "  Ada  ", "password": "password1"}
     )
@@ -94,9 +96,54 @@ def test_update_applies_the_same_name_rule() -> None:
         UserUpdate.model_validate({"name": "\u200b"})
 
 
-@pytest.mark.parametrize("email", ["a@example.test", "a@box.LOCAL", "a@onion"])
+@pytest.mark.parametrize("email", ["a@example.test", "a@box.LOCAL", "a@onion", "0@0", " a@b.co"])
 def test_special_use_domains_are_refused_and_documented(email: str) -> None:
     with pytest.raises(ValidationError):
         UserCreate.model_validate({"email": email, "name": "Ada", "password": "x" * 8})
     assert re.fullmatch(EMAIL_PATTERN, email) is None  # the published pattern says so too
     assert re.fullmatch(EMAIL_PATTERN, "a@example.com") is not None
+
+
+def _accepted_name(value: str) -> bool:
+    try:
+        _name(value)
+    except ValidationError:
+        return False
+    return True
+
+
+def _documented_name(value: str) -> bool:
+    field = UserCreate.model_json_schema()["properties"]["name"]
+    return (
+        field["minLength"] <= len(value) <= field["maxLength"]
+        and re.fullmatch(field["pattern"], value) is not None
+    )
+
+
+# Characters every rule is about, mixed into otherwise random text.
+_EDGES = (
+    "\u0000\u0085\u009d\u00a0\u00ad\u200b\u200c\u200d\u200e\u202e\u2028\u2066"
+    "\u3164\ufeff\U000e0041 a"
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.one_of(st.characters(), st.sampled_from(_EDGES)), max_size=12))
+def test_the_documented_name_pattern_is_the_rule_applied(value: str) -> None:
+    assert _documented_name(value) == _accepted_name(value), repr(value)
+
+
+def _accepted_email(value: str) -> bool:
+    try:
+        UserCreate.model_validate({"email": value, "name": "Ada", "password": "x" * 8})
+    except ValidationError:
+        return False
+    return True
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.emails(), st.text(alphabet="aZ0.-_+@ \u00e9", max_size=20)))
+def test_the_documented_email_pattern_is_the_rule_applied(value: str) -> None:
+    field = UserCreate.model_json_schema()["properties"]["email"]
+    documented = len(value) <= field["maxLength"] and re.fullmatch(field["pattern"], value)
+    assert bool(documented) == _accepted_email(value), repr(value)

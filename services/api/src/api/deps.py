@@ -12,10 +12,12 @@ from typing import Annotated, Final
 from uuid import UUID
 
 from fastapi import Depends, Path, Request
+from pydantic import BeforeValidator
 from starlette.types import Scope
 
 from api.state import ApiState
 from api.usecases import UserService
+from shared.keys import USER_ID_PATTERN, user_id
 
 # The lifespan state's key: `request.state.api`, `scope["state"]["api"]`.
 STATE_KEY: Final = "api"
@@ -41,4 +43,19 @@ async def get_users(request: Request) -> UserService:
 
 
 Users = Annotated[UserService, Depends(get_users)]
-UserIdPath = Annotated[UUID, Path(description="the user's id (a UUID)")]
+
+
+def _spelled_as_ids_are(value: object) -> object:
+    # Hyphenated or 32 hex digits; braces and `urn:uuid:` (which UUID() takes) are refused,
+    # as they are for keys: one rule, `shared.keys.user_id`.
+    return UUID(user_id(value)) if isinstance(value, str) else value
+
+
+UserIdPath = Annotated[
+    UUID,
+    BeforeValidator(_spelled_as_ids_are),
+    Path(
+        description="the user's id: a UUID, hyphenated or as 32 hex digits",
+        json_schema_extra={"pattern": USER_ID_PATTERN},
+    ),
+]

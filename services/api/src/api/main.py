@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
@@ -19,13 +20,15 @@ from api.fastpath import UserFastPath, user_route
 from api.metrics import ApiMetrics
 from api.middleware import HttpMetricsMiddleware
 from api.ratelimit.middleware import RateLimitMiddleware
-from api.ratelimit.policies import Policies
+from api.ratelimit.policies import EXEMPT_PATHS, Policies
 from api.routes import auth, health, users
 from api.state import ApiState, open_state
 from shared.http import (
     BodyLimitMiddleware,
     JsonResponse,
     RequestIdMiddleware,
+    document_common_errors,
+    document_error,
     install_error_handlers,
 )
 from shared.logs import setup_logging
@@ -56,6 +59,14 @@ def _middleware(app: FastAPI, settings: ApiSettings, metrics: ApiMetrics) -> Non
     app.add_middleware(RequestIdMiddleware)
 
 
+def _document_limits(path: str, _method: str, operation: dict[str, Any]) -> None:
+    """Every rate-limited operation can answer 429, and 503 while Redis is down for a policy
+    in RATE_LIMIT_FAIL_CLOSED (default `auth`)."""
+    if path not in EXEMPT_PATHS:
+        document_error(operation, 429, "a rate-limit policy refused the request (Retry-After)")
+        document_error(operation, 503, "a fail-closed rate-limit policy cannot be checked")
+
+
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or load()
     setup_logging(SERVICE_NAME, settings.log_level, settings.log_format)
@@ -78,5 +89,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     for router in _routers():
         app.include_router(router)
     mount_metrics(app, metrics.registry)
+    document_common_errors(app, _document_limits if settings.rate_limit_enabled else None)
     _middleware(app, settings, metrics)
     return app

@@ -28,6 +28,7 @@ from shared.http import (
     BodyLimitMiddleware,
     JsonResponse,
     RequestIdMiddleware,
+    document_common_errors,
     install_error_handlers,
 )
 from shared.logs import setup_logging
@@ -64,6 +65,7 @@ def create_app(settings: InvalidatorSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(router)
     mount_metrics(app, metrics.registry)
+    document_common_errors(app)
 
     @app.get("/asyncapi", tags=["ops"], summary="the AsyncAPI document (events in, notices out)")
     async def asyncapi() -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -9,6 +10,18 @@ from typing import Any, Final
 import orjson
 
 HASH_PREFIX_LEN: Final = 16  # what a listing shows of a session's hash
+
+
+def encode_data(data: dict[str, Any]) -> bytes:
+    """A session's `data` as stored: the caller's JSON kept exactly. The standard library's
+    encoder, not orjson: orjson refuses integers beyond 64 bits and lone surrogates, and
+    reads big integers back as floats — any JSON a client sends must come back unchanged."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+
+
+def decode_data(raw: bytes | str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(raw)
+    return data
 
 
 def from_ms(ms: float) -> datetime:
@@ -35,7 +48,7 @@ class SessionRecord:
         return cls(
             session_hash=session_hash,
             user_id=doc["user_id"],
-            data=orjson.loads(doc["data"]),
+            data=decode_data(doc["data"]),
             created_at=int(doc["created_at"]),
             last_seen_at=int(doc["last_seen_at"]),
             expires_at=int(doc["expires_at"]),

@@ -24,6 +24,7 @@ from shared.http import (
     BodyLimitMiddleware,
     JsonResponse,
     RequestIdMiddleware,
+    document_common_errors,
     install_error_handlers,
 )
 from shared.logs import setup_logging
@@ -75,6 +76,7 @@ def create_app(settings: SessionSettings | None = None) -> FastAPI:
     app.add_api_route("/health", health, methods=["GET"], tags=["ops"])
     mount_metrics(app, metrics.registry)
     _document_token(app)
+    document_common_errors(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     token = settings.service_token.get_secret_value()
     if token:

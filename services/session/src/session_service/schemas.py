@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any, Final
 from uuid import UUID
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from session_service.domain import HASH_PREFIX_LEN, IssuedSession, SessionRecord, from_ms
+from session_service.domain import (
+    HASH_PREFIX_LEN,
+    IssuedSession,
+    SessionRecord,
+    encode_data,
+    from_ms,
+)
 
 # Sessions carry a few flags, not documents: every check reads the whole record.
 MAX_DATA_BYTES: Final = 4096
@@ -24,8 +30,13 @@ class CreateSession(BaseModel):
     @field_validator("data")
     @classmethod
     def _small(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if len(orjson.dumps(value)) > MAX_DATA_BYTES:
+        if len(encode_data(value)) > MAX_DATA_BYTES:
             raise ValueError(f"data is over {MAX_DATA_BYTES} bytes as JSON")
+        try:
+            json.dumps(value, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            # An escaped lone surrogate is JSON but not text (I-JSON, RFC 7493, forbids it).
+            raise ValueError("data holds a lone surrogate: not valid Unicode") from None
         return value
 
 

@@ -13,11 +13,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, TypeVar
 from uuid import UUID
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyCookie
 from starlette.responses import Response
 
 from api.adapters.sessions import SessionClient, SessionInfo, SessionServiceUnavailableError
-from api.auth.cookies import clear_session_cookie, session_cookie, set_session_cookie
+from api.auth.cookies import COOKIE, clear_session_cookie, session_cookie, set_session_cookie
 from api.deps import UserIdPath, api_state
 from api.ratelimit.middleware import enforce_user_limit
 from shared.http import ApiError, error_responses
@@ -87,7 +88,18 @@ async def session_client(request: Request) -> SessionClient:
 SessionsClient = Annotated[SessionClient, Depends(session_client)]
 
 
-async def signed_in(request: Request, client: SessionsClient) -> Signed:
+# Declares the cookie in the OpenAPI document (a security scheme on every route behind
+# `SignedIn` / `OwnAccount`); the value itself is read and shape-checked by `session_cookie`.
+SESSION_COOKIE = APIKeyCookie(
+    name=COOKIE,
+    scheme_name="sessionCookie",
+    description="the session id set by POST /v1/auth/login (HttpOnly, SameSite=Lax)",
+    auto_error=False,
+)
+CookieDeclared = Annotated[str | None, Security(SESSION_COOKIE)]
+
+
+async def signed_in(request: Request, client: SessionsClient, _: CookieDeclared) -> Signed:
     session_id = session_cookie(request)
     if session_id is None:
         raise unauthorized()
@@ -116,10 +128,12 @@ async def _slide(
 SignedIn = Annotated[Signed, Depends(signed_in)]
 
 
-async def own_account(request: Request, user_id: UserIdPath, client: SessionsClient) -> Signed:
+async def own_account(
+    request: Request, user_id: UserIdPath, client: SessionsClient, cookie: CookieDeclared
+) -> Signed:
     # signed_in is called here, not declared as a sub-dependency: FastAPI validates this
     # function's parameters first, so a malformed id is a 422 before any session check.
-    me = await signed_in(request, client)
+    me = await signed_in(request, client, cookie)
     if me.user_id != user_id:
         raise ApiError(403, "FORBIDDEN", "only the signed-in user's own account")
     return me

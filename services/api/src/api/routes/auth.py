@@ -5,31 +5,17 @@ The `auth` rate policy on register and login is applied by the rate-limit middle
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, EmailStr, Field
 from starlette.responses import Response
 
 from api.auth.cookies import clear_session_cookie, session_cookie, set_session_cookie
 from api.auth.deps import AUTH_ERRORS, SessionsClient, SignedIn, guarded, unauthorized
 from api.deps import State, Users
 from api.errors import UserNotFoundError
-from api.schemas import UserCreate, UserOwn
+from api.schemas import Login, LoginOut, UserCreate, UserOwn
 from shared.http import ApiError, JsonResponse, error_responses
 
 router = APIRouter(tags=["auth"])
-
-
-class Login(BaseModel):
-    email: EmailStr
-    password: str = Field(min_length=1, max_length=128)
-
-
-class LoginOut(BaseModel):
-    user: UserOwn
-    expires_at: datetime = Field(description="idle expiry: moves forward while the session is used")
-    absolute_expires_at: datetime = Field(description="hard limit; the cookie expires then too")
 
 
 @router.post(

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
-import orjson
 from redis.asyncio import Redis
 
 from session_service.adapters import scripts
@@ -19,6 +18,7 @@ from session_service.domain import (
     Created,
     IssuedSession,
     SessionRecord,
+    encode_data,
 )
 from session_service.errors import SessionNotFoundError, SessionStoreUnavailable
 from shared import keys as key_names
@@ -68,7 +68,7 @@ class RedisSessionStore:
         session_id = new_session_id()
         digest = hash_session_id(session_id)
         args: list[bytes | str | int] = [
-            uid, orjson.dumps(data), self._idle_ms, self._absolute_ms, self._max_per_user,
+            uid, encode_data(data), self._idle_ms, self._absolute_ms, self._max_per_user,
             digest, self._s_head, self._s_tail,
         ]  # fmt: skip
         async with _unavailable_as_503():
