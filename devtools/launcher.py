@@ -139,7 +139,7 @@ class Launcher:
         """`argv` with exactly `env`, in a new empty directory."""
         self.root.mkdir(parents=True, exist_ok=True)
         workdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.root))
-        log = workdir.with_suffix(".log")
+        log = workdir.parent / f"{workdir.name}.log"
         with log.open("wb") as sink:
             popen = subprocess.Popen(
                 list(argv),
