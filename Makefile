@@ -8,7 +8,7 @@ RUN = $(UV) run --frozen
 MYPY_PATHS = shared/src $(wildcard services/*/src) tests devtools $(wildcard bench/*.py) $(wildcard scripts/*.py)
 PYTEST_ARGS ?=
 
-.PHONY: help uv install promtool run test lint bench docs up down compose-test clean
+.PHONY: help uv install promtool run test test-standalone test-cluster test-sentinel lint bench docs up down compose-test clean
 
 help: ## list the targets
 	@grep -hE '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -27,10 +27,22 @@ promtool: ## fetch promtool into .tools/bin (Debian's prometheus package, unpack
 run: install ## start the whole stack (Redis, SQLite, services) on embedded defaults; Ctrl-C stops it
 	$(RUN) python -m devtools.run
 
-test: install promtool ## run the test suite (unit, integration, e2e); "no tests collected" fails
-	@$(RUN) pytest $(PYTEST_ARGS); status=$$?; \
+test: install promtool ## every test on a standalone Redis, then integration and e2e on a local Redis Cluster
+	@status=0; \
+	echo "+ pytest (standalone Redis)"; $(RUN) pytest $(PYTEST_ARGS) || status=$$?; \
+	echo "+ pytest tests/integration tests/e2e --redis-mode=cluster"; \
+	$(RUN) pytest tests/integration tests/e2e --redis-mode=cluster $(PYTEST_ARGS) || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
 	exit $$status
+
+test-standalone: install promtool ## the whole suite on a standalone Redis only
+	$(RUN) pytest $(PYTEST_ARGS)
+
+test-cluster: install ## integration and e2e suites on a local Redis Cluster (6 nodes)
+	$(RUN) pytest tests/integration tests/e2e --redis-mode=cluster $(PYTEST_ARGS)
+
+test-sentinel: install ## integration and e2e suites on a local Sentinel set
+	$(RUN) pytest tests/integration tests/e2e --redis-mode=sentinel $(PYTEST_ARGS)
 
 lint: install ## ruff check, ruff format --check, mypy --strict, import-linter
 	@status=0; \

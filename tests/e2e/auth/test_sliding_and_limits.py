@@ -14,7 +14,8 @@ from tests.e2e.auth.conftest import StackFactory
 async def sign_up_and_in(http: httpx.AsyncClient) -> dict[str, str]:
     body = {"email": f"{uuid.uuid4().hex}@example.com", "name": "Ann", "password": "password-1"}
     assert (await http.post("/v1/auth/register", json=body)).status_code == 201
-    response = await http.post("/v1/auth/login", json=body)
+    credentials = {"email": body["email"], "password": body["password"]}
+    response = await http.post("/v1/auth/login", json=credentials)
     assert response.status_code == 200
     http.cookies.clear()
     return {"Cookie": f"session={response.cookies['session']}"}

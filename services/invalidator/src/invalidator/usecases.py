@@ -25,10 +25,9 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from redis.asyncio import Redis
-
 from invalidator.config import PURGED_TYPES, USER_TYPES
 from invalidator.metrics import InvalidatorMetrics
+from shared.connections import RedisClient
 from shared.keys import Keys
 from shared.nearcache import PurgeNotice
 from shared.streams import Delivery
@@ -47,7 +46,7 @@ return generation
 class Purger:
     """The batch handler of the `invalidator` group (see the module docstring)."""
 
-    def __init__(self, cache: Redis, keys: Keys, metrics: InvalidatorMetrics | None = None):
+    def __init__(self, cache: RedisClient, keys: Keys, metrics: InvalidatorMetrics | None = None):
         self.cache = cache
         self.keys = keys
         self.metrics = metrics

@@ -18,15 +18,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Final
 
-from redis.asyncio import Redis
-
 from session_service.adapters.events import StreamPublisher
 from session_service.adapters.store import RedisSessionStore
 from session_service.config import SessionSettings, Timeouts
 from session_service.consumer import Revoker
 from session_service.metrics import SessionMetrics, sample_active
 from session_service.usecases import Sessions
-from shared.connections import describe_target, make_redis, warm_idle_connections
+from shared.connections import RedisClient, describe_target, make_redis, warm_idle_connections
 from shared.keys import SESSION_GROUP, Keys
 from shared.streams import build_consumer, build_housekeeper
 from shared.tasks import TaskSet
@@ -39,12 +37,14 @@ _STOP_TIMEOUT: Final = 5.0
 @dataclass(slots=True)
 class SessionState:
     settings: SessionSettings
-    redis: Redis
+    redis: RedisClient
     sessions: Sessions
     tasks: TaskSet
 
 
-def build_sessions(redis: Redis, settings: SessionSettings, metrics: SessionMetrics) -> Sessions:
+def build_sessions(
+    redis: RedisClient, settings: SessionSettings, metrics: SessionMetrics
+) -> Sessions:
     keys = Keys(settings.key_prefix)
     timeouts = Timeouts.of(settings)
     store = RedisSessionStore(
@@ -62,7 +62,7 @@ async def open_state(
     settings: SessionSettings, metrics: SessionMetrics
 ) -> AsyncIterator[SessionState]:
     async with AsyncExitStack() as stack:
-        redis = make_redis(settings.redis_dsn, settings)
+        redis = make_redis(settings.redis_target, settings)
         stack.push_async_callback(redis.aclose)
         tasks = TaskSet()
         stack.push_async_callback(tasks.close, _STOP_TIMEOUT)
@@ -86,7 +86,7 @@ async def open_state(
         tasks.spawn(warm_idle_connections(redis, settings.redis_min_idle_conns), "redis-warm-up")
         logger.info(
             "session store on Redis at %s; consuming group %s as %s",
-            describe_target(settings.redis_dsn),
+            describe_target(settings.redis_target),
             SESSION_GROUP,
             consumer.config.consumer,
         )

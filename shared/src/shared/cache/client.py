@@ -25,13 +25,12 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared.autopipeline import auto_pipeline
 from shared.breaker import CircuitBreaker
 from shared.cache.metrics import CacheMetrics
-from shared.connections import UNAVAILABLE_ERRORS
+from shared.connections import UNAVAILABLE_ERRORS, RedisClient
 from shared.errors import CacheError, CircuitOpenError, ValueTooLargeError
 from shared.nearcache import PurgeNotice
 
@@ -78,7 +77,7 @@ def encode(value: Any) -> bytes:
 class Cache:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         *,
         max_value_bytes: int = 1_048_576,
         metrics: CacheMetrics | None = None,

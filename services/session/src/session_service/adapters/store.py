@@ -11,8 +11,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
-from redis.asyncio import Redis
-
 from session_service.adapters import scripts
 from session_service.domain import (
     Created,
@@ -22,7 +20,7 @@ from session_service.domain import (
 )
 from session_service.errors import SessionNotFoundError, SessionStoreUnavailable
 from shared import keys as key_names
-from shared.connections import UNAVAILABLE_ERRORS
+from shared.connections import UNAVAILABLE_ERRORS, RedisClient
 from shared.keys import Keys
 from shared.sessionids import new_session_id, well_formed
 from shared.sessionids import session_hash as hash_session_id
@@ -46,7 +44,7 @@ async def _unavailable_as_503() -> AsyncIterator[None]:
 
 class RedisSessionStore:
     def __init__(
-        self, redis: Redis, keys: Keys, *, idle_ms: int, absolute_ms: int, max_per_user: int
+        self, redis: RedisClient, keys: Keys, *, idle_ms: int, absolute_ms: int, max_per_user: int
     ) -> None:
         self._redis = redis
         self._keys = keys
