@@ -52,10 +52,8 @@ lint: install ## ruff check, ruff format --check, mypy --strict, import-linter
 	echo "+ lint-imports"; $(RUN) lint-imports || status=1; \
 	exit $$status
 
-bench: install ## run every benchmark in bench/ (short runs; figures and ratios to a baseline)
-	@shopt -s nullglob; files=(bench/*.py); \
-	if [ $${#files[@]} -eq 0 ]; then echo "no benchmarks in bench/"; exit 0; fi; \
-	status=0; for f in "$${files[@]}"; do echo "+ $$f"; $(RUN) python "$$f" || status=1; done; exit $$status
+bench: install ## every benchmark in short mode, then bench/report.md and its chart (bench/report.png)
+	$(RUN) python bench/report.py
 
 docs: install ## regenerate docs/: events.schema.json and asyncapi.json
 	$(RUN) python scripts/export_docs.py

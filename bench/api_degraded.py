@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from api.adapters.user_cache import Loader, UserCache
 from api.main import create_app
 from bench.api_read import api_env, seed_user, start_server
+from bench.results import record
 from devtools.launcher import Launcher
 from devtools.postgres import create_database, drop_database, server_answers
 from devtools.redis_server import RedisServer, describe_redis_server
@@ -221,6 +222,16 @@ def summarise(rounds: list[Round], reset_timeout: str) -> None:
             ratios = [d / b for d, b in zip(p(name, q), p(BASELINE, q), strict=True)]
             target = " (target < 2x)" if q == 0.99 else ""
             print(f"  {name} {label} / {BASELINE} {label} = {span(ratios, 'x')}{target}")
+            if q == 0.99:
+                record(
+                    "api_degraded",
+                    figure=f"{name} p99, Redis killed (worst round)",
+                    value=max(p(name, q)),
+                    unit="ms",
+                    baseline=f"{BASELINE} p99 (database only)",
+                    ratio=max(ratios),
+                    target="< 2",
+                )
     times = [t for rd in rounds for t in rd.recovery.values() if t is not None]
     missing = sum(t is None for rd in rounds for t in rd.recovery.values())
     if times:
