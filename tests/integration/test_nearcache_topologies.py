@@ -16,12 +16,12 @@ import pytest
 from redis.asyncio import RedisCluster
 from redis.exceptions import RedisError
 
+from devtools.polling import eventually
 from devtools.redis_cluster import LocalCluster
 from devtools.redis_server import RedisServer, find_redis_server
 from devtools.settings import StackSettings
 from shared.connections import open_redis
 from shared.nearcache import NearCache, PurgeNotice, PurgeSubscriber
-from tests.integration.api.conftest import wait_until
 
 pytestmark = pytest.mark.skipif(not find_redis_server(), reason="needs a redis-server binary")
 
@@ -44,7 +44,7 @@ async def subscribed(
     subscriber = PurgeSubscriber(client, channel, near, poll=0.1)
     task = asyncio.create_task(subscriber.run())
     try:
-        await wait_until(lambda: near.live and subscriber.subscriptions >= 1)
+        await eventually(lambda: near.live and subscriber.subscriptions >= 1, "subscribed")
         yield client, near, subscriber, channel
     finally:
         task.cancel()
@@ -58,13 +58,10 @@ async def purge(client: RedisCluster, channel: str, key: str) -> None:
     notice = PurgeNotice(keys=[key], event_id=uuid.uuid4(), generation=1)
 
     async def publish() -> bool:
-        try:
-            await client.publish(channel, notice.encode())
-        except RedisError:
-            return False
+        await client.publish(channel, notice.encode())
         return True
 
-    await wait_until(publish, timeout=20)
+    await eventually(publish, "the notice published", within=20, ignoring=(RedisError,))
 
 
 def node_of(cluster: LocalCluster, subscriber: PurgeSubscriber) -> RedisServer:
@@ -78,18 +75,18 @@ async def test_a_subscriber_moves_to_another_node_when_its_node_dies(
     async with subscribed(make_settings, cluster) as (client, near, subscriber, channel):
         near.put("k1", b"v", near.epoch)
         await purge(client, channel, "k1")
-        await wait_until(lambda: near.peek("k1") is None)
+        await eventually(lambda: near.peek("k1") is None, "k1 purged")
         # Its node dies: another node is subscribed to, and the near cache, blind meanwhile,
         # is dropped whole.
         dead = node_of(cluster, subscriber)
         near.put("k2", b"v", near.epoch)
         cluster.kill(dead)
-        await wait_until(lambda: subscriber.subscriptions >= 2, timeout=20)
+        await eventually(lambda: subscriber.subscriptions >= 2, "subscribed again", within=20)
         assert near.peek("k2") is None
         assert node_of(cluster, subscriber) is not dead
         near.put("k3", b"v", near.epoch)
         await purge(client, channel, "k3")
-        await wait_until(lambda: near.peek("k3") is None, timeout=20)
+        await eventually(lambda: near.peek("k3") is None, "k3 purged", within=20)
 
 
 async def test_a_failover_anywhere_drops_the_near_cache(
@@ -103,8 +100,8 @@ async def test_a_failover_anywhere_drops_the_near_cache(
         cluster.wait_for_failover(other)
         # Notices published to the dead primary may be lost: the cluster's epoch moved, so
         # the near cache is dropped, without the subscription itself breaking.
-        await wait_until(lambda: near.peek("k") is None, timeout=20)
+        await eventually(lambda: near.peek("k") is None, "the near cache dropped", within=20)
         assert subscriber.subscriptions == subscriptions
         near.put("k2", b"v", near.epoch)
         await purge(client, channel, "k2")
-        await wait_until(lambda: near.peek("k2") is None, timeout=20)
+        await eventually(lambda: near.peek("k2") is None, "k2 purged", within=20)

@@ -101,8 +101,8 @@ def small_api(api_env: dict[str, str], start_api: Callable[..., ApiProcess]) -> 
 
 
 def test_api_refuses_large_bodies_before_reading_them(small_api: ApiProcess) -> None:
-    _assert_refused(small_api.url, small_api.process.pid, "/v1/users")
-    _assert_refused(small_api.url, small_api.process.pid, "/v1/auth/login")
+    _assert_refused(small_api.url, small_api.pid, "/v1/users")
+    _assert_refused(small_api.url, small_api.pid, "/v1/auth/login")
 
 
 def test_session_service_refuses_large_bodies_before_reading_them(
@@ -110,4 +110,4 @@ def test_session_service_refuses_large_bodies_before_reading_them(
 ) -> None:
     service = start_session({"REDIS_URL": redis_url, "APP_ENV": "test"})
     auth = f"Authorization: Bearer {TOKEN}\r\n"
-    _assert_refused(service.url, service.process.pid, "/v1/sessions", auth)
+    _assert_refused(service.url, service.pid, "/v1/sessions", auth)

@@ -50,7 +50,7 @@ async def test_lifecycle_over_http_and_no_id_in_the_log(
         for sid in (ids[0], rotated):
             assert (await http.get(f"/v1/sessions/{sid}")).status_code == 404
     service.stop()
-    log = service.log.read_text()
+    log = service.output()
     assert "revoked 2 sessions" in log  # the service did log while we watched
     for sid in [*ids, rotated]:
         assert sid not in log

@@ -62,13 +62,14 @@ async def test_randomized_interleavings_leave_no_stale_value(
         async def read(uid: uuid.UUID, hold: float) -> None:
             async def load() -> Any:
                 document = await service.load_user(uid)
-                await asyncio.sleep(hold)  # widen the window between load and store
+                # not a wait: widens the window between load and store
+                await asyncio.sleep(hold)
                 return document
 
             await service.cache.user(uid, load)
 
         async def write(uid: uuid.UUID, start: float) -> None:
-            await asyncio.sleep(start)
+            await asyncio.sleep(start)  # not a wait: a random start, the interleaving tested
             await service.update(uid, UserUpdate(name=f"n{rng.randrange(10**9)}"))
 
         while operations < 1000:

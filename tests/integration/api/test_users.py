@@ -10,11 +10,12 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
+from devtools.polling import eventually
 from shared.cache import unversioned
 from shared.events import parse_entry
 from shared.keys import Keys
 
-from .conftest import Api, ApiFactory, public, wait_until
+from .conftest import Api, ApiFactory, public
 
 
 async def stream_events(redis: Redis, keys: Keys) -> list[Any]:
@@ -63,8 +64,8 @@ async def test_patch_then_get_returns_new_value_and_event_is_on_stream(
         assert again.headers["x-cache"] == "HIT"  # written through, not purged
 
         keys = Keys(api.settings.key_prefix)
-        events = await wait_until(
-            lambda: _events_when(redis, keys, lambda e: len(e) == 2), timeout=10
+        events = await eventually(
+            lambda: _events_when(redis, keys, lambda e: len(e) == 2), "two events on the stream"
         )
         created, updated = events
         assert created.type == "user.created"
