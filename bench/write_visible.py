@@ -30,15 +30,16 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.api_degraded import database, quantile
-from bench.api_read import api_env, start_server, stop
+from bench.api_read import api_env, start_server
 from bench.results import record
+from devtools.launcher import Launcher
 from devtools.redis_server import RedisServer
 
 TOKEN = "bench-" + "t" * 32
 READ_DEADLINE = 2.0  # seconds a write may take to show; beyond, it counts as never
 
 
-def start_stack(stack: ExitStack, redis_url: str, database_url: str) -> tuple[str, str]:
+def start_stack(launcher: Launcher, redis_url: str, database_url: str) -> tuple[str, str]:
     """Session service, invalidator, api A and api B; (A's url, B's url)."""
     state = tempfile.mkdtemp(prefix="bench-wv-")
     base = {
@@ -50,17 +51,10 @@ def start_stack(stack: ExitStack, redis_url: str, database_url: str) -> tuple[st
         "OUTBOX_POLL_INTERVAL": "1s",
         "RATE_LIMIT_USER": "1000000000/minute",  # one user writes hundreds of times
     }
-    session, session_url = start_server("session_service.main:create_app", base, "--factory")
-    stack.callback(stop, session)
-    invalidator, _ = start_server("invalidator.main:create_app", base, "--factory")
-    stack.callback(stop, invalidator)
-    urls = []
-    for _ in range(2):
-        api, url = start_server(
-            "api.main:create_app", {**base, "SESSION_SERVICE_URL": session_url}, "--factory"
-        )
-        stack.callback(stop, api)
-        urls.append(url)
+    session_url = start_server(launcher, "session_service.main:create_app", base)
+    start_server(launcher, "invalidator.main:create_app", base)
+    with_session = {**base, "SESSION_SERVICE_URL": session_url}
+    urls = [start_server(launcher, "api.main:create_app", with_session) for _ in range(2)]
     return urls[0], urls[1]
 
 
@@ -129,7 +123,8 @@ def main() -> None:
         done = subprocess.run(migrate, env=env, capture_output=True, text=True, check=False)
         if done.returncode:
             raise SystemExit(f"migrations failed: {done.stderr.strip()}")
-        a_url, b_url = start_stack(stack, redis.url, database_url)
+        launcher = stack.enter_context(Launcher(workdir / "servers"))
+        a_url, b_url = start_stack(launcher, redis.url, database_url)
         with (
             httpx.Client(base_url=a_url, timeout=5) as a,
             httpx.Client(base_url=b_url, timeout=5) as b,
