@@ -22,10 +22,10 @@ OPTIONS = ("--no-access-log", "--no-proxy-headers")
 
 
 @pytest.fixture
-def api_env(redis_url: str, database_url: str) -> dict[str, str]:
+def api_env(redis_env: dict[str, str], database_url: str) -> dict[str, str]:
     env = {
         "PATH": os.environ.get("PATH", ""),
-        "REDIS_URL": redis_url,
+        **redis_env,
         "DATABASE_URL": database_url,
         "KEY_PREFIX": f"e{uuid.uuid4().hex[:10]}",
         "APP_ENV": "test",

@@ -22,14 +22,14 @@ StartInvalidator = Callable[..., InvalidatorProcess]
 
 @pytest.fixture
 def start_invalidator(
-    launcher: Launcher, redis_url: str, key_prefix: str, tmp_path: Path
+    launcher: Launcher, redis_env: dict[str, str], key_prefix: str, tmp_path: Path
 ) -> StartInvalidator:
     """Start an invalidator process; keyword arguments become environment variables."""
 
     def start(**env_overrides: str) -> InvalidatorProcess:
         env = {
             "PATH": os.environ.get("PATH", ""),
-            "REDIS_URL": redis_url,
+            **redis_env,
             "KEY_PREFIX": key_prefix,
             "APP_ENV": "test",
             "LOG_FORMAT": "console",

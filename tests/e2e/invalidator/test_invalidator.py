@@ -190,8 +190,10 @@ async def _group_read_and_acked(redis: Redis, stream: str) -> tuple[int, int]:
     return int(group.get("entries-read") or 0), int(group.get("pending", -1))
 
 
-def _platformctl(key_prefix: str, redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "REDIS_URL": redis_url, "KEY_PREFIX": key_prefix, "APP_ENV": "test"}
+def _platformctl(
+    key_prefix: str, redis_env: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **redis_env, "KEY_PREFIX": key_prefix, "APP_ENV": "test"}
     return subprocess.run(
         [PLATFORMCTL, *args],
         env=env,
@@ -203,7 +205,7 @@ def _platformctl(key_prefix: str, redis_url: str, *args: str) -> subprocess.Comp
 
 
 async def test_a_persistent_failure_is_dead_lettered_after_n_deliveries_then_replayed(
-    redis: Redis, redis_url: str, key_prefix: str, start_invalidator: StartInvalidator
+    redis: Redis, redis_env: dict[str, str], key_prefix: str, start_invalidator: StartInvalidator
 ) -> None:
     keys = Keys(key_prefix)
     stream = keys.user_events()
@@ -236,7 +238,7 @@ async def test_a_persistent_failure_is_dead_lettered_after_n_deliveries_then_rep
     await redis.delete(keys.user_list_gen())  # the cause is fixed
     uid = event.payload.user_id
     await _fill(redis, keys, [uid])
-    replayed = _platformctl(key_prefix, redis_url, "dlq", "replay", letter.id)
+    replayed = _platformctl(key_prefix, redis_env, "dlq", "replay", letter.id)
     assert replayed.returncode == 0, replayed.stderr
     await eventually(lambda: equals(_cached(redis, keys, [uid]), 0), "the user's keys purged")
     await eventually(lambda: equals(pending_count(redis, stream, GROUP), 0), "nothing pending")
@@ -289,7 +291,7 @@ async def test_started_while_redis_is_down_it_reports_503_then_recovers_by_itsel
 ) -> None:
     server = redis_server_factory()
     server.kill()
-    invalidator = start_invalidator(redis_url=server.url)
+    invalidator = start_invalidator(redis_url=server.url, redis_mode="standalone")
     async with httpx.AsyncClient(timeout=5) as client:
 
         async def answers_503() -> bool:

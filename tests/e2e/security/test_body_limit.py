@@ -106,8 +106,8 @@ def test_api_refuses_large_bodies_before_reading_them(small_api: ApiProcess) -> 
 
 
 def test_session_service_refuses_large_bodies_before_reading_them(
-    redis_url: str, start_session: Callable[..., SessionProcess]
+    redis_env: dict[str, str], start_session: Callable[..., SessionProcess]
 ) -> None:
-    service = start_session({"REDIS_URL": redis_url, "APP_ENV": "test"})
+    service = start_session({**redis_env, "APP_ENV": "test"})
     auth = f"Authorization: Bearer {TOKEN}\r\n"
     _assert_refused(service.url, service.pid, "/v1/sessions", auth)

@@ -52,7 +52,7 @@ def test_with_redis_dead_and_auth_failing_closed_every_login_is_the_same_503(
     make_stack: StackFactory, redis_server_factory: Callable[..., RedisServer]
 ) -> None:
     server = redis_server_factory()
-    stack = make_stack(REDIS_URL=server.url, RATE_LIMIT_AUTH="5/minute")
+    stack = make_stack(REDIS_URL=server.url, REDIS_MODE="standalone", RATE_LIMIT_AUTH="5/minute")
     email = register(stack)
     server.kill()
     outcomes = same_for_both_passwords(answers(stack, email, 20))
@@ -63,7 +63,12 @@ def test_with_redis_dead_and_auth_in_process_at_most_the_policy_gets_through(
     make_stack: StackFactory, redis_server_factory: Callable[..., RedisServer]
 ) -> None:
     server = redis_server_factory()
-    stack = make_stack(REDIS_URL=server.url, RATE_LIMIT_AUTH="5/minute", RATE_LIMIT_FAIL_CLOSED="")
+    stack = make_stack(
+        REDIS_URL=server.url,
+        REDIS_MODE="standalone",
+        RATE_LIMIT_AUTH="5/minute",
+        RATE_LIMIT_FAIL_CLOSED="",
+    )
     email = register(stack)
     server.kill()
     seen = answers(stack, email, 20)
