@@ -39,7 +39,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devtools.redis_server import RedisServer, free_port
+from devtools.launcher import Launcher
+from devtools.redis_server import RedisServer
 from shared.keys import Keys
 
 VENV_BIN = Path(sys.executable).parent
@@ -56,36 +57,19 @@ class Result:
     errors: int
 
 
+# `--app-dir`: bench.* imports from the repository, while each server runs in an empty
+# directory of its own (devtools.launcher), so no `.env` is read.
+UVICORN = (
+    "--workers", "1", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+    "--log-level", "warning", "--app-dir", str(ROOT),
+)  # fmt: skip
+
+
 def start_server(
-    app: str, env: dict[str, str], *factory: str
-) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    args = [
-        str(VENV_BIN / "uvicorn"), app, *factory, "--host", "127.0.0.1", "--port", str(port),
-        "--workers", "1", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-        "--log-level", "warning",
-    ]  # fmt: skip
-    process = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"{url}/openapi.json", timeout=1.0)
-        except httpx.HTTPError:
-            time.sleep(0.05)
-        else:
-            return process, url
-    process.kill()
-    raise RuntimeError(f"{app} did not start")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
+    launcher: Launcher, app: str, env: dict[str, str], *, health: str = "/health"
+) -> str:
+    """`uvicorn <app> --factory` with the benchmark's flags; its URL once `health` answers."""
+    return launcher.start_service(app, env, options=UVICORN, health=health).url
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -193,16 +177,15 @@ def main() -> None:
 
 def start_all(stack: ExitStack, redis_url: str, database_url: str) -> dict[str, str]:
     """Every server up at once (idle ones cost nothing); the URL each endpoint is read at."""
+    launcher = stack.enter_context(Launcher(Path(tempfile.mkdtemp(prefix="bench-servers-"))))
     env = api_env(redis_url, database_url, near=False)
-    api, api_url = start_server("api.main:create_app", env, "--factory")
-    stack.callback(stop, api)
+    api_url = start_server(launcher, "api.main:create_app", env)
     user_id = seed_user(api_url)
     bare_env = {**env, "BENCH_REDIS_URL": redis_url, "BENCH_KEY": Keys("bench").user(user_id)}
-    bare, bare_url = start_server("bench.bare_app:create_app", bare_env, "--factory")
-    stack.callback(stop, bare)
+    # The bare app has no /health: its OpenAPI document answers once it is up.
+    bare_url = start_server(launcher, "bench.bare_app:create_app", bare_env, health="/openapi.json")
     near_env = api_env(redis_url, database_url, near=True)
-    near_api, near_url = start_server("api.main:create_app", near_env, "--factory")
-    stack.callback(stop, near_api)
+    near_url = start_server(launcher, "api.main:create_app", near_env)
     path = f"/v1/users/{user_id}"
     httpx.get(f"{near_url}{path}", timeout=10)
     return {

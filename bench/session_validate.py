@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +29,8 @@ from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devtools.redis_server import RedisServer, free_port
+from devtools.launcher import Launcher
+from devtools.redis_server import RedisServer
 from session_service.adapters.store import RedisSessionStore
 from shared.keys import Keys
 from shared.sessionids import session_hash as hash_session_id
@@ -38,7 +38,6 @@ from shared.sessionids import session_hash as hash_session_id
 PREFIX = "bench"
 DATA = {"role": "member", "locale": "en-GB", "mfa": True}
 TOKEN = "bench-token"
-VENV_BIN = Path(sys.executable).parent
 
 
 async def timed(call: Callable[[], Awaitable[Any]], ops: int) -> float:
@@ -76,8 +75,7 @@ async def store_vs_raw(client: Redis, ops: int, chunk: int) -> tuple[str, float,
     return sid, done / spent["ours"], done / spent["raw"], len(record)
 
 
-def start_service(url: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
+async def start_service(launcher: Launcher, url: str) -> str:
     env = {
         "PATH": os.environ.get("PATH", ""),
         "REDIS_URL": url,
@@ -87,29 +85,11 @@ def start_service(url: str) -> tuple[subprocess.Popen[bytes], str]:
         "APP_ENV": "test",
         "STREAM_STATE_DIR": tempfile.mkdtemp(prefix="bench-state-"),
     }
-    args = [
-        str(VENV_BIN / "uvicorn"),
-        "session_service.main:create_app",
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-access-log",
-    ]
-    process = subprocess.Popen(
-        args, env=env, cwd=tempfile.mkdtemp(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    service = launcher.start_service(
+        "session_service.main:create_app", env, options=("--no-access-log",), wait=False
     )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return process, base
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    process.kill()
-    raise TimeoutError("session service did not start")
+    await service.wait_healthy_async()
+    return service.url
 
 
 async def over_http(base: str, sid: str, ops: int) -> float:
@@ -131,12 +111,8 @@ async def run(url: str, ops: int, chunk: int, http_ops: int) -> None:
         sid, ours, raw, size = await store_vs_raw(client, ops, chunk)
     finally:
         await client.aclose()
-    process, base = start_service(url)
-    try:
-        http = await over_http(base, sid, http_ops)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with Launcher(Path(tempfile.mkdtemp(prefix="bench-session-"))) as launcher:
+        http = await over_http(await start_service(launcher, url), sid, http_ops)
     print(f"session record size                  : {size} bytes")
     print(f"raw redis-py GET, same-sized value   : {raw:>8.0f} ops/s  {1e6 / raw:>7.1f} us/op")
     print(f"RedisSessionStore.get (the lookup)   : {ours:>8.0f} ops/s  {1e6 / ours:>7.1f} us/op")

@@ -142,6 +142,13 @@ def _sentinel_topology() -> Iterator[RedisTopology]:
 
 
 @pytest.fixture(scope="session")
+def redis_env(redis_topology: RedisTopology) -> dict[str, str]:
+    """The run's Redis as environment variables (REDIS_URL, REDIS_MODE, REDIS_SENTINELS), for
+    the services started as processes."""
+    return redis_topology.environment()
+
+
+@pytest.fixture(scope="session")
 def redis_url(redis_topology: RedisTopology) -> str:
     """A URL of the run's Redis: the server, a cluster node, or the sentinels' master."""
     return redis_topology.url

@@ -41,7 +41,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import hiredis
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse
@@ -57,8 +57,10 @@ _Queued = tuple[tuple[EncodableT, ...], "asyncio.Future[Any]"]
 _PIPELINES: weakref.WeakKeyDictionary[Redis, AutoPipeline] = weakref.WeakKeyDictionary()
 
 
-def auto_pipeline(redis: Redis) -> AutoPipeline:
+def auto_pipeline(redis: Redis | RedisCluster) -> AutoPipeline:
     """The client's shared auto-pipeline: every user of one client coalesces together."""
+    if not isinstance(redis, Redis):
+        raise TypeError("the auto-pipeline drives one server's connection, not a cluster client")
     pipeline = _PIPELINES.get(redis)
     if pipeline is None:
         pipeline = _PIPELINES[redis] = AutoPipeline(redis)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias, overload
 from urllib.parse import urlsplit
 
-from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline
 from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.retry import Retry
@@ -127,6 +128,30 @@ def _cluster(target: RedisTarget, settings: CommonSettings, size: int) -> RedisC
         retry=_retry(settings),
         **_timeouts(settings),
     )
+
+
+@asynccontextmanager
+async def pubsub_client(client: RedisClient, *, skip: str | None = None) -> AsyncIterator[Redis]:
+    """A client to subscribe with: `client` itself, or on a cluster one node's own client.
+
+    Classic pub/sub is broadcast across a cluster (a PUBLISH on any node reaches every
+    node's subscribers), so one node is enough, and a plain connection to it sidesteps the
+    cluster client's pub/sub (which subscribes before the slot map is read, and stays on a
+    node that died). `skip` is the address (`host:port`) of a node that just failed:
+    another is taken when there is one."""
+    if isinstance(client, Redis):
+        yield client
+        return
+    _ = await client.initialize()  # reads the slot map (once; again after a topology change)
+    nodes = client.get_nodes()
+    candidates = [node for node in nodes if node.name != skip] or nodes
+    node = random.choice(candidates)
+    pool = ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs)
+    node_client = Redis.from_pool(pool)
+    try:
+        yield node_client
+    finally:
+        await node_client.aclose()
 
 
 async def _enter(gate: asyncio.Semaphore, wait: float) -> None:

@@ -44,8 +44,19 @@ class UserCreatedPayload(UserPayload):
     name: str
 
 
+def _absent(value: object) -> bool:
+    return value is None
+
+
 class UserUpdatedPayload(UserPayload):
     changed: tuple[str, ...] = Field(default=(), description="names of the fields that changed")
+    version: int | None = Field(
+        default=None,
+        description="the row's version after the change (its updated_at in µs since the "
+        "epoch): a purge drops only a cached value older than this; absent: drop whatever "
+        "is cached",
+        exclude_if=_absent,  # left off the wire when unknown: older producers' shape
+    )
 
 
 class UserDeletedPayload(UserPayload):
@@ -55,6 +66,11 @@ class UserDeletedPayload(UserPayload):
 class UserPasswordChangedPayload(UserPayload):
     keep_session: str | None = Field(
         default=None, description="hash of the session that made the change; it survives"
+    )
+    version: int | None = Field(
+        default=None,
+        description="as in user.updated: the row's version after the change",
+        exclude_if=_absent,
     )
 
 

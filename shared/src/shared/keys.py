@@ -78,6 +78,11 @@ class Keys:
     def user_lease(self, uid: str | UUID) -> str:
         return f"{self.user(uid)}:lease"
 
+    def user_version(self, uid: str | UUID) -> str:
+        """The version of the cached user value (its row's `updated_at` in µs): a store
+        writes only a newer one, a purge drops only an older one."""
+        return f"{self.user(uid)}:ver"
+
     def user_list_gen(self) -> str:
         return f"{self.prefix}:user:list:gen"
 

@@ -41,10 +41,10 @@ import time
 from types import TracebackType
 from typing import Final
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from shared.connections import RedisClient
 from shared.errors import LockLostError, LockNotAcquiredError
 from shared.keys import Keys
 
@@ -95,7 +95,7 @@ class Lock:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         keys: Keys,
         resource: str,
         *,
@@ -243,7 +243,7 @@ class Lock:
 
 
 def lock(
-    redis: Redis,
+    redis: RedisClient,
     keys: Keys,
     resource: str,
     *,

@@ -18,7 +18,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Final
 
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.adapters.db import make_db, make_engine
@@ -32,7 +31,7 @@ from api.usecases import UserService
 from api.warmup import warm_up
 from shared.breaker import CircuitBreaker
 from shared.cache import Cache
-from shared.connections import UNAVAILABLE_ERRORS, make_redis, warm_idle_connections
+from shared.connections import UNAVAILABLE_ERRORS, RedisClient, make_redis, warm_idle_connections
 from shared.keys import Keys
 from shared.nearcache import NearCache, PurgeSubscriber
 from shared.tasks import TaskSet
@@ -48,8 +47,8 @@ class ApiState:
     metrics: ApiMetrics
     engine: AsyncEngine
     db: async_sessionmaker[AsyncSession]
-    redis: Redis
-    cache_redis: Redis
+    redis: RedisClient
+    cache_redis: RedisClient
     near: NearCache
     relay: OutboxRelay
     users: UserService
@@ -66,11 +65,11 @@ async def open_state(settings: ApiSettings, metrics: ApiMetrics) -> AsyncIterato
         engine = make_engine(settings)
         stack.push_async_callback(engine.dispose)
         db = make_db(engine)
-        redis = make_redis(settings.redis_dsn, settings)
+        redis = make_redis(settings.redis_target, settings)
         stack.push_async_callback(redis.aclose)
         cache_redis = redis
-        if settings.cache_redis_dsn != settings.redis_dsn:
-            cache_redis = make_redis(settings.cache_redis_dsn, settings)
+        if settings.cache_redis_target != settings.redis_target:
+            cache_redis = make_redis(settings.cache_redis_target, settings)
             stack.push_async_callback(cache_redis.aclose)
         session_service = SessionClient(settings, metrics=metrics)
         stack.push_async_callback(session_service.aclose)

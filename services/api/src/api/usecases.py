@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -15,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.adapters.orm import UserRow, utcnow
 from api.adapters.outbox import OutboxRelay, add_event
-from api.adapters.repository import UserRepository, own_document, public_document
+from api.adapters.repository import UserRepository, own_document, public_document, row_version
 from api.adapters.user_cache import UserCache
 from api.errors import EmailTakenError, UserNotFoundError
 from api.metrics import ApiMetrics
@@ -127,16 +128,21 @@ class UserService:
         async def write(repo: UserRepository) -> tuple[UserRow, UserEvent]:
             row = await self._existing(repo, user_id)
             changed = await _apply(repo, row, data, password_hash)
+            version = row_version(row.updated_at)
             if password_hash is not None:
                 password_payload = UserPasswordChangedPayload(
-                    user_id=row.id, keep_session=keep_session
+                    user_id=row.id, keep_session=keep_session, version=version
                 )
                 return row, UserPasswordChanged(source=SOURCE, payload=password_payload)
-            payload = UserUpdatedPayload(user_id=row.id, changed=tuple(changed))
+            payload = UserUpdatedPayload(user_id=row.id, changed=tuple(changed), version=version)
             return row, UserUpdated(source=SOURCE, payload=payload)
 
         row, event = await self._write(write)
-        await self.cache.purge_user(user_id, event.id)
+        # Write-through: the new public view replaces the cached one at once (readers hit,
+        # never miss, right after a write); the invalidator's purge spares it (versions).
+        await self.cache.write_user(
+            row.id, public_document(row), row_version(row.updated_at), event.id
+        )
         return encode(own_document(row))
 
     async def delete(self, user_id: uuid.UUID) -> None:
@@ -189,5 +195,7 @@ async def _apply(
     if password_hash is not None:
         row.password_hash = password_hash
         changed.append("password")
-    row.updated_at = utcnow()
+    # Strictly later than the previous version, whatever this instance's clock says: the
+    # row is locked (FOR UPDATE), so versions of one row never repeat or go back.
+    row.updated_at = max(utcnow(), row.updated_at + timedelta(microseconds=1))
     return changed

@@ -12,13 +12,13 @@ import uuid
 from functools import partial
 from typing import Final
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.adapters.repository import UserRepository
 from api.config import ApiSettings
 from api.usecases import UserService
+from shared.connections import RedisClient
 from shared.errors import LockError
 from shared.keys import Keys
 from shared.lock import lock
@@ -46,7 +46,9 @@ async def warm(settings: ApiSettings, service: UserService) -> int:
     return len(ids)
 
 
-async def warm_up(settings: ApiSettings, keys: Keys, redis: Redis, service: UserService) -> None:
+async def warm_up(
+    settings: ApiSettings, keys: Keys, redis: RedisClient, service: UserService
+) -> None:
     try:
         async with lock(redis, keys, LOCK_RESOURCE, ttl=_LOCK_TTL, timeout=0.0):
             count = await warm(settings, service)

@@ -2,9 +2,11 @@
 
 Per batch, one pipeline on the cache Redis (one round trip):
 
-1. `DEL <user> <user lease>` once per distinct user of an update / delete / password
-   change: one command on one hash tag, so value and lease go together and a reader holding
-   a lease from before the write can never store the old row back;
+1. once per distinct user of an update / delete / password change, its value and lease go
+   together (one hash tag), so a reader holding a lease from before the write can never
+   store the old row back: `DEL <user> <user lease>` for a delete (or an event without a
+   version), else a small script that deletes them only when the cached value is older than
+   the event's version — the writer's write-through, already as new, is kept (no miss);
 2. one small script: `INCR` the list generation once for the whole batch (one bump
    invalidates every cached page for every event in it) and `PUBLISH` one notice per event
    (`shared.nearcache.PurgeNotice`) on `app:cache:invalidated`.
@@ -25,10 +27,10 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from redis.asyncio import Redis
-
 from invalidator.config import PURGED_TYPES, USER_TYPES
 from invalidator.metrics import InvalidatorMetrics
+from shared.cache import PURGE_IF_OLDER
+from shared.connections import RedisClient
 from shared.keys import Keys
 from shared.nearcache import PurgeNotice
 from shared.streams import Delivery
@@ -47,7 +49,7 @@ return generation
 class Purger:
     """The batch handler of the `invalidator` group (see the module docstring)."""
 
-    def __init__(self, cache: Redis, keys: Keys, metrics: InvalidatorMetrics | None = None):
+    def __init__(self, cache: RedisClient, keys: Keys, metrics: InvalidatorMetrics | None = None):
         self.cache = cache
         self.keys = keys
         self.metrics = metrics
@@ -60,15 +62,21 @@ class Purger:
         # Key strings built once per user per batch: building them (UUID checks) was a
         # measurable share of the drain time.
         purged: dict[uuid.UUID, list[str]] = {}
+        versions: dict[uuid.UUID, int | None] = {}
         for d in relevant:
             uid = d.event.payload.user_id
-            if _purges(d) and uid not in purged:
-                purged[uid] = [self.keys.user(uid), self.keys.user_lease(uid)]
+            if _purges(d):
+                if uid not in purged:
+                    purged[uid] = [self.keys.user(uid), self.keys.user_lease(uid)]
+                versions[uid] = _newest(versions.get(uid, 0), _version(d))
         notices = [_notice_head(d, purged) for d in relevant]
         pipe = self.cache.pipeline(transaction=False)
-        for user_keys in purged.values():
+        for uid, user_keys in purged.items():
             # Queued on the pipeline (redis-py types every command as an awaitable).
-            pipe.delete(*user_keys)  # type: ignore[unused-awaitable]
+            if (version := versions[uid]) is None:
+                pipe.delete(*user_keys)  # type: ignore[unused-awaitable]
+            else:
+                pipe.eval(PURGE_IF_OLDER, 2, *user_keys, version)  # type: ignore[unused-awaitable]
         pipe.eval(_BUMP_AND_ANNOUNCE, 1, self.keys.user_list_gen(), self.channel, *notices)  # type: ignore[unused-awaitable]
         results: list[Any] = await pipe.execute(raise_on_error=False)
         finished = time.time()
@@ -94,6 +102,17 @@ def _notice_head(delivery: Delivery, purged: dict[uuid.UUID, list[str]]) -> byte
 
 def _purges(delivery: Delivery) -> bool:
     return delivery.event.type in PURGED_TYPES
+
+
+def _version(delivery: Delivery) -> int | None:
+    """The row version an update left (None: purge unconditionally — a delete, or an event
+    from a writer that sent no version)."""
+    return getattr(delivery.event.payload, "version", None)
+
+
+def _newest(seen: int | None, version: int | None) -> int | None:
+    # Any unconditional purge in the batch wins; else the newest version bounds the purge.
+    return None if seen is None or version is None else max(seen, version)
 
 
 def _failures(

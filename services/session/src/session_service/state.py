@@ -16,7 +16,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from session_service.adapters.events import StreamPublisher
 from session_service.adapters.store import RedisSessionStore
@@ -70,12 +70,10 @@ async def open_state(
         sessions = build_sessions(redis, settings, metrics)
         # The toolkit creates the group at id 0 (retrying while Redis is away) before it
         # reads, so events published before the service first started are not skipped.
-        # The stream toolkit is typed for a standalone client until the wiring change lands.
-        streams: Any = redis
         consumer = build_consumer(
-            streams, settings, SESSION_GROUP, Revoker(sessions), metrics=metrics.stream
+            redis, settings, SESSION_GROUP, Revoker(sessions), metrics=metrics.stream
         )
-        housekeeper = build_housekeeper(streams, settings, consumer, metrics.stream)
+        housekeeper = build_housekeeper(redis, settings, consumer, metrics.stream)
         sampling = asyncio.Event()
         tasks.spawn(consumer.run(), "session-consumer", stop=consumer.stop)
         tasks.spawn(housekeeper.run(), "session-housekeeping")

@@ -24,10 +24,10 @@ from __future__ import annotations
 import hashlib
 from importlib.resources import files
 
-from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from shared.autopipeline import auto_pipeline
+from shared.connections import RedisClient
 from shared.keys import Keys
 from shared.limiter.denials import DenialCache
 from shared.limiter.model import Decision, Policy
@@ -52,7 +52,9 @@ class RateLimiter:
     `denials=None` turns the in-process denial cache off (every check asks Redis).
     """
 
-    def __init__(self, redis: Redis, keys: Keys, *, denials: DenialCache | None = None) -> None:
+    def __init__(
+        self, redis: RedisClient, keys: Keys, *, denials: DenialCache | None = None
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.denials = denials

@@ -52,8 +52,7 @@ API:
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
+from shared.connections import RedisClient
 from shared.keys import Keys
 from shared.settings import StreamSettings
 from shared.streams.consumer import StreamConsumer
@@ -87,7 +86,7 @@ __all__ = [
 
 
 def build_consumer(
-    redis: Redis,
+    redis: RedisClient,
     settings: StreamSettings,
     group: str,
     handler: BatchHandler,
@@ -108,7 +107,7 @@ def build_consumer(
 
 
 def build_housekeeper(
-    redis: Redis,
+    redis: RedisClient,
     settings: StreamSettings,
     consumer: StreamConsumer,
     metrics: StreamMetrics | None = None,

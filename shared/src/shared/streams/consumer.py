@@ -32,10 +32,9 @@ from collections import Counter as Tally
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from shared.connections import UNAVAILABLE_ERRORS
+from shared.connections import UNAVAILABLE_ERRORS, RedisClient
 from shared.errors import EventError
 from shared.keys import Keys
 from shared.streams.deadletter import EVERY_GROUP, REPLAY_FOR, claim_letter, letter_fields
@@ -74,7 +73,7 @@ class StreamConsumer:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         config: ConsumerConfig,
         handler: BatchHandler,
         metrics: StreamMetrics | None = None,

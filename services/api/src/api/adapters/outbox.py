@@ -20,7 +20,6 @@ import time
 from datetime import datetime
 from typing import Final
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -28,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.adapters.orm import OutboxRow, utcnow
 from api.metrics import ApiMetrics
-from shared.connections import UNAVAILABLE_ERRORS
+from shared.connections import UNAVAILABLE_ERRORS, RedisClient
 from shared.events import DATA_FIELD, UserEvent
 from shared.tasks import Backoff, raise_if_cancelling
 
@@ -64,7 +63,7 @@ class OutboxRelay:
     def __init__(
         self,
         db: async_sessionmaker[AsyncSession],
-        redis: Redis,
+        redis: RedisClient,
         stream: str,
         *,
         maxlen: int,

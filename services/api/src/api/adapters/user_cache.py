@@ -11,12 +11,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from api.adapters.repository import document_version
 from api.config import ApiSettings
 from api.metrics import ApiMetrics
 from shared.cache import Cache, CacheUnavailableError, Lookup, encode
 from shared.errors import CacheError
 from shared.keys import Keys
-from shared.nearcache import NearCache
+from shared.nearcache import NearCache, PurgeNotice
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class UserCache:
                 lease_ttl=self.settings.cache_lease_ttl,
                 lease_wait=self.settings.cache_lease_wait,
                 none_ttl=self.settings.negative_cache_ttl,
+                version_of=document_version,
             )
         except CacheError as exc:
             return await self._degraded("user_read", exc, load)
@@ -98,6 +100,31 @@ class UserCache:
         except CacheError as exc:
             # The committed event reaches the invalidator through the outbox: nothing is lost.
             self._count_degraded("purge", exc)
+
+    async def write_user(
+        self, user_id: uuid.UUID, document: dict[str, Any], version: int, event_id: uuid.UUID
+    ) -> None:
+        """After an update's commit: store the new public view (unless a newer one is already
+        there), retire every list page, and tell peers to drop their near-cache copies."""
+        keys = [self.keys.user(user_id), self.keys.user_lease(user_id)]
+        if self.near is not None:
+            self.near.drop(keys)
+        if not self.settings.cache_invalidation.by_writer:
+            return
+        try:
+            await self.cache.put_if_newer(
+                keys[0],
+                keys[1],
+                encode(document),
+                version,
+                self.settings.user_cache_ttl,
+                generation_key=self.keys.user_list_gen(),
+            )
+            notice = PurgeNotice(keys=keys, event_id=event_id, generation=None)
+            await self.cache.publish(self.keys.cache_invalidated(), notice.encode())
+        except CacheError as exc:
+            # The committed event reaches the invalidator through the outbox: nothing is lost.
+            self._count_degraded("write_through", exc)
 
     async def warm(self, user_id: uuid.UUID, load: Loader) -> None:
         await self.user(user_id, load)
