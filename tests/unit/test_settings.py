@@ -66,6 +66,7 @@ DEFAULTS: dict[str, Any] = {
     "stream_maxlen": 1_000_000,
     "outbox_poll_interval": 5.0,
     "outbox_batch_size": 500,
+    "outbox_replica_wait": 0.25,
     "consumer_name": None,
     "stream_state_dir": None,
     "stream_claim_idle": 30.0,

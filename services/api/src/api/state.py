@@ -34,6 +34,7 @@ from shared.cache import Cache
 from shared.connections import UNAVAILABLE_ERRORS, RedisClient, make_redis, warm_idle_connections
 from shared.keys import Keys
 from shared.nearcache import NearCache, PurgeSubscriber
+from shared.settings import replica_wait_ms
 from shared.tasks import TaskSet
 
 # Shutdown must finish: the background tasks get this long to stop.
@@ -93,6 +94,9 @@ async def open_state(settings: ApiSettings, metrics: ApiMetrics) -> AsyncIterato
             batch_size=settings.outbox_batch_size,
             poll_interval=settings.outbox_poll_interval,
             metrics=metrics,
+            replica_wait_ms=replica_wait_ms(
+                settings.outbox_replica_wait, settings.redis_read_timeout
+            ),
         )
         users = UserService(db, UserCache(cache, keys, settings, metrics, near), relay, metrics)
         guard = (

@@ -8,7 +8,13 @@ from typing import Annotated, Any, Final
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
-from shared.settings import Duration, StreamSettings, settings_or_exit
+from shared.settings import (
+    Duration,
+    StreamSettings,
+    check_replica_wait,
+    replica_wait_ms,
+    settings_or_exit,
+)
 
 SERVICE: Final = "session"
 # 32 characters of a random token are far beyond guessing over HTTP.
@@ -39,14 +45,7 @@ class SessionSettings(StreamSettings):
             )
         return value
 
-    @field_validator("session_replica_wait")
-    @classmethod
-    def _wait_within_read_timeout(cls, value: float, info: ValidationInfo) -> float:
-        # WAIT's answer is a reply like any other: the socket's timeout must outlast it.
-        read_timeout = info.data.get("redis_read_timeout")
-        if read_timeout is not None and value >= read_timeout:
-            raise ValueError(f"must be shorter than REDIS_READ_TIMEOUT ({read_timeout:g}s)")
-        return value
+    _wait_within_read_timeout = field_validator("session_replica_wait")(check_replica_wait)
 
 
 def load(**overrides: Any) -> SessionSettings:
@@ -67,10 +66,6 @@ class Timeouts:
     def of(cls, settings: SessionSettings) -> Timeouts:
         idle = max(1, round(settings.session_idle_ttl * 1000))
         absolute = max(1, round(settings.session_absolute_ttl * 1000))
-        wait = settings.session_replica_wait
-        if wait >= settings.redis_read_timeout:  # the default only: a set value was checked
-            wait = settings.redis_read_timeout / 2
+        wait = replica_wait_ms(settings.session_replica_wait, settings.redis_read_timeout)
         # An idle timeout longer than the absolute one would never apply: clamp it.
-        return cls(
-            idle_ms=min(idle, absolute), absolute_ms=absolute, replica_wait_ms=round(wait * 1000)
-        )
+        return cls(idle_ms=min(idle, absolute), absolute_ms=absolute, replica_wait_ms=wait)

@@ -29,6 +29,7 @@ from api.adapters.orm import OutboxRow, utcnow
 from api.metrics import ApiMetrics
 from shared.connections import UNAVAILABLE_ERRORS, RedisClient
 from shared.events import DATA_FIELD, UserEvent
+from shared.replication import Replication, ReplicaWait
 from shared.tasks import Backoff, raise_if_cancelling
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,19 @@ def add_event(session: AsyncSession, event: UserEvent) -> None:
     )
 
 
+# KEYS[1] the stream; ARGV[1] MAXLEN (approximate), ARGV[2] the field, ARGV[3..] envelopes:
+# one XADD each. Server-made ids (`*`) in a script need effects replication, the default
+# since Redis 5.
+_PUBLISH: Final = """
+for i = 3, #ARGV do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', ARGV[2], ARGV[i])
+end
+return #ARGV - 2
+"""
+# A batch whose copy on a replica is not confirmed stays unsent (published again later).
+_UNSURE: Final = frozenset({Replication.TIMED_OUT, Replication.UNCHECKED})
+
+
 class OutboxRelay:
     def __init__(
         self,
@@ -70,6 +84,7 @@ class OutboxRelay:
         batch_size: int,
         poll_interval: float,
         metrics: ApiMetrics,
+        replica_wait_ms: int = 0,
     ) -> None:
         self.db = db
         self.redis = redis
@@ -80,6 +95,8 @@ class OutboxRelay:
         self.metrics = metrics
         self._wake = asyncio.Event()
         self._measured_at = float("-inf")
+        self._publish = redis.register_script(_PUBLISH)
+        self.replicas = ReplicaWait(redis, replica_wait_ms)
 
     def notify(self) -> None:
         """Called after each commit that staged an event: publish now, not at the next poll."""
@@ -153,12 +170,22 @@ class OutboxRelay:
             rows = (await session.execute(statement)).all()
             if not rows:
                 return 0
-            pipe = self.redis.pipeline(transaction=False)
-            for _, envelope in rows:
-                fields = {DATA_FIELD: envelope}
-                # Queued on the pipeline: nothing to await until execute().
-                _ = pipe.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]  # redis-py's field type is invariant dict
-            await pipe.execute()
+            # One script (one key: one cluster slot) adds the batch; `WAIT` on its connection
+            # then tells whether a replica holds it. Only then are the rows marked sent: an
+            # XADD a failover could take back is published again instead (a duplicate entry,
+            # which consumers handle as once).
+            acked = await self.replicas.run(
+                self._publish, [self.stream], [self.maxlen, DATA_FIELD, *(e for _, e in rows)]
+            )
+            self.metrics.outbox_replica_acks.labels(acked.replication.value).inc()
+            if acked.replication in _UNSURE:
+                logger.warning(
+                    "outbox relay: %d rows published, no replica confirmed them (%s): "
+                    "they will be published again",
+                    len(rows),
+                    acked.replication.value,
+                )
+                return 0
             ids = [row_id for row_id, _ in rows]
             await session.execute(
                 update(OutboxRow).where(OutboxRow.id.in_(ids)).values(published_at=utcnow())
