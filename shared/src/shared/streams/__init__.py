@@ -62,6 +62,7 @@ from shared.streams.delivery import BatchHandler, ConsumerConfig, Delivery, pars
 from shared.streams.groups import consumer_name, default_state_dir, ensure_group
 from shared.streams.housekeeping import Housekeeper, StreamStatus, stream_status
 from shared.streams.metrics import StreamMetrics
+from shared.tracing import Spans
 
 __all__ = [
     "BatchHandler",
@@ -94,6 +95,7 @@ def build_consumer(
     *,
     metrics: StreamMetrics | None = None,
     consumer: str | None = None,
+    spans: Spans | None = None,
 ) -> StreamConsumer:
     """A consumer of `Keys.user_events()` in `group`, configured from settings."""
     keys = Keys(settings.key_prefix)
@@ -104,7 +106,7 @@ def build_consumer(
         consumer=consumer or consumer_name(settings, group),
         dead_letters=keys.dead_letters(),
     )
-    return StreamConsumer(redis, config, handler, metrics)
+    return StreamConsumer(redis, config, handler, metrics, spans)
 
 
 def build_housekeeper(

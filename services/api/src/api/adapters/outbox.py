@@ -8,6 +8,9 @@ and retries with backoff while Redis is down. On PostgreSQL the rows are selecte
 `FOR UPDATE SKIP LOCKED`, so several api instances never publish the same row at once
 (SQLite has one writer and no row locks: one api instance per SQLite file).
 
+Traced (`shared.tracing`), each row written by a traced request gets a `publish` span
+(PRODUCER) continuing that request's trace from the row's `traceparent` column.
+
 Each round also sets the backlog gauges (`outbox_backlog`, `outbox_oldest_unsent_age_seconds`)
 from one query on the pending-rows index; while Redis is down they show events piling up.
 """
@@ -17,12 +20,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Final
 
+from opentelemetry.trace import Span, SpanKind
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
-from sqlalchemy import func, select, update
+from sqlalchemy import Row, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -31,6 +38,7 @@ from api.metrics import ApiMetrics
 from shared.connections import UNAVAILABLE_ERRORS
 from shared.events import DATA_FIELD, UserEvent
 from shared.tasks import Backoff, raise_if_cancelling
+from shared.tracing import Spans, finish, messaging
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +56,22 @@ _BACKOFF_CAP: Final = 2.0
 _MEASURE_EVERY: Final = 1.0
 
 
-def add_event(session: AsyncSession, event: UserEvent) -> None:
-    """Stage `event` in the caller's transaction; its envelope id is the row id."""
+# A pending row as the relay selects it: id, envelope, traceparent.
+_Pending = Row[uuid.UUID, str, str | None]
+
+
+def add_event(session: AsyncSession, event: UserEvent, traceparent: str | None = None) -> None:
+    """Stage `event` in the caller's transaction; its envelope id is the row id. A traced
+    write's context goes in the row's column and in the envelope."""
+    if traceparent is not None:
+        event = event.model_copy(update={"traceparent": traceparent})
     session.add(
         OutboxRow(
             id=event.id,
             type=event.type,
             envelope=event.to_json().decode(),
             created_at=event.occurred_at,
+            traceparent=traceparent,
         )
     )
 
@@ -71,6 +87,7 @@ class OutboxRelay:
         batch_size: int,
         poll_interval: float,
         metrics: ApiMetrics,
+        spans: Spans | None = None,
     ) -> None:
         self.db = db
         self.redis = redis
@@ -79,6 +96,8 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.metrics = metrics
+        self.spans = spans  # None: tracing off
+        self._span_name = f"publish {stream}"
         self._wake = asyncio.Event()
         self._measured_at = float("-inf")
 
@@ -145,7 +164,7 @@ class OutboxRelay:
         """Publish one batch of pending rows; the count published."""
         async with self.db() as session, session.begin():
             statement = (
-                select(OutboxRow.id, OutboxRow.envelope)
+                select(OutboxRow.id, OutboxRow.envelope, OutboxRow.traceparent)
                 .where(OutboxRow.published_at.is_(None))
                 .order_by(OutboxRow.created_at, OutboxRow.id)
                 .limit(self.batch_size)
@@ -155,14 +174,56 @@ class OutboxRelay:
             if not rows:
                 return 0
             pipe = self.redis.pipeline(transaction=False)
-            for _, envelope in rows:
+            for _, envelope, _ in rows:
                 fields = {DATA_FIELD: envelope}
                 # Queued on the pipeline: nothing to await until execute().
                 _ = pipe.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]  # redis-py's field type is invariant dict
-            await pipe.execute()
-            ids = [row_id for row_id, _ in rows]
+            await self._execute(pipe, rows)
+            ids = [row_id for row_id, _, _ in rows]
             await session.execute(
                 update(OutboxRow).where(OutboxRow.id.in_(ids)).values(published_at=utcnow())
             )
         self.metrics.outbox_published.inc(len(rows))
         return len(rows)
+
+    async def _execute(self, pipe: Pipeline, rows: Sequence[_Pending]) -> None:
+        """Send the batch's XADDs; traced, one `publish` span per traced row, all around the
+        batch's one round trip, each with the entry id its XADD got."""
+        if self.spans is None:
+            await pipe.execute()
+            return
+        spans = self._publish_spans(rows)
+        try:
+            entry_ids = await pipe.execute()
+        except BaseException as exc:
+            for span in spans.values():
+                finish(span, exc)
+            raise
+        for index, span in spans.items():
+            span.set_attribute("app.stream.entry_id", _text(entry_ids[index]))
+            finish(span)
+
+    def _publish_spans(self, rows: Sequence[_Pending]) -> dict[int, Span]:
+        assert self.spans is not None
+        started: dict[int, Span] = {}
+        for index, (row_id, _, traceparent) in enumerate(rows):
+            span = self.spans.follow(
+                traceparent,
+                self._span_name,
+                kind=SpanKind.PRODUCER,
+                attributes=messaging(
+                    "send",
+                    self.stream,
+                    {
+                        "messaging.message.id": str(row_id),
+                        "messaging.batch.message_count": len(rows),
+                    },
+                ),
+            )
+            if span is not None:
+                started[index] = span
+        return started
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
