@@ -9,14 +9,22 @@ In one run, against one private redis-server, each server as `uvicorn --workers 
              (default redis-py client: no socket timeouts)
   redis+t/o  the same with the api's own client (make_redis: timeouts, retries, blocking pool)
   dict       bench/bare_app.py: the same object from an in-process dict
+  api+otel, api+near+otel
+             the api (near cache off / on) with tracing on: OTEL_TRACES_SAMPLER=
+             parentbased_traceidratio, ARG 0.01 (a 1 % sampler), exporting OTLP/HTTP to a
+             receiver process (`python -m devtools.otlp`); `--no-tracing` leaves them out
+  api@REF    with `--ref REF`: the api of another commit (its sources from `git archive`, run
+             on this workspace's environment), tracing off: "today's" api in the same run
 Load: `wrk` (Debian package) with 50 connections, else a bounded Python httpx load generator
 (which is itself the bottleneck: its ratios are indicative only). Endpoints take turns over
 a few rounds and each reports its best round. Prints req/s, p50/p99 and the ratios against
-the bare Redis endpoint. Targets: api >= 0.8x redis, api+near >= 1.0x.
+the bare Redis endpoint. Targets: api >= 0.8x redis, api+near >= 1.0x; tracing on at 1 %
+within 10 % of the same api with it off; with --ref, tracing off within 2 % of api@REF.
 The machine has 2 cores shared by server, load generator and other work: compare ratios
 from the same run, not absolute figures across runs.
 
     .venv/bin/python bench/api_read.py [--seconds 3] [--rounds 3] [--connections 50]
+        [--no-tracing] [--ref main]
 """
 
 from __future__ import annotations
@@ -34,11 +42,15 @@ import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from devtools.gitref import export_tree, source_path
+from devtools.otlp import receiver_process
 from devtools.redis_server import RedisServer, free_port
 from shared.keys import Keys
 
@@ -79,7 +91,7 @@ def start_server(
     raise RuntimeError(f"{app} did not start")
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
+def stop(process: subprocess.Popen[Any]) -> None:
     process.terminate()
     try:
         process.wait(timeout=10)
@@ -141,6 +153,16 @@ def run_python(name: str, url: str, seconds: float, connections: int) -> Result:
     return Result(name, count / elapsed, quantile(0.50), quantile(0.99), errors)
 
 
+def traced(env: dict[str, str], endpoint: str) -> dict[str, str]:
+    """`env` with tracing on: a 1 % sampler, exporting to `endpoint`."""
+    return {
+        **env,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.01",
+    }
+
+
 def api_env(redis_url: str, database_url: str, near: bool) -> dict[str, str]:
     return {
         "PATH": os.environ.get("PATH", ""),
@@ -172,6 +194,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="per endpoint per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--no-tracing", dest="tracing", action="store_false")
+    parser.add_argument("--ref", help="also run this commit's api (tracing off) as a baseline")
     args = parser.parse_args()
     load = run_wrk if shutil.which("wrk") else run_python
     print(f"load generator: {'wrk' if load is run_wrk else 'python httpx (wrk not found)'}")
@@ -182,6 +206,10 @@ def main() -> None:
         migrate = [str(VENV_BIN / "python"), "-m", "api.migrate"]
         subprocess.run(migrate, env=env, check=True, capture_output=True)
         urls = start_all(stack, redis.url, database_url)
+        if args.tracing:
+            urls.update(start_traced(stack, redis.url, database_url, urls["api"]))
+        if args.ref:
+            urls.update(start_ref(stack, args.ref, redis.url, database_url, urls["api"]))
         # Endpoints alternate round by round, so a burst of other work on the shared machine
         # lands on all of them rather than on one.
         rounds = [
@@ -214,6 +242,36 @@ def start_all(stack: ExitStack, redis_url: str, database_url: str) -> dict[str, 
     }
 
 
+def start_traced(
+    stack: ExitStack, redis_url: str, database_url: str, api_url: str
+) -> dict[str, str]:
+    """The api with tracing on (near cache off and on), exporting to a receiver process."""
+    receiver, endpoint = receiver_process()
+    stack.callback(stop, receiver)
+    path = urlsplit(api_url).path
+    urls = {}
+    for name, near in (("api+otel", False), ("api+near+otel", True)):
+        env = traced(api_env(redis_url, database_url, near=near), endpoint)
+        process, url = start_server("api.main:create_app", env, "--factory")
+        stack.callback(stop, process)
+        httpx.get(f"{url}{path}", timeout=10)  # fills the near cache
+        urls[name] = f"{url}{path}"
+    return urls
+
+
+def start_ref(
+    stack: ExitStack, ref: str, redis_url: str, database_url: str, api_url: str
+) -> dict[str, str]:
+    """The api of commit `ref`, tracing off, on the same Redis and database."""
+    tree = export_tree(ref)
+    stack.callback(shutil.rmtree, tree, ignore_errors=True)
+    env = {**api_env(redis_url, database_url, near=False), "PYTHONPATH": source_path(tree)}
+    process, url = start_server("api.main:create_app", env, "--factory")
+    stack.callback(stop, process)
+    path = urlsplit(api_url).path
+    return {f"api@{ref}": f"{url}{path}"}
+
+
 def best(name: str, rounds: list[list[Result]]) -> Result:
     """The round with the highest throughput: the least disturbed by other work."""
     return max((r for results in rounds for r in results if r.name == name), key=lambda r: r.rps)
@@ -235,6 +293,16 @@ def report(results: list[Result]) -> None:
     print(f"api+near / dict       = {by_name['api+near'].rps / by_name['dict'].rps:.2f}x")
     configured = by_name["redis+t/o"].rps
     print(f"api / bare redis with the api's client = {by_name['api'].rps / configured:.2f}x")
+    for traced_name, plain in (("api+otel", "api"), ("api+near+otel", "api+near")):
+        if traced_name in by_name:
+            ratio = by_name[traced_name].rps / by_name[plain].rps
+            print(f"{traced_name} / {plain} = {ratio:.3f}x (tracing on at 1 %: target >= 0.90x)")
+    for name, result in by_name.items():
+        if name.startswith("api@"):
+            print(f"api / {name} = {by_name['api'].rps / result.rps:.3f}x (tracing off: >= 0.98x)")
+            if "api+otel" in by_name:
+                ratio = by_name["api+otel"].rps / result.rps
+                print(f"api+otel / {name} = {ratio:.3f}x (tracing on at 1 %: >= 0.90x)")
 
 
 if __name__ == "__main__":

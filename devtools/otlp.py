@@ -12,11 +12,16 @@ answered 404/415, as a collector would.
 
 from __future__ import annotations
 
+import argparse
 import gzip
+import signal
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar
 
@@ -170,3 +175,39 @@ class OtlpReceiver:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def receiver_process(seconds: float = 3600.0) -> tuple[subprocess.Popen[str], str]:
+    """`python -m devtools.otlp` as a child process; it and the URL it listens on. Stop it
+    with `terminate()` (by its PID)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devtools.otlp", "--seconds", str(seconds)],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    url = process.stdout.readline().strip()
+    if not url.startswith("http://"):
+        process.kill()
+        raise RuntimeError("the OTLP receiver did not start")
+    return process, url
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m devtools.otlp [--seconds N]`: a receiver as a process of its own (so its
+    parsing never competes for a measured process's GIL); prints its URL, then serves until
+    SIGTERM or the time bound, and says how many spans it received."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--seconds", type=float, default=3600.0, help="stop after this long")
+    args = parser.parse_args(argv)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    with OtlpReceiver() as receiver:
+        print(receiver.url, flush=True)
+        stopping.wait(args.seconds)
+        print(f"otlp receiver: {len(receiver.spans())} spans received", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
