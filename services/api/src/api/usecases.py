@@ -157,12 +157,15 @@ class UserService:
         """Run `change` and stage its event in one transaction; wake the relay after commit.
 
         Traced, the transaction is the `user write` span (its SQL statements below it), and
-        the event carries that span's context: the relay and every consumer continue it.
+        the event carries that span's context when it is sampled: the relay and every consumer
+        continue it.
         """
         if self.spans is None:
             return await self._transaction(change, None)
         with self.spans.current("user write") as span:
-            row, event = await self._transaction(change, current_traceparent())
+            # A sampled write's context only: nothing downstream records an unsampled one.
+            traceparent = current_traceparent(sampled_only=True)
+            row, event = await self._transaction(change, traceparent)
             span.set_attributes(
                 {"messaging.message.id": str(event.id), "app.event.type": event.type}
             )

@@ -101,6 +101,8 @@ class Purger:
         traced: list[_Traced] = []
         batch = {"messaging.batch.message_count": len(relevant), "app.cache.users": users}
         for d in relevant:
+            if d.span is None:  # an entry with no sampled context: the common case
+                continue
             purge = self.spans.child(d.span, "purge", {**batch, "app.cache.keys": 2 * _purges(d)})
             if purge is None:
                 continue

@@ -221,8 +221,12 @@ class StreamConsumer:
     def _process_span(self, entry_id: str, event: UserEvent | SessionEvent, n: int) -> Span | None:
         """The entry's `process` span: a child of the producer's context (one trace from the
         write to every group's effect) and linked to it, as the messaging conventions have a
-        consumer do. None for an entry that carries no (sampled) context."""
+        consumer do. None for an entry that carries no (sampled) context: the common case
+        costs a flag check, nothing else."""
         assert self.spans is not None
+        parent = self.spans.parent(event.traceparent)
+        if parent is None:
+            return None
         cfg = self.config
         attributes = messaging(
             "process",
@@ -236,9 +240,8 @@ class StreamConsumer:
             },
         )
         return self.spans.follow(
-            event.traceparent, self._span_name, kind=SpanKind.CONSUMER, attributes=attributes,
-            link=True,
-        )  # fmt: skip
+            parent, self._span_name, kind=SpanKind.CONSUMER, attributes=attributes, link=True
+        )
 
     async def _handle(self, batch: list[Delivery]) -> dict[str, BaseException]:
         if not batch:

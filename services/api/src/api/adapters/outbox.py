@@ -207,21 +207,17 @@ class OutboxRelay:
         assert self.spans is not None
         started: dict[int, Span] = {}
         for index, (row_id, _, traceparent) in enumerate(rows):
-            span = self.spans.follow(
-                traceparent,
-                self._span_name,
-                kind=SpanKind.PRODUCER,
-                attributes=messaging(
-                    "send",
-                    self.stream,
-                    {
-                        "messaging.message.id": str(row_id),
-                        "messaging.batch.message_count": len(rows),
-                    },
-                ),
+            parent = self.spans.parent(traceparent)
+            if parent is None:
+                continue
+            attributes = messaging(
+                "send",
+                self.stream,
+                {"messaging.message.id": str(row_id), "messaging.batch.message_count": len(rows)},
             )
-            if span is not None:
-                started[index] = span
+            started[index] = self.spans.follow(
+                parent, self._span_name, kind=SpanKind.PRODUCER, attributes=attributes
+            )
         return started
 
 
