@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Final
 
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.trace import Span, SpanKind
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -106,6 +107,13 @@ class OutboxRelay:
         self._wake.set()
 
     async def run(self) -> None:
+        # The relay's own statements (a poll every OUTBOX_POLL_INTERVAL, the backlog query)
+        # belong to no request: traced, each would start a trace of its own. Its `publish`
+        # spans continue the rows' traces instead.
+        with suppress_instrumentation():
+            await self._relay()
+
+    async def _relay(self) -> None:
         backoff = Backoff(_BACKOFF_FIRST, _BACKOFF_CAP)
         while True:
             raise_if_cancelling()
