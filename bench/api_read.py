@@ -34,6 +34,7 @@ import asyncio
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -236,7 +237,7 @@ def main() -> None:
             [load(n, u, args.seconds, args.connections) for n, u in urls.items()]
             for _ in range(args.rounds)
         ]
-    report([best(name, rounds) for name in urls])
+    report([best(name, rounds) for name in urls], rounds)
 
 
 def start_all(stack: ExitStack, redis_url: str, database_url: str) -> dict[str, str]:
@@ -300,7 +301,7 @@ def best(name: str, rounds: list[list[Result]]) -> Result:
     return replace(top, cpu_us=min(r.cpu_us for r in mine))
 
 
-def report(results: list[Result]) -> None:
+def report(results: list[Result], rounds: list[list[Result]]) -> None:
     by_name = {r.name: r for r in results}
     baseline = by_name["redis"].rps
     print(
@@ -322,15 +323,22 @@ def report(results: list[Result]) -> None:
         pairs += [("api", ref, 0.98), ("api+otel", ref, 0.90)]
     for measured, reference, target in pairs:
         if measured in by_name:
-            compare(by_name[measured], by_name[reference], target)
+            compare(by_name[measured], by_name[reference], target, rounds)
 
 
-def compare(measured: Result, reference: Result, target: float) -> None:
-    """One contender against another: throughput ratio and extra CPU per request."""
-    ratio = measured.rps / reference.rps
+def compare(measured: Result, reference: Result, target: float, rounds: list[list[Result]]) -> None:
+    """One contender against another: the ratio of their best rounds, the median of their
+    ratios round by round (each pair measured seconds apart: drifts in the machine's other
+    work cancel), and the extra CPU per request."""
+    paired = []
+    for results in rounds:
+        by_name = {r.name: r for r in results}
+        paired.append(by_name[measured.name].rps / by_name[reference.name].rps)
     cpu = measured.cpu_us / reference.cpu_us - 1
     print(
-        f"{measured.name} / {reference.name}: {ratio:.3f}x req/s, {cpu:+.1%} CPU per request"
+        f"{measured.name} / {reference.name}: best {measured.rps / reference.rps:.3f}x req/s,"
+        f" per round median {statistics.median(paired):.3f}x"
+        f" ({min(paired):.3f}-{max(paired):.3f}), {cpu:+.1%} CPU per request"
         f" (target >= {target:.2f}x)"
     )
 
