@@ -45,11 +45,6 @@ from typing import TYPE_CHECKING, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ParentBased
 from opentelemetry.trace import (
     Link,
     NonRecordingSpan,
@@ -67,6 +62,7 @@ from shared.errors import SettingsError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from opentelemetry.sdk.trace import TracerProvider
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 TRACEPARENT: Final = "traceparent"
@@ -199,6 +195,13 @@ class Tracing:
         if not exporting(environ):
             return cls()
         _check_protocol(environ)
+        # Imported here: a process with tracing off never loads the SDK and the exporter
+        # (about 60 ms of start-up and their memory, in every process).
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+            OTLPSpanExporter,
+        )
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
+
         provider = _provider(service)
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         return cls(provider)
@@ -212,6 +215,8 @@ class Tracing:
         when tracing is off."""
         if self.provider is None:
             return None
+        from opentelemetry.sdk.trace.sampling import ParentBased  # noqa: PLC0415 - SDK: when on
+
         return Spans(
             self.provider.get_tracer(scope),
             sampled_only=isinstance(self.provider.sampler, ParentBased),
@@ -232,6 +237,9 @@ class Tracing:
 
 
 def _provider(service: str) -> TracerProvider:
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource  # noqa: PLC0415 - as above
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+
     resource = Resource.create()
     # OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES win; else the SDK says "unknown_service".
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):

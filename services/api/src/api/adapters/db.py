@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import time
 
-from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
-from opentelemetry.metrics import NoOpMeterProvider
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -38,6 +36,10 @@ def trace_statements(engine: AsyncEngine, tracing: Tracing) -> None:
     """
     if tracing.provider is None:
         return
+    # Imported here, as the SDK is (shared.tracing): nothing of it loads with tracing off.
+    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer  # noqa: PLC0415
+    from opentelemetry.metrics import NoOpMeterProvider  # noqa: PLC0415
+
     tracer = tracing.provider.get_tracer("opentelemetry.instrumentation.sqlalchemy")
     # Its connection-usage metric goes nowhere: the api exports its own metrics.
     usage = NoOpMeterProvider().get_meter(__name__).create_up_down_counter("db.client.connections")

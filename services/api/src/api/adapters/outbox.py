@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Final
 
-from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.trace import Span, SpanKind
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -107,9 +106,14 @@ class OutboxRelay:
         self._wake.set()
 
     async def run(self) -> None:
+        if self.spans is None:
+            await self._relay()
+            return
         # The relay's own statements (a poll every OUTBOX_POLL_INTERVAL, the backlog query)
         # belong to no request: traced, each would start a trace of its own. Its `publish`
-        # spans continue the rows' traces instead.
+        # spans continue the rows' traces instead. (Imported here: tracing on only.)
+        from opentelemetry.instrumentation.utils import suppress_instrumentation  # noqa: PLC0415
+
         with suppress_instrumentation():
             await self._relay()
 
