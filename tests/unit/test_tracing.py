@@ -204,7 +204,7 @@ async def test_a_request_span_per_request_named_by_its_route(
     assert ok.attributes is not None
     assert ok.attributes["http.route"] == "/items/{item_id}"
     assert ok.attributes["http.response.status_code"] == 200
-    assert ok.attributes["url.path"] == "/items/7"
+    assert "url.path" not in ok.attributes  # paths can hold secrets (session ids)
     # The handler ran inside the request's span: its context is what an event would carry.
     assert answered.json()["traceparent"] == format_traceparent(ok.context)
     assert boom.name == "GET /boom"

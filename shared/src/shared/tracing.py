@@ -323,7 +323,7 @@ class ServerSpans:
 
     The caller's W3C `traceparent` header is continued (`tracestate` is not carried). The
     name is `<METHOD> <route template>` (`scope["route"]`, set by the router and by the
-    api's near-cache fast path), never the raw path.
+    api's near-cache fast path), never the raw path, which is not recorded at all.
     """
 
     def __init__(self, app: ASGIApp, tracer: Tracer) -> None:
@@ -380,9 +380,10 @@ def _describe_request(span: Span, scope: Scope, status: int) -> None:
     template = getattr(scope.get("route"), "path", None)
     span.update_name(f"{method} {template}" if template else method)
     client = scope.get("client")
+    # No `url.path`: the session service's paths hold session ids (bearer secrets), which
+    # must not reach a tracing backend; the route template says which route it was.
     attributes: dict[str, AttributeValue] = {
         "http.request.method": method,
-        "url.path": scope["path"],
         "url.scheme": scope.get("scheme", "http"),
         "network.protocol.version": scope.get("http_version", "1.1"),
         "http.response.status_code": status,

@@ -172,6 +172,9 @@ async def test_a_password_change_is_one_trace_from_request_to_revocation(
     assert any(s.kind == "SERVER" for s in found.find("session", "GET /v1/sessions/{session_id}"))
     # And the revocation's log line names the trace.
     assert f"trace_id={trace_id}" in stack.session.log.read_text()
+    # No session id reaches the tracing backend (they travel in the session service's paths).
+    exported = [str(v) for s in receiver.spans() for v in (s.name, *s.attributes.values())]
+    assert not [v for v in exported if here in v or elsewhere in v]
 
 
 async def test_a_rename_is_purged_in_its_trace_and_revokes_nothing(
