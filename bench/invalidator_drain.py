@@ -11,16 +11,18 @@ rounds; the figure of each is the median of its rounds.
   that no raw loop sends.
 - invalidator: `shared.streams.StreamConsumer` + `invalidator.purge.Purger` (what the service
   runs): pydantic validation of every envelope, one purge pipeline per batch, one PUBLISH per
-  event on the invalidation channel, the XACK, metrics. Tracing off.
+  event on the invalidation channel, the XACK, metrics. Tracing off. Every invalidator
+  contender drains in a child process of its own (this script with `--drain`; it times itself,
+  start-up left out), so all of them start alike in a fresh interpreter.
 - invalidator+otel: the same with tracing on as the service configures it from the standard
   variables (OTEL_TRACES_SAMPLER=parentbased_traceidratio, ARG 0.01, OTLP/HTTP export to a
   receiver process), draining a second stream of the same events where 1 % carry a sampled
   `traceparent` (what an api with a 1 % sampler writes: only sampled writes carry one): a
-  `process`, a `purge` and an `announce` span for each of those. `--no-tracing`
-  leaves it out.
+  `process`, a `purge` and an `announce` span for each of those; the spans still queued at
+  the end are exported inside the timing. `--no-tracing` leaves it out.
 - invalidator@REF (with `--ref REF`): another commit's consumer and purger (its sources from
-  `git archive`, run by this script in a child process on this workspace's environment),
-  tracing off, on the first stream: "today's" invalidator in the same run.
+  `git archive`, ahead of the workspace's on the child's PYTHONPATH), tracing off, on the
+  first stream: "today's" invalidator in the same run.
 
 Usage: .venv/bin/python bench/invalidator_drain.py [--events 50000] [--rounds 3]
        [--no-tracing] [--ref main]
@@ -41,6 +43,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -176,38 +179,40 @@ async def drain_invalidator(
     return timing
 
 
-async def drain_ref(
-    tree: Path, url: str, _redis: Redis, keys: Keys, group: str, count: int
-) -> Timing:
-    """Drain with another commit's code: this script in a child process whose imports come
-    from `tree`; the child times its own drain (its start-up is not counted)."""
-    env = {**os.environ, "PYTHONPATH": source_path(tree)}
-    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--drain", group, "--prefix", keys.prefix, "--url", url,
-        "--events", str(count), env=env, stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, _ = await child.communicate()
-    if child.returncode != 0:
-        raise SystemExit(f"the drain with {tree} failed")
-    wall, cpu = out.decode().split()[-2:]
-    return Timing(float(wall), float(cpu))
+@dataclass(frozen=True)
+class ChildDrain:
+    """One invalidator drain in a child process (this script with `--drain`): every
+    invalidator contender starts alike, in a fresh interpreter; the child times its own drain,
+    start-up left out. `tree`: another commit's sources, imported ahead of the workspace's;
+    `tracing_env`: the OTEL_* variables the child's tracing is configured from, as a service's."""
+
+    url: str
+    tree: Path | None = None
+    tracing_env: dict[str, str] = field(default_factory=dict)
+
+    async def __call__(self, _redis: Redis, keys: Keys, group: str, count: int) -> Timing:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        env.update(self.tracing_env)
+        if self.tree is not None:
+            env["PYTHONPATH"] = source_path(self.tree)
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--drain", group, "--prefix", keys.prefix,
+            "--url", self.url, "--events", str(count), env=env, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await child.communicate()
+        if child.returncode != 0:
+            raise SystemExit(f"the drain in a child process ({self.tree or 'this tree'}) failed")
+        wall, cpu = out.decode().split()[-2:]
+        return Timing(float(wall), float(cpu))
 
 
-def traced_tracing(endpoint: str) -> Tracing:
-    """Tracing as a service configures it from its environment, with a 1 % sampler."""
-    from shared.tracing import Tracing
-
-    os.environ.update(
-        {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
-            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-            "OTEL_TRACES_SAMPLER_ARG": str(SAMPLED),
-        }
-    )
-    tracing = Tracing.from_environment("invalidator")
-    assert tracing.enabled
-    return tracing
+def traced_env(endpoint: str) -> dict[str, str]:
+    """Tracing on as a deployment sets it: a 1 % sampler, OTLP/HTTP to `endpoint`."""
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": str(SAMPLED),
+    }
 
 
 async def main(events: int, rounds: int, url: str, ref: str | None, endpoint: str | None) -> None:
@@ -218,18 +223,15 @@ async def main(events: int, rounds: int, url: str, ref: str | None, endpoint: st
     drains: dict[str, Callable[[Redis, Keys, str, int], Awaitable[Timing]]] = {
         "raw": drain_raw,
         "raw-1-incr": functools.partial(drain_raw, coalesce=True),
-        "invalidator": drain_invalidator,
+        "invalidator": ChildDrain(url),
     }
     streams = dict.fromkeys(drains, keys)
-    tracing = None
     if endpoint is not None:
         await publish(redis, traced_keys.user_events(), events, traced=True)
-        tracing = traced_tracing(endpoint)
-        drains["invalidator+otel"] = functools.partial(drain_invalidator, tracing=tracing)
+        drains["invalidator+otel"] = ChildDrain(url, tracing_env=traced_env(endpoint))
         streams["invalidator+otel"] = traced_keys
     if ref is not None:
-        tree = export_tree(ref)
-        drains[f"invalidator@{ref}"] = functools.partial(drain_ref, tree, url)
+        drains[f"invalidator@{ref}"] = ChildDrain(url, tree=export_tree(ref))
         streams[f"invalidator@{ref}"] = keys
     results: dict[str, list[float]] = {name: [] for name in drains}
     cpu_us: dict[str, list[float]] = {name: [] for name in drains}
@@ -242,8 +244,6 @@ async def main(events: int, rounds: int, url: str, ref: str | None, endpoint: st
                 f"round {n + 1} {name:20s} {events / timing.wall:10,.0f} events/s"
                 f" {timing.cpu / events * 1e6:6.1f} us CPU/event"
             )
-    if tracing is not None:
-        await tracing.aclose()
     report({name: statistics.median(rates) for name, rates in results.items()}, rounds)
     report_cpu(cpu_us)
     for k in (keys, traced_keys):
@@ -296,10 +296,22 @@ def report_cpu(cpu_us: dict[str, list[float]]) -> None:
 
 
 async def drain_only(url: str, prefix: str, group: str, events: int) -> None:
-    """The child of `drain_ref`: one drain, its seconds printed last."""
+    """The child of `drain_child`: one drain, with tracing when the environment asks for it
+    (as a service configures it); its wall and CPU seconds printed last. Traced, the spans
+    still queued are exported inside the timing: their cost is the drain's."""
     redis = Redis.from_url(url)
-    timing = await drain_invalidator(redis, Keys(prefix), group, events)
-    print(timing.wall, timing.cpu)
+    tracing = None
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        from shared.tracing import Tracing  # the --ref child may predate it: imported when asked
+
+        tracing = Tracing.from_environment("invalidator")
+    started, cpu = time.perf_counter(), time.process_time()
+    await drain_invalidator(redis, Keys(prefix), group, events, tracing=tracing)
+    if tracing is not None and tracing.provider is not None:
+        tracing.provider.force_flush()
+    print(time.perf_counter() - started, time.process_time() - cpu)
+    if tracing is not None:
+        await tracing.aclose()
     await redis.aclose()
 
 
@@ -309,7 +321,7 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-tracing", dest="tracing", action="store_false")
     parser.add_argument("--ref", help="also drain with this commit's invalidator (tracing off)")
-    parser.add_argument("--drain", help=argparse.SUPPRESS)  # the child of --ref: a group
+    parser.add_argument("--drain", help=argparse.SUPPRESS)  # a child's drain: its group
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
