@@ -41,6 +41,9 @@ API:
   because Redis was unreachable never counts toward that. Acks unhandled an entry replayed
   for another group. Settings: STREAM_MAX_RECORDS, STREAM_BLOCK, STREAM_CLAIM_IDLE,
   STREAM_MAX_DELIVERIES, DLQ_MAXLEN, DLQ_MAX_ENTRY_BYTES.
+- Tracing: given `spans` (`shared.tracing.Tracing.spans`), the consumer makes a `process`
+  span per entry that carries a sampled `traceparent` — a child of the producer's context and
+  linked to it — and hands it to the handler as `Delivery.span` for its own spans.
 - `parse_fields(fields)` — an entry's event, or `EventError` with the reason.
 - `Housekeeper` / `build_housekeeper` — gauges every HOUSEKEEPING_INTERVAL; one instance at
   a time (`shared.lock`) deletes consumers idle past CONSUMER_IDLE_LIMIT with nothing pending.
