@@ -73,7 +73,8 @@ class Trace:
 
 
 async def wait_for_trace(receiver: OtlpReceiver, trace_id: str, *wanted: tuple[str, str]) -> Trace:
-    """The trace once every (service, span name) in `wanted` has arrived (bounded)."""
+    """The trace once every (service, span name) in `wanted` has arrived (bounded): each
+    service exports in its own batches, in its own time."""
     deadline = time.monotonic() + WITHIN
     while True:
         found = Trace(receiver.trace(trace_id))
@@ -123,13 +124,16 @@ async def test_a_password_change_is_one_trace_from_request_to_revocation(
         assert changed.status_code == 200, changed.text
         assert elsewhere != here
 
+    stream = _stream(stack.env)
     found = await wait_for_trace(
         receiver,
         trace_id,
-        ("api", "publish " + _stream(stack.env)),
+        *(("api", name) for name in ("PATCH /v1/users/{user_id}", "user write", "purge")),
+        *(("api", name) for name in ("announce", f"publish {stream}")),
         ("invalidator", "purge"),
         ("invalidator", "announce"),
         ("session", "revoke sessions"),
+        ("session", "GET /v1/sessions/{session_id}"),
     )
 
     request = found.one("api", "PATCH /v1/users/{user_id}")
@@ -203,7 +207,12 @@ async def test_a_rename_is_purged_in_its_trace_and_revokes_nothing(
 
     stream = _stream(stack.env)
     found = await wait_for_trace(
-        receiver, trace_id, ("invalidator", "purge"), ("session", "process " + stream)
+        receiver,
+        trace_id,
+        ("api", "user write"),
+        ("invalidator", f"process {stream}"),
+        ("invalidator", "purge"),
+        ("session", f"process {stream}"),
     )
     write = found.one("api", "user write")
     assert write.attributes["app.event.type"] == "user.updated"
