@@ -5,15 +5,15 @@ Off unless `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
 OTLP/HTTP (protobuf) through a batch processor; the SDK itself reads the rest of the standard
 variables: `OTEL_SERVICE_NAME` (else the service's own name), `OTEL_RESOURCE_ATTRIBUTES`,
 `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` (default `parentbased_always_on`),
-`OTEL_EXPORTER_OTLP_*` (headers, timeout, compression), `OTEL_BSP_*`, `OTEL_PROPAGATORS` (the
-HTTP side), `OTEL_PYTHON_FASTAPI_EXCLUDED_URLS`. Nothing of our own.
+`OTEL_EXPORTER_OTLP_*` (headers, timeout, compression), `OTEL_BSP_*`. Nothing of our own. The
+context travels as W3C trace context only (`traceparent`; `OTEL_PROPAGATORS` is not read).
 
 Off means nothing of the SDK exists: `Tracing.spans()` answers None and every caller skips
 its tracing code on that one check, so the hot paths run exactly as without tracing.
 
 One trace follows a write across the stream (the messaging conventions' shape):
 
-    api  PATCH /v1/users/{user_id}           SERVER    (FastAPI instrumentation)
+    api  PATCH /v1/users/{user_id}           SERVER    (`ServerSpans`, every service)
          ├─ user write                       INTERNAL  the transaction; its SQL statements
          │   │                                         below it (SQLAlchemy instrumentation)
          │   ├─ publish app:events:users     PRODUCER  the outbox relay's XADD, later
@@ -145,7 +145,7 @@ class Tracing:
     def instrument(self, app: FastAPI) -> None:
         """A SERVER span per HTTP request (`ServerSpans`, outermost when added last);
         nothing when off."""
-        spans = self.spans("shared.tracing.http")
+        spans = self.spans("shared.tracing.asgi")
         if spans is not None:
             app.add_middleware(ServerSpans, tracer=spans.tracer)
 
