@@ -9,14 +9,22 @@ In one run, against one private redis-server, each server as `uvicorn --workers 
              (default redis-py client: no socket timeouts)
   redis+t/o  the same with the api's own client (make_redis: timeouts, retries, blocking pool)
   dict       bench/bare_app.py: the same object from an in-process dict
+  api+otel, api+near+otel
+             the api (near cache off / on) with tracing on: OTEL_TRACES_SAMPLER=
+             parentbased_traceidratio, ARG 0.01 (a 1 % sampler), exporting OTLP/HTTP to a
+             receiver process (`python -m devtools.otlp`); `--no-tracing` leaves them out
+  api@REF    with `--ref REF`: the api of another commit (its sources from `git archive`, run
+             on this workspace's environment), tracing off: "today's" api in the same run
 Load: `wrk` (Debian package) with 50 connections, else a bounded Python httpx load generator
 (which is itself the bottleneck: its ratios are indicative only). Endpoints take turns over
 a few rounds and each reports its best round. Prints req/s, p50/p99 and the ratios against
-the bare Redis endpoint. Targets: api >= 0.8x redis, api+near >= 1.0x.
+the bare Redis endpoint. Targets: api >= 0.8x redis, api+near >= 1.0x; tracing on at 1 %
+within 10 % of the same api with it off; with --ref, tracing off within 2 % of api@REF.
 The machine has 2 cores shared by server, load generator and other work: compare ratios
 from the same run, not absolute figures across runs.
 
     .venv/bin/python bench/api_read.py [--seconds 3] [--rounds 3] [--connections 50]
+        [--no-tracing] [--ref main]
 """
 
 from __future__ import annotations
@@ -26,20 +34,25 @@ import asyncio
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from devtools.gitref import export_tree, source_path
 from devtools.launcher import Launcher
+from devtools.otlp import receiver_process
 from devtools.redis_server import RedisServer
 from shared.keys import Keys
 
@@ -55,6 +68,22 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu_us: float = float("nan")  # the server process's CPU time per request (user + system)
+
+
+# Base URL -> PID of every server started, for its CPU time per request: a figure the other
+# work on a shared machine disturbs far less than requests/s.
+SERVERS: dict[str, int] = {}
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu(url: str) -> float:
+    """Seconds of CPU the process serving `url` has used so far (nan when unknown)."""
+    pid = SERVERS.get("/".join(url.split("/")[:3]))
+    if pid is None:
+        return float("nan")
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
 
 
 # `--app-dir`: bench.* imports from the repository, while each server runs in an empty
@@ -69,7 +98,18 @@ def start_server(
     launcher: Launcher, app: str, env: dict[str, str], *, health: str = "/health"
 ) -> str:
     """`uvicorn <app> --factory` with the benchmark's flags; its URL once `health` answers."""
-    return launcher.start_service(app, env, options=UVICORN, health=health).url
+    service = launcher.start_service(app, env, options=UVICORN, health=health)
+    SERVERS[service.url] = service.popen.pid
+    return service.url
+
+
+def stop(process: subprocess.Popen[Any]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -85,12 +125,15 @@ def _ms(text: str) -> float:
 def run_wrk(name: str, url: str, seconds: float, connections: int) -> Result:
     args = ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", url]
     subprocess.run([*args[:3], "-d1s", url], capture_output=True, check=True)  # warm up
+    cpu = server_cpu(url)
     out = subprocess.run(args, capture_output=True, check=True, text=True).stdout
+    cpu = server_cpu(url) - cpu
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    count = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return Result(name, rps, p50, p99, int(bad.group(1)) if bad else 0)
+    return Result(name, rps, p50, p99, int(bad.group(1)) if bad else 0, cpu / count * 1e6)
 
 
 async def _python_load(url: str, seconds: float, connections: int) -> tuple[int, list[float], int]:
@@ -114,15 +157,25 @@ async def _python_load(url: str, seconds: float, connections: int) -> tuple[int,
 
 def run_python(name: str, url: str, seconds: float, connections: int) -> Result:
     asyncio.run(_python_load(url, 1.0, connections))  # warm up
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), server_cpu(url)
     count, latencies, errors = asyncio.run(_python_load(url, seconds, connections))
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, server_cpu(url) - cpu
     latencies.sort()
 
     def quantile(q: float) -> float:
         return latencies[min(len(latencies) - 1, int(len(latencies) * q))]
 
-    return Result(name, count / elapsed, quantile(0.50), quantile(0.99), errors)
+    return Result(name, count / elapsed, quantile(0.50), quantile(0.99), errors, cpu / count * 1e6)
+
+
+def traced(env: dict[str, str], endpoint: str) -> dict[str, str]:
+    """`env` with tracing on: a 1 % sampler, exporting to `endpoint`."""
+    return {
+        **env,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.01",
+    }
 
 
 def api_env(redis_url: str, database_url: str, near: bool) -> dict[str, str]:
@@ -156,6 +209,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="per endpoint per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--no-tracing", dest="tracing", action="store_false")
+    parser.add_argument("--ref", help="also run this commit's api (tracing off) as a baseline")
     args = parser.parse_args()
     load = run_wrk if shutil.which("wrk") else run_python
     print(f"load generator: {'wrk' if load is run_wrk else 'python httpx (wrk not found)'}")
@@ -166,13 +221,17 @@ def main() -> None:
         migrate = [str(VENV_BIN / "python"), "-m", "api.migrate"]
         subprocess.run(migrate, env=env, check=True, capture_output=True)
         urls = start_all(stack, redis.url, database_url)
+        if args.tracing:
+            urls.update(start_traced(stack, redis.url, database_url, urls["api"]))
+        if args.ref:
+            urls.update(start_ref(stack, args.ref, redis.url, database_url, urls["api"]))
         # Endpoints alternate round by round, so a burst of other work on the shared machine
         # lands on all of them rather than on one.
         rounds = [
             [load(n, u, args.seconds, args.connections) for n, u in urls.items()]
             for _ in range(args.rounds)
         ]
-    report([best(name, rounds) for name in urls])
+    report([best(name, rounds) for name in urls], rounds)
 
 
 def start_all(stack: ExitStack, redis_url: str, database_url: str) -> dict[str, str]:
@@ -197,27 +256,84 @@ def start_all(stack: ExitStack, redis_url: str, database_url: str) -> dict[str, 
     }
 
 
+def start_traced(
+    stack: ExitStack, redis_url: str, database_url: str, api_url: str
+) -> dict[str, str]:
+    """The api with tracing on (near cache off and on), exporting to a receiver process."""
+    receiver, endpoint = receiver_process()
+    stack.callback(stop, receiver)
+    launcher = stack.enter_context(Launcher(Path(tempfile.mkdtemp(prefix="bench-traced-"))))
+    path = urlsplit(api_url).path
+    urls = {}
+    for name, near in (("api+otel", False), ("api+near+otel", True)):
+        env = traced(api_env(redis_url, database_url, near=near), endpoint)
+        url = start_server(launcher, "api.main:create_app", env)
+        httpx.get(f"{url}{path}", timeout=10)  # fills the near cache
+        urls[name] = f"{url}{path}"
+    return urls
+
+
+def start_ref(
+    stack: ExitStack, ref: str, redis_url: str, database_url: str, api_url: str
+) -> dict[str, str]:
+    """The api of commit `ref`, tracing off, on the same Redis and database."""
+    tree = export_tree(ref)
+    stack.callback(shutil.rmtree, tree, ignore_errors=True)
+    env = {**api_env(redis_url, database_url, near=False), "PYTHONPATH": source_path(tree)}
+    launcher = stack.enter_context(Launcher(Path(tempfile.mkdtemp(prefix="bench-ref-"))))
+    url = start_server(launcher, "api.main:create_app", env)
+    path = urlsplit(api_url).path
+    return {f"api@{ref}": f"{url}{path}"}
+
+
 def best(name: str, rounds: list[list[Result]]) -> Result:
-    """The round with the highest throughput: the least disturbed by other work."""
-    return max((r for results in rounds for r in results if r.name == name), key=lambda r: r.rps)
+    """The round with the highest throughput, and the lowest CPU per request of any round:
+    the least disturbed by other work."""
+    mine = [r for results in rounds for r in results if r.name == name]
+    top = max(mine, key=lambda r: r.rps)
+    return replace(top, cpu_us=min(r.cpu_us for r in mine))
 
 
-def report(results: list[Result]) -> None:
+def report(results: list[Result], rounds: list[list[Result]]) -> None:
     by_name = {r.name: r for r in results}
     baseline = by_name["redis"].rps
     print(
-        f"{'endpoint':<10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'x redis':>8}"
+        f"{'endpoint':<14} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>7}"
+        f" {'x redis':>7} {'cpu us/req':>10}"
     )
     for r in results:
         print(
-            f"{r.name:<10} {r.rps:>10.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.errors:>8}"
-            f" {r.rps / baseline:>8.2f}"
+            f"{r.name:<14} {r.rps:>8.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.errors:>7}"
+            f" {r.rps / baseline:>7.2f} {r.cpu_us:>10.1f}"
         )
     print(f"api / bare redis      = {by_name['api'].rps / baseline:.2f}x (target >= 0.8x)")
     print(f"api+near / bare redis = {by_name['api+near'].rps / baseline:.2f}x (target >= 1.0x)")
     print(f"api+near / dict       = {by_name['api+near'].rps / by_name['dict'].rps:.2f}x")
     configured = by_name["redis+t/o"].rps
     print(f"api / bare redis with the api's client = {by_name['api'].rps / configured:.2f}x")
+    pairs = [("api+otel", "api", 0.90), ("api+near+otel", "api+near", 0.90)]
+    for ref in (name for name in by_name if name.startswith("api@")):
+        pairs += [("api", ref, 0.98), ("api+otel", ref, 0.90)]
+    for measured, reference, target in pairs:
+        if measured in by_name:
+            compare(by_name[measured], by_name[reference], target, rounds)
+
+
+def compare(measured: Result, reference: Result, target: float, rounds: list[list[Result]]) -> None:
+    """One contender against another: the ratio of their best rounds, the median of their
+    ratios round by round (each pair measured seconds apart: drifts in the machine's other
+    work cancel), and the extra CPU per request."""
+    paired = []
+    for results in rounds:
+        by_name = {r.name: r for r in results}
+        paired.append(by_name[measured.name].rps / by_name[reference.name].rps)
+    cpu = measured.cpu_us / reference.cpu_us - 1
+    print(
+        f"{measured.name} / {reference.name}: best {measured.rps / reference.rps:.3f}x req/s,"
+        f" per round median {statistics.median(paired):.3f}x"
+        f" ({min(paired):.3f}-{max(paired):.3f}), {cpu:+.1%} CPU per request"
+        f" (target >= {target:.2f}x)"
+    )
 
 
 if __name__ == "__main__":

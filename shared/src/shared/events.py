@@ -21,6 +21,8 @@ ENVELOPE_VERSION: Final = 1
 # Envelope fields a parsed entry must carry: the model's defaults (a fresh id, now) would
 # otherwise make one entry delivered twice look like two events.
 WIRE_FIELDS: Final = ("id", "type", "version", "occurred_at", "source", "payload")
+# The one optional envelope field (docs/decisions: tracing): absent means "not traced".
+OPTIONAL_FIELD: Final = "traceparent"
 
 
 def utcnow() -> datetime:
@@ -99,9 +101,23 @@ class _Envelope(_Frozen):
     version: Literal[1] = ENVELOPE_VERSION
     occurred_at: datetime = Field(default_factory=utcnow)
     source: str = Field(min_length=1, max_length=64)
+    # Optional, unlike every other envelope field: tracing metadata, absent when the producer
+    # traced nothing. Never validated beyond "a string": a malformed one is ignored by the
+    # consumer (`shared.tracing.parse_traceparent`), never a reason to dead-letter an event.
+    traceparent: str | None = Field(
+        default=None,
+        description=(
+            "W3C trace context of the write that produced the event "
+            "(`00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`); consumers continue "
+            "that trace. Optional: absent when the producer did not trace the write."
+        ),
+    )
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json"))
+        # Left out when unset, so an untraced event's bytes are what they were before the
+        # field existed (and a consumer that predates it still parses them).
+        skip = {OPTIONAL_FIELD} if self.traceparent is None else None
+        return orjson.dumps(self.model_dump(mode="json", exclude=skip))
 
     def fields(self) -> dict[str, bytes]:
         """The stream entry's fields for `XADD`."""
@@ -212,4 +228,11 @@ def parse_entry(fields: dict[Any, Any]) -> UserEvent | SessionEvent:
 
 def json_schema() -> dict[str, Any]:
     """JSON Schema of the event union, as exported to docs/."""
-    return EVENT_ADAPTER.json_schema(mode="serialization")
+    schema = EVENT_ADAPTER.json_schema(mode="serialization")
+    # Serialization schemas mark defaulted fields required (every other field is on the
+    # wire); the optional one is not.
+    for definition in schema.get("$defs", {}).values():
+        required = definition.get("required")
+        if required and OPTIONAL_FIELD in required and "payload" in definition["properties"]:
+            required.remove(OPTIONAL_FIELD)
+    return schema

@@ -1,5 +1,5 @@
 """Session writes and replicas: each create, rotate, destroy and revoke is counted by what a
-replica confirmed; one no replica confirms is acknowledged all the same (decision 0034)."""
+replica confirmed; one no replica confirms is acknowledged all the same (decision 0033)."""
 
 from __future__ import annotations
 

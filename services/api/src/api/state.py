@@ -1,8 +1,9 @@
 """The api's state: every client and use case, built in one place for the app's life.
 
-`open_state(settings, metrics)` builds the database engine, both Redis clients, the cache
+`open_state(settings, metrics, tracing)` builds the database engine, both Redis clients, the cache
 behind its breaker, the near cache and its purge subscriber, the outbox relay, the use
-cases, the session-service client and the rate limiter's guard; starts the background tasks
+cases, the session-service client and the rate limiter's guard (each given its spans when
+tracing is on); starts the background tasks
 (relay, purge subscription, warm-ups); and on exit stops the tasks and closes the clients in
 reverse order. `create_app`'s lifespan runs it and hands the one typed `ApiState` to every
 request as lifespan state: `Depends(get_state)` in routes, `api_state(scope)` in pure ASGI
@@ -20,7 +21,7 @@ from typing import Final
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from api.adapters.db import make_db, make_engine
+from api.adapters.db import make_db, make_engine, trace_statements
 from api.adapters.outbox import OutboxRelay
 from api.adapters.sessions import SessionClient
 from api.adapters.user_cache import UserCache
@@ -36,6 +37,7 @@ from shared.keys import Keys
 from shared.nearcache import NearCache, PurgeSubscriber
 from shared.settings import replica_wait_ms
 from shared.tasks import TaskSet
+from shared.tracing import Tracing
 
 # Shutdown must finish: the background tasks get this long to stop.
 _STOP_TIMEOUT: Final = 5.0
@@ -60,11 +62,16 @@ class ApiState:
 
 
 @asynccontextmanager
-async def open_state(settings: ApiSettings, metrics: ApiMetrics) -> AsyncIterator[ApiState]:
+async def open_state(
+    settings: ApiSettings, metrics: ApiMetrics, tracing: Tracing | None = None
+) -> AsyncIterator[ApiState]:
+    tracing = tracing or Tracing()
+    spans = tracing.spans("api")
     async with AsyncExitStack() as stack:
         keys = Keys(settings.key_prefix)
         engine = make_engine(settings)
         stack.push_async_callback(engine.dispose)
+        trace_statements(engine, tracing)
         db = make_db(engine)
         redis = make_redis(settings.redis_target, settings)
         stack.push_async_callback(redis.aclose)
@@ -72,7 +79,7 @@ async def open_state(settings: ApiSettings, metrics: ApiMetrics) -> AsyncIterato
         if settings.cache_redis_target != settings.redis_target:
             cache_redis = make_redis(settings.cache_redis_target, settings)
             stack.push_async_callback(cache_redis.aclose)
-        session_service = SessionClient(settings, metrics=metrics)
+        session_service = SessionClient(settings, metrics=metrics, propagate=tracing.enabled)
         stack.push_async_callback(session_service.aclose)
         tasks = TaskSet()
         stack.push_async_callback(tasks.close, _STOP_TIMEOUT)
@@ -97,8 +104,10 @@ async def open_state(settings: ApiSettings, metrics: ApiMetrics) -> AsyncIterato
             replica_wait_ms=replica_wait_ms(
                 settings.outbox_replica_wait, settings.redis_read_timeout
             ),
+            spans=spans,
         )
-        users = UserService(db, UserCache(cache, keys, settings, metrics, near), relay, metrics)
+        user_cache = UserCache(cache, keys, settings, metrics, near, spans=spans)
+        users = UserService(db, user_cache, relay, metrics, spans)
         guard = (
             Guard.build(redis, settings, metrics.ratelimit, metrics.registry)
             if settings.rate_limit_enabled

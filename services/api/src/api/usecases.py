@@ -34,9 +34,11 @@ from shared.events import (
     UserUpdated,
     UserUpdatedPayload,
 )
+from shared.tracing import Spans, current_traceparent
 
 SOURCE = "api"
 Document = dict[str, Any]
+Change = Callable[["UserRepository"], Awaitable[tuple[UserRow, UserEvent]]]
 
 
 class UserService:
@@ -46,11 +48,13 @@ class UserService:
         cache: UserCache,
         relay: OutboxRelay,
         metrics: ApiMetrics,
+        spans: Spans | None = None,
     ) -> None:
         self.db = db
         self.cache = cache
         self.relay = relay
         self.metrics = metrics
+        self.spans = spans  # None: tracing off
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -155,14 +159,31 @@ class UserService:
         _, event = await self._write(write)
         await self.cache.purge_user(user_id, event.id)
 
-    async def _write(
-        self, change: Callable[[UserRepository], Awaitable[tuple[UserRow, UserEvent]]]
+    async def _write(self, change: Change) -> tuple[UserRow, UserEvent]:
+        """Run `change` and stage its event in one transaction; wake the relay after commit.
+
+        Traced, the transaction is the `user write` span (its SQL statements below it), and
+        the event carries that span's context when it is sampled: the relay and every consumer
+        continue it.
+        """
+        if self.spans is None:
+            return await self._transaction(change, None)
+        with self.spans.current("user write") as span:
+            # A sampled write's context only: nothing downstream records an unsampled one.
+            traceparent = current_traceparent(sampled_only=True)
+            row, event = await self._transaction(change, traceparent)
+            span.set_attributes(
+                {"messaging.message.id": str(event.id), "app.event.type": event.type}
+            )
+            return row, event
+
+    async def _transaction(
+        self, change: Change, traceparent: str | None
     ) -> tuple[UserRow, UserEvent]:
-        """Run `change` and stage its event in one transaction; wake the relay after commit."""
         try:
             async with self.db() as session, session.begin():
                 row, event = await change(UserRepository(session))
-                add_event(session, event)
+                add_event(session, event, traceparent)
         except IntegrityError as exc:
             # Two writers raced past the email check: the unique index decides.
             if "email" in str(exc.orig).lower() or "unique" in str(exc.orig).lower():

@@ -23,6 +23,7 @@ from shared.connections import RedisClient, make_redis, warm_idle_connections
 from shared.keys import Keys
 from shared.streams import build_consumer, build_housekeeper
 from shared.tasks import TaskSet
+from shared.tracing import Tracing
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +39,10 @@ class InvalidatorState:
 
 @asynccontextmanager
 async def open_state(
-    settings: InvalidatorSettings, metrics: InvalidatorMetrics
+    settings: InvalidatorSettings, metrics: InvalidatorMetrics, tracing: Tracing | None = None
 ) -> AsyncIterator[InvalidatorState]:
     keys = Keys(settings.key_prefix)
+    spans = (tracing or Tracing()).spans("invalidator")
     async with AsyncExitStack() as stack:
         data = make_redis(settings.redis_target, settings)
         stack.push_async_callback(data.aclose)
@@ -51,8 +53,9 @@ async def open_state(
         tasks = TaskSet()
         # A batch in hand is finished first: one read's block plus time to purge it.
         stack.push_async_callback(tasks.close, settings.stream_block + 5.0)
+        purger = Purger(cache, keys, metrics, spans)
         consumer = build_consumer(
-            data, settings, GROUP, Purger(cache, keys, metrics), metrics=metrics.stream
+            data, settings, GROUP, purger, metrics=metrics.stream, spans=spans
         )
         housekeeper = build_housekeeper(data, settings, consumer, metrics.stream)
         tasks.spawn(consumer.run(), "invalidator-consumer", stop=consumer.stop)

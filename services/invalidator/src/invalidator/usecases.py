@@ -14,6 +14,9 @@ Per batch, one pipeline on the cache Redis (one round trip):
    the DELs, so a notice never arrives before its purge is done. Publishing from the script
    instead of a PUBLISH per event from the client halved the drain time (bench/).
 
+Traced (`shared.tracing`), each entry with a recorded `process` span gets `purge` and
+`announce` spans under it; untraced batches pay one `None` check.
+
 Idempotent: deleting absent keys and bumping a counter again are harmless. Pub/sub may lose a
 notice (the near cache's TTL bounds that); the purge itself is what must happen, and it is
 done before the entry is acked. Plain `EVAL`, not `EVALSHA`: Redis caches the compiled
@@ -25,7 +28,9 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
+
+from opentelemetry.trace import Span
 
 from invalidator.config import PURGED_TYPES, USER_TYPES
 from invalidator.metrics import InvalidatorMetrics
@@ -34,6 +39,7 @@ from shared.connections import RedisClient
 from shared.keys import Keys
 from shared.nearcache import PurgeNotice
 from shared.streams import Delivery
+from shared.tracing import Spans, finish, messaging
 
 # KEYS[1] the list generation; ARGV[1] the channel, ARGV[2..] notice heads (JSON missing the
 # generation value and the closing brace).
@@ -49,10 +55,17 @@ return generation
 class Purger:
     """The batch handler of the `invalidator` group (see the module docstring)."""
 
-    def __init__(self, cache: RedisClient, keys: Keys, metrics: InvalidatorMetrics | None = None):
+    def __init__(
+        self,
+        cache: RedisClient,
+        keys: Keys,
+        metrics: InvalidatorMetrics | None = None,
+        spans: Spans | None = None,
+    ):
         self.cache = cache
         self.keys = keys
         self.metrics = metrics
+        self.spans = spans  # None: tracing off
         self.channel = keys.cache_invalidated()
 
     async def __call__(self, batch: Sequence[Delivery]) -> Mapping[str, BaseException]:
@@ -78,13 +91,33 @@ class Purger:
             else:
                 pipe.eval(PURGE_IF_OLDER, 2, *user_keys, version)  # type: ignore[unused-awaitable]
         pipe.eval(_BUMP_AND_ANNOUNCE, 1, self.keys.user_list_gen(), self.channel, *notices)  # type: ignore[unused-awaitable]
+        traced = self._start_spans(relevant, len(purged)) if self.spans is not None else None
         results: list[Any] = await pipe.execute(raise_on_error=False)
         finished = time.time()
         failures = _failures(relevant, list(purged), results)
+        if traced:
+            _finish(traced, failures, results)
         if self.metrics is not None:
             done = [d for d in relevant if d.entry_id not in failures]
             self._observe(done, finished, sum(r for r in results[:-1] if isinstance(r, int)))
         return failures
+
+    def _start_spans(self, relevant: list[Delivery], users: int) -> list[_Traced]:
+        """`purge` and `announce` under each traced entry's `process` span. Both are timed
+        around the batch's one round trip: the DELs and the announcing script travel in one
+        pipeline, so no client can time them apart (the attributes say what each did)."""
+        assert self.spans is not None
+        traced: list[_Traced] = []
+        batch = {"messaging.batch.message_count": len(relevant), "app.cache.users": users}
+        for d in relevant:
+            if d.span is None:  # an entry with no sampled context: the common case
+                continue
+            purge = self.spans.child(d.span, "purge", {**batch, "app.cache.keys": 2 * _purges(d)})
+            if purge is None:
+                continue
+            announce = self.spans.child(d.span, "announce", messaging("send", self.channel))
+            traced.append(_Traced(d, purge, announce))
+        return traced
 
     def _observe(self, done: list[Delivery], finished: float, deleted: int) -> None:
         if self.metrics is None:
@@ -92,6 +125,25 @@ class Purger:
         self.metrics.purged_keys.inc(deleted)
         for delivery in done:
             self.metrics.lag.observe(max(0.0, finished - delivery.event.occurred_at.timestamp()))
+
+
+class _Traced(NamedTuple):
+    delivery: Delivery
+    purge: Span
+    announce: Span | None
+
+
+def _finish(
+    traced: list[_Traced], failures: Mapping[str, BaseException], results: list[Any]
+) -> None:
+    bump = results[-1]
+    for delivery, purge, announce in traced:
+        error = failures.get(delivery.entry_id)
+        if isinstance(bump, int):
+            purge.set_attribute("app.cache.generation", bump)
+        finish(purge, error)
+        if announce is not None:
+            finish(announce, bump if isinstance(bump, BaseException) else None)
 
 
 def _notice_head(delivery: Delivery, purged: dict[uuid.UUID, list[str]]) -> bytes:

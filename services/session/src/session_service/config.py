@@ -26,7 +26,7 @@ class SessionSettings(StreamSettings):
     session_absolute_ttl: Annotated[Duration, Field(gt=0)] = 604800.0
     session_max_per_user: int = Field(10, ge=1)
     # How long a create, rotate, destroy or revoke waits for a replica to hold it (WAIT);
-    # 0 turns the wait off (docs/decisions/0034-session-writes-wait-for-a-replica.md). Only a
+    # 0 turns the wait off (docs/decisions/0033-session-writes-wait-for-a-replica.md). Only a
     # value that was set is checked against REDIS_READ_TIMEOUT: the default gives way to a
     # short read timeout instead (`Timeouts.of`).
     session_replica_wait: Annotated[Duration, Field(ge=0, validate_default=False)] = 0.25

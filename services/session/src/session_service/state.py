@@ -28,6 +28,7 @@ from shared.connections import RedisClient, describe_target, make_redis, warm_id
 from shared.keys import SESSION_GROUP, Keys
 from shared.streams import build_consumer, build_housekeeper
 from shared.tasks import TaskSet
+from shared.tracing import Tracing
 
 logger = logging.getLogger(__name__)
 # Shutdown must finish: the background tasks get this long to stop.
@@ -60,8 +61,9 @@ def build_sessions(
 
 @asynccontextmanager
 async def open_state(
-    settings: SessionSettings, metrics: SessionMetrics
+    settings: SessionSettings, metrics: SessionMetrics, tracing: Tracing | None = None
 ) -> AsyncIterator[SessionState]:
+    spans = (tracing or Tracing()).spans("session_service")
     async with AsyncExitStack() as stack:
         redis = make_redis(settings.redis_target, settings)
         stack.push_async_callback(redis.aclose)
@@ -71,8 +73,9 @@ async def open_state(
         # The toolkit creates the group at id 0 (retrying while Redis is away) before it
         # reads, so events published before the service first started are not skipped.
         consumer = build_consumer(
-            redis, settings, SESSION_GROUP, Revoker(sessions), metrics=metrics.stream
-        )
+            redis, settings, SESSION_GROUP, Revoker(sessions, spans), metrics=metrics.stream,
+            spans=spans,
+        )  # fmt: skip
         housekeeper = build_housekeeper(redis, settings, consumer, metrics.stream)
         sampling = asyncio.Event()
         tasks.spawn(consumer.run(), "session-consumer", stop=consumer.stop)

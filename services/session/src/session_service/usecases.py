@@ -136,7 +136,7 @@ class Sessions:
     def _replicated(self, write: Write, replication: Replication) -> None:
         # Acknowledged either way: a write no replica confirmed is counted, and
         # `shared.replication` logs the primary's state
-        # (docs/decisions/0034-session-writes-wait-for-a-replica.md).
+        # (docs/decisions/0033-session-writes-wait-for-a-replica.md).
         if replication is not Replication.OFF:
             self._metrics.replica_acks.labels(write, replication.value).inc()
 

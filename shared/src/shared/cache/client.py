@@ -205,9 +205,16 @@ class Cache:
         results: list[Any] = await self._call("invalidate", pipe.execute)
         generation = int(results[-1]) if generation_key is not None else None
         if channel is not None:
-            notice = PurgeNotice(keys=keys, event_id=event_id, generation=generation)
-            await self._call("publish", self.redis.publish, channel, notice.encode())
+            await self.announce(channel, keys, event_id, generation)
         return generation
+
+    async def announce(
+        self, channel: str, keys: list[str], event_id: uuid.UUID | None, generation: int | None
+    ) -> int:
+        """`PUBLISH` a purge notice (what `invalidate` sends); the number of subscribers
+        that received it."""
+        notice = PurgeNotice(keys=keys, event_id=event_id, generation=generation)
+        return int(await self._call("publish", self.redis.publish, channel, notice.encode()))
 
     # -- leases -----------------------------------------------------------------------------
 
@@ -258,9 +265,6 @@ class Cache:
         stored = bool(results[0])
         self.metrics.count("put", "stored" if stored else "refused")
         return stored
-
-    async def publish(self, channel: str, message: bytes) -> None:
-        await self._call("publish", self.redis.publish, channel, message)
 
     async def release_lease(self, lease_key: str, token: str) -> None:
         await self._call("release", self._release, keys=[lease_key], args=[token])

@@ -15,7 +15,7 @@ under the store's calls does its last call turn `strict` off: then a record not 
 touched all the same — a key of the same owner, so of the same slot, which Redis runs.
 Declaring is preferred because the server checks the slot of declared keys before a script
 starts; an undeclared key whose slot is migrating fails the script half-way, its first
-writes done (docs/decisions/0033-sessions-in-their-owners-slot.md).
+writes done (docs/decisions/0032-sessions-in-their-owners-slot.md).
 """
 
 from __future__ import annotations
