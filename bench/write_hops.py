@@ -15,11 +15,12 @@ purge, and prints the median and p90 of each hop, from span timestamps:
   handling → purged the `process` span's start → its `purge` done
   visible           commit done → the invalidator's purge done (the sum of the three hops
                     above): the write reaches every reader through the event. The writer's
-                    own purge, in the request, comes sooner: `writer purge`
+                    own write-through, in the request, comes sooner: `writer update`
   relay publish     `publish`: the XADD round trip, reply included
   invalidator       `process`: parse, purge, ack, for one entry
   purge             `purge`: the pipeline of DELs, INCR and the notices (one round trip)
-  writer purge      the api's own `purge` + `announce` after the commit (read-your-writes)
+  writer update     the api's own `write-through` (the new value, stored unless a newer one
+                    is there) + `announce` after the commit (read-your-writes)
   xadd → session    the relay's XADD sent → the session group's `process` span starts
 
 Every process shares this machine's 2 cores: the figures are a shape, not a capacity.
@@ -110,7 +111,9 @@ def hops(spans: list[ReceivedSpan]) -> dict[str, float] | None:
     publish = one(spans, "api", "publish ")
     handling, purge = one(spans, "invalidator", "process "), one(spans, "invalidator", "purge")
     session = one(spans, "session", "process ")
-    writer = [s for s in spans if s.service == "api" and s.name in ("purge", "announce")]
+    # A rename's writer stores the new value (`write-through`); a delete's purges (`purge`).
+    steps = ("write-through", "purge", "announce")
+    writer = [s for s in spans if s.service == "api" and s.name in steps]
     if request is None or commit is None or publish is None or len(writer) != 2:
         return None
     if handling is None or purge is None or session is None:
@@ -129,7 +132,7 @@ def hops(spans: list[ReceivedSpan]) -> dict[str, float] | None:
         "relay publish": publish.duration_ms,
         "invalidator": handling.duration_ms,
         "purge": purge.duration_ms,
-        "writer purge": ms(max(s.end_ns for s in writer) - min(s.start_ns for s in writer)),
+        "writer update": ms(max(s.end_ns for s in writer) - min(s.start_ns for s in writer)),
         "xadd → session": ms(session.start_ns - publish.start_ns),
     }
 
