@@ -50,6 +50,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.results import record
 from devtools.gitref import export_tree, source_path
 from devtools.launcher import Launcher
 from devtools.otlp import receiver_process
@@ -311,6 +312,16 @@ def report(results: list[Result], rounds: list[list[Result]]) -> None:
     print(f"api+near / dict       = {by_name['api+near'].rps / by_name['dict'].rps:.2f}x")
     configured = by_name["redis+t/o"].rps
     print(f"api / bare redis with the api's client = {by_name['api'].rps / configured:.2f}x")
+    for name, bound in (("api", "0.8"), ("api+near", "1.0")):
+        record(
+            "api_read",
+            figure=f"{name}: GET /v1/users/{{id}}, cache hit, best round",
+            value=by_name[name].rps,
+            unit="req/s",
+            baseline=f"bare Redis endpoint {baseline:.0f} req/s",
+            ratio=by_name[name].rps / baseline,
+            target=f">= {bound}",
+        )
     pairs = [("api+otel", "api", 0.90), ("api+near+otel", "api+near", 0.90)]
     for ref in (name for name in by_name if name.startswith("api@")):
         pairs += [("api", ref, 0.98), ("api+otel", ref, 0.90)]
@@ -328,11 +339,21 @@ def compare(measured: Result, reference: Result, target: float, rounds: list[lis
         by_name = {r.name: r for r in results}
         paired.append(by_name[measured.name].rps / by_name[reference.name].rps)
     cpu = measured.cpu_us / reference.cpu_us - 1
+    median = statistics.median(paired)
     print(
         f"{measured.name} / {reference.name}: best {measured.rps / reference.rps:.3f}x req/s,"
-        f" per round median {statistics.median(paired):.3f}x"
+        f" per round median {median:.3f}x"
         f" ({min(paired):.3f}-{max(paired):.3f}), {cpu:+.1%} CPU per request"
         f" (target >= {target:.2f}x)"
+    )
+    record(
+        "api_read",
+        figure=f"{measured.name} ÷ {reference.name}, req/s, median of the rounds' ratios",
+        value=measured.rps,
+        unit="req/s (best round)",
+        baseline=f"{reference.name} {reference.rps:.0f} req/s; {cpu:+.1%} CPU per request",
+        ratio=median,
+        target=f">= {target:.2f}",
     )
 
 

@@ -55,6 +55,7 @@ import orjson
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from bench.results import record
 from devtools.gitref import export_tree, source_path
 from devtools.launcher import Launcher
 from devtools.otlp import receiver_process
@@ -262,17 +263,36 @@ def report(median: dict[str, float], rounds: int) -> None:
     print(f"invalidator consumer  {inv:10,.0f} events/s (median of {rounds})")
     print(f"ratio invalidator/raw {inv / raw:10.2f}x   (target >= 0.80x)")
     print(f"ratio invalidator/raw with the same single INCR per batch {inv / raw1:.2f}x")
+    judged("invalidator", "raw", median, ">= 0.8", rounds)
     if "invalidator+otel" in median:
         traced = median["invalidator+otel"]
         print(f"invalidator, tracing on at 1 %: {traced:10,.0f} events/s")
         print(f"ratio tracing on (1 %) / off {traced / inv:.3f}x (target >= 0.90x)")
+        judged("invalidator+otel", "invalidator", median, ">= 0.9", rounds)
     for name, rate in median.items():
         if name.startswith("invalidator@"):
             print(f"{name}: {rate:10,.0f} events/s")
             print(f"ratio invalidator (tracing off) / {name} {inv / rate:.3f}x (target >= 0.98x)")
+            judged("invalidator", name, median, ">= 0.98", rounds)
             if "invalidator+otel" in median:
                 traced = median["invalidator+otel"]
                 print(f"ratio tracing on (1 %) / {name} {traced / rate:.3f}x (target >= 0.90x)")
+                judged("invalidator+otel", name, median, ">= 0.9", rounds)
+
+
+def judged(
+    measured: str, reference: str, median: dict[str, float], target: str, rounds: int
+) -> None:
+    """One drain's events/s (median of the rounds) against another's, as a RESULT line."""
+    record(
+        "invalidator_drain",
+        figure=f"{measured} ÷ {reference}, events/s, medians of {rounds} rounds",
+        value=median[measured],
+        unit="events/s",
+        baseline=f"{reference} {median[reference]:.0f} events/s",
+        ratio=median[measured] / median[reference],
+        target=target,
+    )
 
 
 def report_cpu(cpu_us: dict[str, list[float]]) -> None:

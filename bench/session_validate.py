@@ -29,6 +29,7 @@ from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.results import record
 from devtools.launcher import Launcher
 from devtools.redis_server import RedisServer
 from session_service.adapters.store import RedisSessionStore
@@ -117,6 +118,15 @@ async def run(url: str, ops: int, chunk: int, http_ops: int) -> None:
     print(f"raw redis-py GET, same-sized value   : {raw:>8.0f} ops/s  {1e6 / raw:>7.1f} us/op")
     print(f"RedisSessionStore.get (the lookup)   : {ours:>8.0f} ops/s  {1e6 / ours:>7.1f} us/op")
     print(f"ratio store / raw                    : {ours / raw:.2f}x (target >= 0.7x)")
+    record(
+        "session_validate",
+        figure="RedisSessionStore.get, sequential",
+        value=ours,
+        unit="ops/s",
+        baseline=f"raw redis-py GET of a {size}-byte value {raw:.0f} ops/s",
+        ratio=ours / raw,
+        target=">= 0.7",
+    )
     print(f"GET /v1/sessions/{{id}} over HTTP     : {http:>8.0f} ops/s  {1e6 / http:>7.1f} us/op")
     print(
         f"HTTP hop cost (per call)             : {1e6 / http - 1e6 / ours:>7.1f} us "

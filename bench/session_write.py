@@ -26,6 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.results import record
 from devtools.redis_cluster import LocalCluster
 from devtools.redis_sentinel import LocalSentinel
 from devtools.settings import StackSettings
@@ -114,6 +115,47 @@ async def measure(label: str, client: RedisClient, ops: int, chunk: int, tasks: 
     print(
         f"  {tasks} tasks       off {rates['off']:>7.0f} writes/s  on {rates['on']:>7.0f} "
         f"writes/s  ({rates['on'] / rates['off']:.2f}x)"
+    )
+    record_figures(label.partition(" (")[0], spent, rates, tasks)
+
+
+def record_figures(
+    topology: str,
+    spent: dict[str, tuple[list[float], Counter[str]]],
+    rates: dict[str, float],
+    tasks: int,
+) -> None:
+    """What the wait costs (no target: decision 0033 accepts it), and the one thing the
+    script requires of it: every waited write `confirmed`."""
+    off, on = (quantile(spent[name][0], 0.5) * 1e6 for name in ("off", "on"))
+    record(
+        "session_write",
+        figure=f"{topology}: create or rotate p50, WAIT on",
+        value=on,
+        unit="µs",
+        baseline=f"WAIT off p50 {off:.0f} µs (the wait adds {on - off:.0f} µs)",
+        ratio=on / off,
+        target=None,
+    )
+    record(
+        "session_write",
+        figure=f"{topology}: writes/s at {tasks} tasks, WAIT on",
+        value=rates["on"],
+        unit="writes/s",
+        baseline=f"WAIT off {rates['off']:.0f} writes/s",
+        ratio=rates["on"] / rates["off"],
+        target=None,
+    )
+    outcomes = spent["on"][1]
+    total = sum(outcomes.values())
+    record(
+        "session_write",
+        figure=f"{topology}: waited writes confirmed by a replica",
+        value=outcomes["confirmed"],
+        unit="writes",
+        baseline=f"every sequential waited write ({total}): {dict(outcomes)}",
+        ratio=outcomes["confirmed"] / total,
+        target=">= 1",
     )
 
 
