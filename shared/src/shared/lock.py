@@ -251,7 +251,8 @@ class Lock:
             raise
         fence = int(acked.reply)
         if fence and acked.replication is Replication.TIMED_OUT:
-            logger.warning(
+            # Debug only: `shared.replication` warns once per primary, the error says it all.
+            logger.debug(
                 "lock %s: no replica confirmed fence %d within %d ms; released",
                 self.key, fence, self.replicas.timeout_ms,
             )  # fmt: skip

@@ -104,7 +104,7 @@ async def take_after_others(client: RedisClient, keys: Keys, replicas: ReplicaWa
         async with lock(client, keys, RESOURCE, ttl=5.0, replicas=replicas) as earlier:
             assert earlier.replication is Replication.CONFIRMED
     held = await lock(client, keys, RESOURCE, ttl=3.0, timeout=5.0, replicas=replicas).acquire()
-    assert held.fence == EARLIER_HOLDERS + 1
+    assert held.fence > EARLIER_HOLDERS
     assert held.replication is Replication.CONFIRMED
     return held
 
@@ -127,7 +127,7 @@ async def hold_back(primary: Redis, junk_prefix: str) -> Callable[[], Awaitable[
     memory = await primary.info("memory")
     if "mem_total_replication_buffers" not in memory:
         pytest.skip("needs Redis 7 (mem_total_replication_buffers) to see held-back bytes")
-    backlog = int((await primary.config_get("repl-backlog-size"))["repl-backlog-size"])
+    backlog = int(str((await primary.config_get("repl-backlog-size"))["repl-backlog-size"]))
 
     async def holding() -> bool:
         # Beyond the backlog's own share: a replica's unsent bytes keep buffers alive.
