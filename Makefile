@@ -8,7 +8,7 @@ RUN = $(UV) run --frozen
 MYPY_PATHS = shared/src $(wildcard services/*/src) tests devtools $(wildcard bench/*.py) $(wildcard scripts/*.py)
 PYTEST_ARGS ?=
 
-.PHONY: help uv install promtool run test lint bench docs up down compose-test clean
+.PHONY: help uv install promtool run test test-standalone test-cluster test-sentinel lint bench docs up down compose-test clean
 
 help: ## list the targets
 	@grep -hE '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -27,10 +27,22 @@ promtool: ## fetch promtool into .tools/bin (Debian's prometheus package, unpack
 run: install ## start the whole stack (Redis, SQLite, services) on embedded defaults; Ctrl-C stops it
 	$(RUN) python -m devtools.run
 
-test: install promtool ## run the test suite (unit, integration, e2e); "no tests collected" fails
-	@$(RUN) pytest $(PYTEST_ARGS); status=$$?; \
+test: install promtool ## every test on a standalone Redis, then integration and e2e on a local Redis Cluster
+	@status=0; \
+	echo "+ pytest (standalone Redis)"; $(RUN) pytest $(PYTEST_ARGS) || status=$$?; \
+	echo "+ pytest tests/integration tests/e2e --redis-mode=cluster"; \
+	$(RUN) pytest tests/integration tests/e2e --redis-mode=cluster $(PYTEST_ARGS) || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
 	exit $$status
+
+test-standalone: install promtool ## the whole suite on a standalone Redis only
+	$(RUN) pytest $(PYTEST_ARGS)
+
+test-cluster: install ## integration and e2e suites on a local Redis Cluster (6 nodes)
+	$(RUN) pytest tests/integration tests/e2e --redis-mode=cluster $(PYTEST_ARGS)
+
+test-sentinel: install ## integration and e2e suites on a local Sentinel set
+	$(RUN) pytest tests/integration tests/e2e --redis-mode=sentinel $(PYTEST_ARGS)
 
 lint: install ## ruff check, ruff format --check, mypy --strict, import-linter
 	@status=0; \
@@ -40,10 +52,8 @@ lint: install ## ruff check, ruff format --check, mypy --strict, import-linter
 	echo "+ lint-imports"; $(RUN) lint-imports || status=1; \
 	exit $$status
 
-bench: install ## run every benchmark in bench/ (short runs; figures and ratios to a baseline)
-	@shopt -s nullglob; files=(bench/*.py); \
-	if [ $${#files[@]} -eq 0 ]; then echo "no benchmarks in bench/"; exit 0; fi; \
-	status=0; for f in "$${files[@]}"; do echo "+ $$f"; $(RUN) python "$$f" || status=1; done; exit $$status
+bench: install ## every benchmark in short mode, then bench/report.md and its chart (bench/report.png)
+	$(RUN) python bench/report.py
 
 docs: install ## regenerate docs/: events.schema.json and asyncapi.json
 	$(RUN) python scripts/export_docs.py

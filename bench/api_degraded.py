@@ -50,7 +50,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from api.adapters.user_cache import Loader, UserCache
 from api.main import create_app
-from bench.api_read import api_env, seed_user, start_server, stop
+from bench.api_read import api_env, seed_user, start_server
+from bench.results import record
+from devtools.launcher import Launcher
 from devtools.postgres import create_database, drop_database, server_answers
 from devtools.redis_server import RedisServer, describe_redis_server
 from shared.cache import Lookup, encode
@@ -220,6 +222,16 @@ def summarise(rounds: list[Round], reset_timeout: str) -> None:
             ratios = [d / b for d, b in zip(p(name, q), p(BASELINE, q), strict=True)]
             target = " (target < 2x)" if q == 0.99 else ""
             print(f"  {name} {label} / {BASELINE} {label} = {span(ratios, 'x')}{target}")
+            if q == 0.99:
+                record(
+                    "api_degraded",
+                    figure=f"{name} p99, Redis killed (worst round)",
+                    value=max(p(name, q)),
+                    unit="ms",
+                    baseline=f"{BASELINE} p99 (database only)",
+                    ratio=max(ratios),
+                    target="< 2",
+                )
     times = [t for rd in rounds for t in rd.recovery.values() if t is not None]
     missing = sum(t is None for rd in rounds for t in rd.recovery.values())
     if times:
@@ -248,11 +260,8 @@ def start_apis(stack: ExitStack, redis: RedisServer, aside: RedisServer, db: str
         DEGRADED: ("api.main:create_app", env(redis.url, "bench-a", False)),
         LIMITED: ("api.main:create_app", env(redis.url, "bench-b", True)),
     }
-    bases: dict[str, str] = {}
-    for name, (app, app_env) in specs.items():
-        process, bases[name] = start_server(app, app_env, "--factory")
-        stack.callback(stop, process)
-    return bases
+    launcher = stack.enter_context(Launcher(Path(tempfile.mkdtemp(prefix="bench-servers-"))))
+    return {name: start_server(launcher, app, app_env) for name, (app, app_env) in specs.items()}
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """Baselines for bench/api_read.py: the least a FastAPI endpoint can do for the same read.
 
-`GET /redis/{id}`: one Redis GET of the api's cached user + orjson decode, returned as JSON,
-with a default redis-py client (no timeouts: nothing to arm per command).
+`GET /redis/{id}`: one Redis GET of the api's cached user + orjson decode (of its data: the
+api stores it with its version in front, `shared.cache.versioned`), returned as JSON, with a
+default redis-py client (no timeouts: nothing to arm per command).
 `GET /redis-timeouts/{id}`: the same through `shared.connections.make_redis`, the client the
 api uses (socket timeouts, retries, blocking pool): what the settings' timeouts cost.
 `GET /dict/{id}`: the same object from an in-process dict.
@@ -20,6 +21,7 @@ import orjson
 from fastapi import FastAPI, HTTPException
 from redis.asyncio import Redis
 
+from shared.cache import unversioned
 from shared.connections import make_redis
 from shared.settings import CommonSettings, load_settings
 
@@ -36,7 +38,8 @@ def create_app() -> FastAPI:
         raw = await client.get(key)
         if raw is None:
             raise RuntimeError(f"{key} is not in Redis: warm the api first")
-        state["object"] = orjson.loads(raw)
+        assert isinstance(raw, bytes)  # no decode_responses: GET answers bytes
+        state["object"] = orjson.loads(unversioned(raw))
         yield
         await client.aclose()
         await state["configured"].aclose()
@@ -48,14 +51,14 @@ def create_app() -> FastAPI:
         raw = await state["redis"].get(key)
         if raw is None:
             raise HTTPException(404)
-        return orjson.loads(raw)
+        return orjson.loads(unversioned(raw))
 
     @app.get("/redis-timeouts/{user_id}")
     async def from_configured_redis(user_id: str) -> Any:
         raw = await state["configured"].get(key)
         if raw is None:
             raise HTTPException(404)
-        return orjson.loads(raw)
+        return orjson.loads(unversioned(raw))
 
     @app.get("/dict/{user_id}")
     async def from_dict(user_id: str) -> Any:

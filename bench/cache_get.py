@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.results import record
 from devtools.redis_server import RedisServer
 from shared.cache import Cache, CacheMetrics
 from shared.keys import Keys
@@ -78,6 +79,15 @@ def main() -> None:
     print(f"raw redis-py GET + orjson.loads : {raw:>9.0f} ops/s")
     print(f"shared.cache.Cache.get (hit)    : {ours:>9.0f} ops/s")
     print(f"ratio ours / raw                : {ours / raw:.2f}x (target >= 0.9x)")
+    record(
+        "cache_get",
+        figure="Cache.get on a hit, sequential",
+        value=ours,
+        unit="ops/s",
+        baseline=f"raw redis-py GET + orjson.loads {raw:.0f} ops/s",
+        ratio=ours / raw,
+        target=">= 0.9",
+    )
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from redis.crc import key_slot
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.results import record
 from devtools.redis_cluster import LocalCluster
 from devtools.redis_server import RedisServer
 from shared.autopipeline import auto_pipeline
@@ -225,6 +226,21 @@ def report(best: dict[tuple[str, int], Sample]) -> None:
     for ours, base in PAIRS:
         seq, conc = (best[ours, n].rate / best[base, n].rate for n in (1, TASKS))
         print(f"  {ours} / {base}: {seq:.2f}x sequential, {conc:.2f}x at 50 tasks")
+    # Recorded without a target: the >= 0.9x target is judged where it applies, at the api's
+    # hit path (api_read.py --cluster); a bare command also pays the split of each burst over
+    # three links and the cluster's extra server processes (docs/scaling.md).
+    for ours, base in PAIRS[:3] + PAIRS[-1:]:
+        for tasks, mode in ((1, "sequential"), (TASKS, "50 tasks")):
+            mine, theirs = best[ours, tasks], best[base, tasks]
+            record(
+                "cluster_hotpath",
+                figure=f"{ours} ÷ {base}, {mode}",
+                value=mine.rate,
+                unit="ops/s",
+                baseline=f"{base} {theirs.rate:.0f} ops/s",
+                ratio=mine.rate / theirs.rate,
+                target=None,
+            )
 
 
 def main() -> None:

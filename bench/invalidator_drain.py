@@ -11,9 +11,21 @@ rounds; the figure of each is the median of its rounds.
   that no raw loop sends.
 - invalidator: `shared.streams.StreamConsumer` + `invalidator.purge.Purger` (what the service
   runs): pydantic validation of every envelope, one purge pipeline per batch, one PUBLISH per
-  event on the invalidation channel, the XACK, metrics.
+  event on the invalidation channel, the XACK, metrics. Tracing off. Every invalidator
+  contender drains in a child process of its own (this script with `--drain`; it times itself,
+  start-up left out), so all of them start alike in a fresh interpreter.
+- invalidator+otel: the same with tracing on as the service configures it from the standard
+  variables (OTEL_TRACES_SAMPLER=parentbased_traceidratio, ARG 0.01, OTLP/HTTP export to a
+  receiver process), draining a second stream of the same events where 1 % carry a sampled
+  `traceparent` (what an api with a 1 % sampler writes: only sampled writes carry one): a
+  `process`, a `purge` and an `announce` span for each of those; the spans still queued at
+  the end are exported inside the timing. `--no-tracing` leaves it out.
+- invalidator@REF (with `--ref REF`): another commit's consumer and purger (its sources from
+  `git archive`, ahead of the workspace's on the child's PYTHONPATH), tracing off, on the
+  first stream: "today's" invalidator in the same run.
 
 Usage: .venv/bin/python bench/invalidator_drain.py [--events 50000] [--rounds 3]
+       [--no-tracing] [--ref main]
 (REDIS_URL to use a running server; else a private redis-server is started.) Note that other
 work on this 2-core machine makes single figures noisy; the ratio is what to read.
 """
@@ -22,16 +34,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import os
 import random
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 # Run as `python bench/<file>.py`: the repository root (devtools) is not on the path by itself.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -40,6 +55,10 @@ import orjson
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from bench.results import record
+from devtools.gitref import export_tree, source_path
+from devtools.launcher import Launcher
+from devtools.otlp import receiver_process
 from devtools.redis_server import RedisServer
 from invalidator.config import InvalidatorSettings
 from invalidator.metrics import InvalidatorMetrics
@@ -58,11 +77,22 @@ from shared.keys import Keys
 from shared.settings import load_settings
 from shared.streams import ConsumerConfig, StreamConsumer
 
+if TYPE_CHECKING:  # imported where used: the --ref child runs a commit that may predate it
+    from shared.tracing import Tracing
+
 BATCH = 100
+
+
+class Timing(NamedTuple):
+    wall: float  # seconds
+    cpu: float  # seconds of this process's CPU (time.process_time)
+
+
+SAMPLED = 0.01  # the share of traced events whose context is sampled
 TIME_LIMIT = 120.0  # seconds per drain: a bound, far above what a drain takes
 
 
-def make_event(rng: random.Random, users: list[uuid.UUID]) -> bytes:
+def make_event(rng: random.Random, users: list[uuid.UUID], *, traced: bool = False) -> bytes:
     uid = rng.choice(users)
     roll = rng.random()
     event: Any
@@ -76,25 +106,31 @@ def make_event(rng: random.Random, users: list[uuid.UUID]) -> bytes:
     else:
         payload_pw = UserPasswordChangedPayload(user_id=uid)
         event = UserPasswordChanged(source="bench", payload=payload_pw)
+    # As an api with a 1 % sampler writes them: a context on the sampled writes' events only.
+    # Drawn either way, so the traced stream holds the same events as the plain one.
+    sampled = rng.random() < SAMPLED
+    traceparent = f"00-{rng.getrandbits(128):032x}-{rng.getrandbits(64):016x}-01"
+    if traced and sampled:
+        event = event.model_copy(update={"traceparent": traceparent})
     return bytes(event.to_json())
 
 
-async def publish(redis: Redis, stream: str, count: int) -> None:
+async def publish(redis: Redis, stream: str, count: int, *, traced: bool = False) -> None:
     rng = random.Random(7)
     users = [uuid.uuid4() for _ in range(10_000)]
     for start in range(0, count, 1000):
         pipe = redis.pipeline(transaction=False)
         for _ in range(min(1000, count - start)):
-            pipe.xadd(stream, {"data": make_event(rng, users)})  # type: ignore[unused-awaitable]  # queued
+            pipe.xadd(stream, {"data": make_event(rng, users, traced=traced)})  # type: ignore[unused-awaitable]  # queued
         await pipe.execute()
 
 
 async def drain_raw(
     redis: Redis, keys: Keys, group: str, count: int, *, coalesce: bool = False
-) -> float:
+) -> Timing:
     stream, gen = keys.user_events(), keys.user_list_gen()
     await redis.xgroup_create(stream, group, id="0")
-    done, started = 0, time.perf_counter()
+    done, started, cpu = 0, time.perf_counter(), time.process_time()
     while done < count and time.perf_counter() - started < TIME_LIMIT:
         reply: Any = await redis.xreadgroup(group, "raw", {stream: ">"}, count=BATCH, block=100)
         entries = reply[0][1] if reply else []
@@ -111,10 +147,12 @@ async def drain_raw(
         await pipe.execute()
         await redis.xack(stream, group, *[entry_id for entry_id, _ in entries])
         done += len(entries)
-    return time.perf_counter() - started
+    return Timing(time.perf_counter() - started, time.process_time() - cpu)
 
 
-async def drain_invalidator(redis: Redis, keys: Keys, group: str, count: int) -> float:
+async def drain_invalidator(
+    redis: Redis, keys: Keys, group: str, count: int, *, tracing: Tracing | None = None
+) -> Timing:
     settings = load_settings(
         InvalidatorSettings, _env_file=None, key_prefix=keys.prefix, stream_block="100ms"
     )
@@ -126,41 +164,178 @@ async def drain_invalidator(redis: Redis, keys: Keys, group: str, count: int) ->
         dead_letters=keys.dead_letters(),
     )
     metrics = InvalidatorMetrics.create(CollectorRegistry())
-    consumer = StreamConsumer(redis, config, Purger(redis, keys, metrics), metrics.stream)
-    started = time.perf_counter()
+    if tracing is None:  # positional, as every commit's constructors take them
+        consumer = StreamConsumer(redis, config, Purger(redis, keys, metrics), metrics.stream)
+    else:
+        spans = tracing.spans("invalidator")
+        purger = Purger(redis, keys, metrics, spans)
+        consumer = StreamConsumer(redis, config, purger, metrics.stream, spans)
+    started, cpu = time.perf_counter(), time.process_time()
     await consumer.prepare()  # creates the group at 0, as the service does at start
     handled = 0
     while handled < count and time.perf_counter() - started < TIME_LIMIT:
         handled += await consumer.read_new()
-    elapsed = time.perf_counter() - started
+    timing = Timing(time.perf_counter() - started, time.process_time() - cpu)
     pending = (await redis.xpending(keys.user_events(), group))["pending"]
     if handled != count or pending:
         raise SystemExit(f"invalidator drained {handled}/{count}, {pending} pending")
-    return elapsed
+    return timing
 
 
-async def main(events: int, rounds: int, url: str) -> None:
+@dataclass(frozen=True)
+class ChildDrain:
+    """One invalidator drain in a child process (this script with `--drain`): every
+    invalidator contender starts alike, in a fresh interpreter; the child times its own drain,
+    start-up left out. `tree`: another commit's sources, imported ahead of the workspace's;
+    `tracing_env`: the OTEL_* variables the child's tracing is configured from, as a service's."""
+
+    url: str
+    tree: Path | None = None
+    tracing_env: dict[str, str] = field(default_factory=dict)
+
+    async def __call__(self, _redis: Redis, keys: Keys, group: str, count: int) -> Timing:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        env.update(self.tracing_env)
+        if self.tree is not None:
+            env["PYTHONPATH"] = source_path(self.tree)
+        argv = [sys.executable, __file__, "--drain", group, "--prefix", keys.prefix]
+        argv += ["--url", self.url, "--events", str(count)]
+        with tempfile.TemporaryDirectory(prefix="drain-") as root, Launcher(Path(root)) as launch:
+            child = launch.start("drain", argv, env)
+            code = await asyncio.to_thread(child.popen.wait)
+            out = child.output()
+        if code != 0:
+            raise SystemExit(f"the drain in a child process ({self.tree or 'this tree'}) failed")
+        line = next(line for line in out.splitlines() if line.startswith("DRAIN "))
+        wall, cpu = line.split()[1:]
+        return Timing(float(wall), float(cpu))
+
+
+def traced_env(endpoint: str) -> dict[str, str]:
+    """Tracing on as a deployment sets it: a 1 % sampler, OTLP/HTTP to `endpoint`."""
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": str(SAMPLED),
+    }
+
+
+async def main(events: int, rounds: int, url: str, ref: str | None, endpoint: str | None) -> None:
     redis = Redis.from_url(url)
     keys = Keys(f"bench{uuid.uuid4().hex[:6]}")
+    traced_keys = Keys(f"{keys.prefix}t")
     await publish(redis, keys.user_events(), events)
-    results: dict[str, list[float]] = {"raw": [], "raw-1-incr": [], "invalidator": []}
-    drains: dict[str, Callable[[Redis, Keys, str, int], Awaitable[float]]] = {
+    drains: dict[str, Callable[[Redis, Keys, str, int], Awaitable[Timing]]] = {
         "raw": drain_raw,
         "raw-1-incr": functools.partial(drain_raw, coalesce=True),
-        "invalidator": drain_invalidator,
+        "invalidator": ChildDrain(url),
     }
+    streams = dict.fromkeys(drains, keys)
+    if endpoint is not None:
+        await publish(redis, traced_keys.user_events(), events, traced=True)
+        drains["invalidator+otel"] = ChildDrain(url, tracing_env=traced_env(endpoint))
+        streams["invalidator+otel"] = traced_keys
+    if ref is not None:
+        drains[f"invalidator@{ref}"] = ChildDrain(url, tree=export_tree(ref))
+        streams[f"invalidator@{ref}"] = keys
+    results: dict[str, list[float]] = {name: [] for name in drains}
+    cpu_us: dict[str, list[float]] = {name: [] for name in drains}
     for n in range(rounds):
         for name, drain in drains.items():
-            elapsed = await drain(redis, keys, f"{name}{n}", events)
-            results[name].append(events / elapsed)
-            print(f"round {n + 1} {name:12s} {events / elapsed:10,.0f} events/s")
-    raw, raw1, inv = (statistics.median(results[k]) for k in drains)
+            timing = await drain(redis, streams[name], f"{name}{n}", events)
+            results[name].append(events / timing.wall)
+            cpu_us[name].append(timing.cpu / events * 1e6)
+            print(
+                f"round {n + 1} {name:20s} {events / timing.wall:10,.0f} events/s"
+                f" {timing.cpu / events * 1e6:6.1f} us CPU/event"
+            )
+    report({name: statistics.median(rates) for name, rates in results.items()}, rounds)
+    report_cpu(cpu_us)
+    for k in (keys, traced_keys):
+        await redis.delete(k.user_events(), k.user_list_gen())
+    await redis.aclose()
+
+
+def report(median: dict[str, float], rounds: int) -> None:
+    raw, raw1, inv = median["raw"], median["raw-1-incr"], median["invalidator"]
     print(f"\nraw redis-py loop     {raw:10,.0f} events/s (median of {rounds})")
     print(f"raw, 1 INCR per batch {raw1:10,.0f} events/s (median of {rounds})")
     print(f"invalidator consumer  {inv:10,.0f} events/s (median of {rounds})")
     print(f"ratio invalidator/raw {inv / raw:10.2f}x   (target >= 0.80x)")
     print(f"ratio invalidator/raw with the same single INCR per batch {inv / raw1:.2f}x")
-    await redis.delete(keys.user_events(), keys.user_list_gen())
+    judged("invalidator", "raw", median, ">= 0.8", rounds)
+    if "invalidator+otel" in median:
+        traced = median["invalidator+otel"]
+        print(f"invalidator, tracing on at 1 %: {traced:10,.0f} events/s")
+        print(f"ratio tracing on (1 %) / off {traced / inv:.3f}x (target >= 0.90x)")
+        judged("invalidator+otel", "invalidator", median, ">= 0.9", rounds)
+    for name, rate in median.items():
+        if name.startswith("invalidator@"):
+            print(f"{name}: {rate:10,.0f} events/s")
+            print(f"ratio invalidator (tracing off) / {name} {inv / rate:.3f}x (target >= 0.98x)")
+            judged("invalidator", name, median, ">= 0.98", rounds)
+            if "invalidator+otel" in median:
+                traced = median["invalidator+otel"]
+                print(f"ratio tracing on (1 %) / {name} {traced / rate:.3f}x (target >= 0.90x)")
+                judged("invalidator+otel", name, median, ">= 0.9", rounds)
+
+
+def judged(
+    measured: str, reference: str, median: dict[str, float], target: str, rounds: int
+) -> None:
+    """One drain's events/s (median of the rounds) against another's, as a RESULT line."""
+    record(
+        "invalidator_drain",
+        figure=f"{measured} ÷ {reference}, events/s, medians of {rounds} rounds",
+        value=median[measured],
+        unit="events/s",
+        baseline=f"{reference} {median[reference]:.0f} events/s",
+        ratio=median[measured] / median[reference],
+        target=target,
+    )
+
+
+def report_cpu(cpu_us: dict[str, list[float]]) -> None:
+    """CPU per event of this process: what each consumer costs, disturbed far less than
+    events/s by other work on the machine. Each comparison: the lowest rounds' ratio, and the
+    median of the ratios round by round (each pair drained seconds apart)."""
+    print("\nCPU per event (this process; the lowest round):")
+    for name, costs in cpu_us.items():
+        print(f"  {name:22s} {min(costs):6.1f} us")
+    pairs = [("invalidator+otel", "invalidator", "tracing on (1 %) vs off")]
+    for name in (n for n in cpu_us if n.startswith("invalidator@")):
+        pairs += [
+            ("invalidator", name, f"invalidator (tracing off) vs {name}"),
+            ("invalidator+otel", name, f"tracing on (1 %) vs {name}"),
+        ]
+    for measured, reference, label in pairs:
+        if measured not in cpu_us:
+            continue
+        ours, theirs = cpu_us[measured], cpu_us[reference]
+        paired = statistics.median(a / b - 1 for a, b in zip(ours, theirs, strict=True))
+        print(
+            f"{label}: {min(ours) / min(theirs) - 1:+.1%} CPU per event (lowest rounds),"
+            f" {paired:+.1%} (median round by round)"
+        )
+
+
+async def drain_only(url: str, prefix: str, group: str, events: int) -> None:
+    """The child of `drain_child`: one drain, with tracing when the environment asks for it
+    (as a service configures it); its wall and CPU seconds printed last. Traced, the spans
+    still queued are exported inside the timing: their cost is the drain's."""
+    redis = Redis.from_url(url)
+    tracing = None
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        from shared.tracing import Tracing  # the --ref child may predate it: imported when asked
+
+        tracing = Tracing.from_environment("invalidator")
+    started, cpu = time.perf_counter(), time.process_time()
+    await drain_invalidator(redis, Keys(prefix), group, events, tracing=tracing)
+    if tracing is not None and tracing.provider is not None:
+        tracing.provider.force_flush()
+    print("DRAIN", time.perf_counter() - started, time.process_time() - cpu, flush=True)
+    if tracing is not None:
+        await tracing.aclose()
     await redis.aclose()
 
 
@@ -168,9 +343,23 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-tracing", dest="tracing", action="store_false")
+    parser.add_argument("--ref", help="also drain with this commit's invalidator (tracing off)")
+    parser.add_argument("--drain", help=argparse.SUPPRESS)  # a child's drain: its group
+    parser.add_argument("--prefix", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if url := os.environ.get("REDIS_URL"):
-        asyncio.run(main(args.events, args.rounds, url))
-    else:
-        with RedisServer() as server:
-            asyncio.run(main(args.events, args.rounds, server.url))
+    if args.drain:
+        asyncio.run(drain_only(args.url, args.prefix, args.drain, args.events))
+        sys.exit(0)
+    with contextlib.ExitStack() as stack:
+        endpoint = None
+        if args.tracing:
+            receiver, endpoint = receiver_process()
+            stack.callback(receiver.wait, 10)
+            stack.callback(receiver.terminate)
+        if url := os.environ.get("REDIS_URL"):
+            asyncio.run(main(args.events, args.rounds, url, args.ref, endpoint))
+        else:
+            server = stack.enter_context(RedisServer())
+            asyncio.run(main(args.events, args.rounds, server.url, args.ref, endpoint))

@@ -44,6 +44,7 @@ from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.results import record
 from devtools.redis_server import RedisServer
 from shared.autopipeline import auto_pipeline
 from shared.keys import Keys
@@ -213,6 +214,53 @@ def report(
     print(f"\nbytes of one identifier's state after {memory_checks:,} allowed checks")
     for name, size in sizes.items():
         print(f"  {name:32}{size:>12,}")
+    record_targets(results, sizes, memory_checks)
+
+
+def record_targets(
+    results: dict[str, dict[str, float]], sizes: dict[str, int], memory_checks: int
+) -> None:
+    """The figures the limiter is judged by, for each of our algorithms: sequential allow
+    against each `limits` strategy, the rejected regime against the faster of the two (≥ 3×
+    both), and the bytes of one identifier's state (an absolute target)."""
+    peers = ("limits moving window", "limits sliding counter")
+    allow = results["sequential, allow"]
+    for ours in ("ours sliding window", "ours GCRA"):
+        algorithm = ours.removeprefix("ours ")
+        for peer, bound in zip(peers, ("1.3", "1.1"), strict=True):
+            record(
+                "limiter",
+                figure=f"{algorithm}, sequential allow, ÷ {peer}",
+                value=allow[ours],
+                unit="checks/s",
+                baseline=f"{peer} {allow[peer]:.0f} checks/s",
+                ratio=allow[ours] / allow[peer],
+                target=f">= {bound}",
+            )
+        for scenario in ("sequential, 99% rejected", "50 tasks, 99% rejected"):
+            rates = results[scenario]
+            faster = max(peers, key=lambda name: rates[name])
+            record(
+                "limiter",
+                figure=f"{algorithm}, {scenario}, ÷ the faster limits strategy",
+                value=rates[ours],
+                unit="checks/s",
+                baseline=f"{faster} {rates[faster]:.0f} checks/s",
+                ratio=rates[ours] / rates[faster],
+                target=">= 3",
+            )
+        record(
+            "limiter",
+            figure=f"{algorithm}, bytes of one identifier's state (absolute target)",
+            value=sizes[ours],
+            unit="B",
+            baseline=(
+                f"after {memory_checks:,} allowed checks; limits moving window "
+                f"{sizes[peers[0]]:,} B, sliding counter {sizes[peers[1]]:,} B"
+            ),
+            ratio=sizes[ours],
+            target="<= 200",
+        )
 
 
 async def main() -> None:

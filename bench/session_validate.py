@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +29,9 @@ from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devtools.redis_server import RedisServer, free_port
+from bench.results import record
+from devtools.launcher import Launcher
+from devtools.redis_server import RedisServer
 from session_service.adapters.store import RedisSessionStore
 from shared.keys import Keys
 from shared.sessionids import session_hash as hash_session_id
@@ -38,7 +39,6 @@ from shared.sessionids import session_hash as hash_session_id
 PREFIX = "bench"
 DATA = {"role": "member", "locale": "en-GB", "mfa": True}
 TOKEN = "bench-token"
-VENV_BIN = Path(sys.executable).parent
 
 
 async def timed(call: Callable[[], Awaitable[Any]], ops: int) -> float:
@@ -55,7 +55,7 @@ async def store_vs_raw(client: Redis, ops: int, chunk: int) -> tuple[str, float,
     )
     created = await store.create(str(uuid.uuid4()), DATA)
     sid = created.issued.session_id
-    record = await client.get(keys.session(hash_session_id(sid)))
+    record = await client.get(keys.session(created.issued.record.user_id, hash_session_id(sid)))
     assert record is not None
     twin = f"{PREFIX}:bench:twin"
     await client.set(twin, b"x" * len(record))  # same size as the session record
@@ -76,8 +76,7 @@ async def store_vs_raw(client: Redis, ops: int, chunk: int) -> tuple[str, float,
     return sid, done / spent["ours"], done / spent["raw"], len(record)
 
 
-def start_service(url: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
+async def start_service(launcher: Launcher, url: str) -> str:
     env = {
         "PATH": os.environ.get("PATH", ""),
         "REDIS_URL": url,
@@ -87,29 +86,11 @@ def start_service(url: str) -> tuple[subprocess.Popen[bytes], str]:
         "APP_ENV": "test",
         "STREAM_STATE_DIR": tempfile.mkdtemp(prefix="bench-state-"),
     }
-    args = [
-        str(VENV_BIN / "uvicorn"),
-        "session_service.main:create_app",
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-access-log",
-    ]
-    process = subprocess.Popen(
-        args, env=env, cwd=tempfile.mkdtemp(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    service = launcher.start_service(
+        "session_service.main:create_app", env, options=("--no-access-log",), wait=False
     )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return process, base
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    process.kill()
-    raise TimeoutError("session service did not start")
+    await service.wait_healthy_async()
+    return service.url
 
 
 async def over_http(base: str, sid: str, ops: int) -> float:
@@ -131,16 +112,21 @@ async def run(url: str, ops: int, chunk: int, http_ops: int) -> None:
         sid, ours, raw, size = await store_vs_raw(client, ops, chunk)
     finally:
         await client.aclose()
-    process, base = start_service(url)
-    try:
-        http = await over_http(base, sid, http_ops)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with Launcher(Path(tempfile.mkdtemp(prefix="bench-session-"))) as launcher:
+        http = await over_http(await start_service(launcher, url), sid, http_ops)
     print(f"session record size                  : {size} bytes")
     print(f"raw redis-py GET, same-sized value   : {raw:>8.0f} ops/s  {1e6 / raw:>7.1f} us/op")
     print(f"RedisSessionStore.get (the lookup)   : {ours:>8.0f} ops/s  {1e6 / ours:>7.1f} us/op")
     print(f"ratio store / raw                    : {ours / raw:.2f}x (target >= 0.7x)")
+    record(
+        "session_validate",
+        figure="RedisSessionStore.get, sequential",
+        value=ours,
+        unit="ops/s",
+        baseline=f"raw redis-py GET of a {size}-byte value {raw:.0f} ops/s",
+        ratio=ours / raw,
+        target=">= 0.7",
+    )
     print(f"GET /v1/sessions/{{id}} over HTTP     : {http:>8.0f} ops/s  {1e6 / http:>7.1f} us/op")
     print(
         f"HTTP hop cost (per call)             : {1e6 / http - 1e6 / ours:>7.1f} us "

@@ -20,7 +20,7 @@ from typing import Any, Final
 import httpx
 from redis.asyncio import Redis
 
-from devtools import client_ns
+from devtools import client_ns, polling
 from devtools.compose_stack import Stack
 from devtools.docker_engine import Log
 from shared.keys import INVALIDATOR_GROUP, SESSION_GROUP, Keys
@@ -42,17 +42,13 @@ async def eventually(
 ) -> float:
     """Poll until `probe()` is truthy (errors count as not yet); seconds it took."""
     started = time.monotonic()
-    last: object = None
-    while time.monotonic() - started < within:
-        try:
-            last = await probe()
-        except (httpx.HTTPError, OSError, ConnectionError) as exc:
-            last = exc
-        else:
-            if last:
-                return time.monotonic() - started
-        await asyncio.sleep(every)
-    raise FlowError(f"{what}: not within {within:.0f} s (last: {last!r})")
+    try:
+        await polling.eventually(
+            probe, what, within=within, every=every, ignoring=(httpx.HTTPError, OSError)
+        )
+    except polling.WaitTimeoutError as error:
+        raise FlowError(str(error)) from None
+    return time.monotonic() - started
 
 
 @dataclass

@@ -3,6 +3,8 @@
 Each service gets the listening socket the launcher bound on its port (`uvicorn --fd`): the
 launcher keeps its own copy until the end, so the port cannot pass to another process, and
 whatever answers on it is that child — a health check can never count someone else's stack.
+`terminate` and `get` are shared with the launcher of tests and benchmarks
+(devtools/launcher.py).
 """
 
 from __future__ import annotations
@@ -119,16 +121,10 @@ class Child:
         return f": {self.pump.last_line}" if self.pump.last_line else ""
 
     def stop(self) -> None:
-        if self.alive:
-            self.process.terminate()
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.console.say(
-                    f"{self.name}: no exit after {STOP_TIMEOUT:.0f}s, kill {self.process.pid}"
-                )
-                self.process.kill()
-                self.process.wait()
+        if not terminate(self.process, STOP_TIMEOUT):
+            self.console.say(
+                f"{self.name}: no exit after {STOP_TIMEOUT:.0f}s, killed {self.process.pid}"
+            )
         self.pump.join(timeout=2)
         self.console.say(f"{self.name}: stopped (exit {self.process.returncode})")
 
@@ -138,14 +134,34 @@ class Child:
 _DIRECT: Final = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def answers(url: str) -> bool:
+def terminate(process: subprocess.Popen[bytes], timeout: float) -> bool:
+    """SIGTERM by PID, SIGKILL if it has not exited after `timeout`; False if it had to be
+    killed. A process that already exited is left as it is."""
+    if process.poll() is not None:
+        return True
+    process.terminate()
     try:
-        with _DIRECT.open(url, timeout=1):
-            return True
-    except urllib.error.HTTPError:
-        return True  # 503 "degraded" is still a service that answers
-    except (urllib.error.URLError, OSError):
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
         return False
+    return True
+
+
+def get(url: str, timeout: float = 1.0) -> tuple[int, bytes] | None:
+    """(status, body) of a GET, any status; None when nothing answers."""
+    try:
+        with _DIRECT.open(url, timeout=timeout) as response:
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def answers(url: str) -> bool:
+    return get(url) is not None  # 503 "degraded" is still a service that answers
 
 
 def wait_until_healthy(children: dict[str, Child], timeout: float, console: Console) -> None:

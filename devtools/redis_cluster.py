@@ -163,6 +163,23 @@ class LocalCluster:
         assert new is not None
         return new
 
+    def replica_of(self, primary: RedisServer) -> RedisServer:
+        """A running replica of `primary`, as `CLUSTER SLOTS` lists it."""
+        for _, _, owner, *replicas in self._slots():
+            if int(owner[1]) == primary.port and replicas:
+                return self._node_at(int(replicas[0][1]))
+        raise LookupError(f"no replica of the primary on port {primary.port} is listed")
+
+    def fail_over(self, replica: RedisServer, timeout: float = 30.0) -> None:
+        """A coordinated failover (`CLUSTER FAILOVER` on `replica`): it and its primary swap
+        roles, nothing is lost, nobody is killed. Returns once the cluster is healthy again
+        with `replica` a primary, so clients that knew the old map meet `MOVED`."""
+        primary = self._node_at(int(self._call(replica, "INFO", "replication")["master_port"]))
+        self._call(replica, "CLUSTER", "FAILOVER")
+        _wait(lambda: self._role(replica) == "master", timeout, f"port {replica.port} promoted")
+        _wait(lambda: self._role(primary) == "slave", timeout, f"port {primary.port} demoted")
+        self.wait_healthy(timeout)
+
     def stop(self) -> None:
         for node in self.nodes:
             node.kill()

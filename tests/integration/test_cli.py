@@ -221,9 +221,9 @@ def platformctl_in(cwd: Path, env: dict[str, str], *args: str) -> subprocess.Com
 
 
 def a_dead_pid() -> int:
-    done = subprocess.Popen(["true"])
-    done.wait()
-    return done.pid
+    """The PID of a shell that printed it and exited (and was reaped)."""
+    done = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True)
+    return int(done.stdout)
 
 
 async def test_beside_a_dev_stack_it_reads_the_stacks_redis_and_says_so(

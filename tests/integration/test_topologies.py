@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from redis.asyncio import Redis, RedisCluster
 
+from devtools.polling import eventually
 from devtools.redis_cluster import LocalCluster
 from devtools.redis_sentinel import LocalSentinel
 from devtools.redis_server import find_redis_server, free_port
@@ -196,7 +197,12 @@ async def test_the_sentinel_pool_waits_for_a_connection_like_the_standalone_one(
     try:
         # Two commands, one connection: the second waits for the first instead of failing.
         blocked = asyncio.ensure_future(client.blpop([key], timeout=0.3))
-        await asyncio.sleep(0.05)
+        async with Redis(port=sentinel_set.master().port) as admin:
+
+            async def in_blpop() -> bool:
+                return any(c.get("cmd") == "blpop" for c in await admin.client_list())
+
+            await eventually(in_blpop, "the first command blocked in BLPOP", every=0.01)
         assert await client.rpush(key, "x") == 1
         assert blocked.done()
         assert await blocked is None  # it held the connection until its own timeout

@@ -134,7 +134,9 @@ async def test_half_open_lets_one_trial_through_at_a_time(
         return "ok"
 
     trial = asyncio.create_task(breaker.call(slow_trial))
-    await asyncio.sleep(0)  # let the trial take the half-open slot
+    await asyncio.sleep(0)  # one turn of the loop, not a wait: the trial takes the slot
+    during = breaker.state  # read once: mypy would keep the property narrowed after `is`
+    assert during is State.HALF_OPEN
     with pytest.raises(CircuitOpenError):
         await breaker.call(dep)
     release.set()
@@ -164,7 +166,9 @@ async def test_a_cancelled_trial_frees_the_half_open_slot(
         return "never"
 
     trial = asyncio.create_task(breaker.call(hang))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one turn of the loop, not a wait: the trial takes the slot
+    during = breaker.state  # read once: mypy would keep the property narrowed after `is`
+    assert during is State.HALF_OPEN
     trial.cancel()
     with pytest.raises(asyncio.CancelledError):
         await trial

@@ -39,6 +39,7 @@ from shared.events import (
     parse_entry,
     parse_event,
 )
+from shared.streams import parse_fields
 
 USER = uuid.uuid4()
 SID_HASH = "cd" * 32
@@ -208,3 +209,35 @@ def test_json_schema_has_every_type() -> None:
     assert schema["discriminator"]["propertyName"] == "type"
     created = schema["$defs"]["UserCreated"]
     assert set(created["required"]) == {"id", "type", "version", "occurred_at", "source", "payload"}
+
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def test_traceparent_is_optional_and_absent_when_unset() -> None:
+    event = UserUpdated(source="api", payload=UserUpdatedPayload(user_id=USER))
+    assert event.traceparent is None
+    assert "traceparent" not in orjson.loads(event.to_json())  # the bytes of before the field
+    traced = event.model_copy(update={"traceparent": TRACEPARENT})
+    document = orjson.loads(traced.to_json())
+    assert document["traceparent"] == TRACEPARENT
+    assert document["version"] == 1  # an optional field: the envelope version is unchanged
+    assert parse_entry(traced.fields()) == traced
+    assert parse_fields({k.encode(): v for k, v in traced.fields().items()}) == traced
+
+
+@pytest.mark.parametrize("value", [None, "not a traceparent", TRACEPARENT.upper()])
+def test_any_traceparent_string_or_null_parses(value: str | None) -> None:
+    # Tracing metadata never dead-letters an event: a bad one is ignored by the consumer.
+    document = orjson.loads(
+        UserDeleted(source="x", payload=UserDeletedPayload(user_id=USER)).to_json()
+    )
+    document["traceparent"] = value
+    assert parse_entry({"data": orjson.dumps(document)}).traceparent == value
+
+
+def test_json_schema_documents_traceparent_as_optional() -> None:
+    for name, definition in json_schema()["$defs"].items():
+        if "payload" in definition.get("properties", {}):
+            assert "traceparent" in definition["properties"], name
+            assert "traceparent" not in definition["required"], name

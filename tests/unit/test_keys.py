@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import uuid
 
 import pytest
@@ -22,11 +23,13 @@ KEY_TABLE: list[tuple[str, str]] = [
     ("user_lease", f"app:user:{{{UID}}}:lease"),
     ("user_list_gen", "app:user:list:gen"),
     ("user_list_page", "app:user:list:v7:p2:l10"),
-    ("session", f"app:session:{{{SID}}}"),
+    ("session", f"app:session:{{{UID}}}:{SID}"),
     ("user_sessions", f"app:session:user:{{{UID}}}"),
     ("ratelimit", "app:ratelimit:auth:{203.0.113.9}"),
     ("lock", "app:lock:{outbox-relay}"),
     ("lock_fence", "app:lock:{outbox-relay}:fence"),
+    ("lock_fence_seen", "app:lock:{outbox-relay}:fence:seen"),
+    ("lock_data", "app:lock:{outbox-relay}:data:latest"),
     ("user_events", "app:events:users"),
     ("dead_letters", "app:events:users:dlq"),
     ("cache_invalidated", "app:cache:invalidated"),
@@ -39,11 +42,13 @@ def build(k: Keys, name: str) -> str:
         "user_lease": lambda: k.user_lease(UID),
         "user_list_gen": k.user_list_gen,
         "user_list_page": lambda: k.user_list_page(7, 2, 10),
-        "session": lambda: k.session(SID),
+        "session": lambda: k.session(UID, SID),
         "user_sessions": lambda: k.user_sessions(UID),
         "ratelimit": lambda: k.ratelimit("auth", "203.0.113.9"),
         "lock": lambda: k.lock("outbox-relay"),
         "lock_fence": lambda: k.lock_fence("outbox-relay"),
+        "lock_fence_seen": lambda: k.lock_fence_seen("outbox-relay"),
+        "lock_data": lambda: k.lock_data("outbox-relay", "latest"),
         "user_events": k.user_events,
         "dead_letters": k.dead_letters,
         "cache_invalidated": k.cache_invalidated,
@@ -72,7 +77,9 @@ def test_default_prefix_and_names_on_the_wire() -> None:
     [
         (Keys().user(UID), Keys().user_lease(UID)),
         (Keys().lock("r"), Keys().lock_fence("r")),
-        (Keys().session(SID), Keys().session(SID)),
+        (Keys().lock_data("r", "a"), Keys().lock_fence_seen("r")),
+        (Keys().session(UID, SID), Keys().user_sessions(UID)),
+        (Keys().session(UID, SID), Keys().session(UID, "cd" * 32)),
     ],
 )
 def test_keys_touched_by_one_script_share_a_cluster_slot(first: str, second: str) -> None:
@@ -83,6 +90,20 @@ def test_the_hash_tag_is_exactly_the_id() -> None:
     # Redis hashes only what sits between the first `{` and the next `}`.
     assert key_slot(Keys().user(UID).encode()) == key_slot(UID.encode())
     assert key_slot(Keys().user_sessions(UID).encode()) == key_slot(UID.encode())
+    assert key_slot(Keys().session(UID, SID).encode()) == key_slot(UID.encode())
+
+
+def test_a_session_key_ends_with_its_hash() -> None:
+    # The session scripts find a declared record's hash as the last 64 characters of its key.
+    assert Keys("p").session(UID, SID).endswith(":" + SID)
+
+
+def test_the_session_pattern_matches_records_only() -> None:
+    pattern = Keys().session_pattern()
+    record, index = Keys().session(UID, SID), Keys().user_sessions(UID)
+    assert fnmatch.fnmatchcase(record, pattern)
+    assert not fnmatch.fnmatchcase(index, pattern)
+    assert not fnmatch.fnmatchcase(f"app:session:{{{SID}}}", pattern)  # the old shape
 
 
 def test_uuid_objects_and_other_spellings_become_the_canonical_text() -> None:
@@ -117,6 +138,8 @@ def test_user_ids_that_are_not_uuids_are_refused(bad: str) -> None:
         Keys().user(bad)
     with pytest.raises(InvalidIdentifierError):
         Keys().user_sessions(bad)
+    with pytest.raises(InvalidIdentifierError):
+        Keys().session(bad, SID)
 
 
 @pytest.mark.parametrize(
@@ -124,7 +147,7 @@ def test_user_ids_that_are_not_uuids_are_refused(bad: str) -> None:
 )
 def test_session_hashes_must_be_64_lowercase_hex(bad: str) -> None:
     with pytest.raises(InvalidIdentifierError):
-        Keys().session(bad)
+        Keys().session(UID, bad)
 
 
 @pytest.mark.parametrize(
@@ -137,6 +160,8 @@ def test_tokens_with_pattern_or_tag_characters_are_refused(bad: str) -> None:
         Keys().ratelimit(bad, "1.2.3.4")
     with pytest.raises(InvalidIdentifierError):
         Keys().lock(bad)
+    with pytest.raises(InvalidIdentifierError):
+        Keys().lock_data("r", bad)
 
 
 def test_ipv6_and_user_identifiers_are_allowed_in_rate_limit_keys() -> None:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 
 from shared import logs
 from shared.metrics import make_registry, metrics_response
@@ -96,3 +97,23 @@ def test_each_registry_is_separate_and_renders_prometheus_text() -> None:
     assert response.media_type is not None
     assert response.media_type.startswith("text/plain")
     assert b"process_cpu_seconds_total" in bytes(response.body)
+
+
+def test_lines_carry_the_current_spans_ids(capsys: pytest.CaptureFixture[str]) -> None:
+    provider = TracerProvider()
+    tracer = provider.get_tracer("t")
+    logs.setup_logging("api", "INFO", "json")
+    logging.getLogger("t.trace").info("outside")
+    with tracer.start_as_current_span("work") as span:
+        logging.getLogger("t.trace").info("inside")
+        context = span.get_span_context()
+    outside, inside = (orjson.loads(line) for line in capsys.readouterr().err.splitlines())
+    assert "trace_id" not in outside
+    assert "span_id" not in outside
+    assert inside["trace_id"] == f"{context.trace_id:032x}"
+    assert inside["span_id"] == f"{context.span_id:016x}"
+    logs.setup_logging("api", "INFO", "console")
+    with tracer.start_as_current_span("more") as span:
+        logging.getLogger("t.trace").info("console")
+        trace_id = f"{span.get_span_context().trace_id:032x}"
+    assert f"trace_id={trace_id} span_id=" in capsys.readouterr().err

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import uuid
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ def test_redact_url_hides_the_whole_password(text: str, shown: str) -> None:
 def test_the_console_hides_known_secrets_bearer_tokens_and_session_ids() -> None:
     out, err = io.StringIO(), io.StringIO()
     console = Console(out, err)
-    token, session = "tok-" + "x" * 40, new_session_id()
+    token, session = "tok-" + "x" * 40, new_session_id(uuid.uuid4())
     console.hide(token, "p%40ss-word", None, "abc")  # "abc": too short to hide anywhere
     console.say(f"token={token} abc")
     console.say("decoded p@ss-word and encoded p%40ss-word")

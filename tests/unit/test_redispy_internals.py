@@ -109,7 +109,7 @@ async def test_a_moved_reply_patches_the_slot_map() -> None:
     assert inspect.iscoroutinefunction(cluster.nodes_manager.move_slot), (
         "redis-py changed NodesManager.move_slot (no longer a coroutine)"
     )
-    await redispy.follow_moved(redispy.slot_map(cluster), MovedError("100 127.0.0.1:7001"))
+    await redispy.follow_moved(cluster, MovedError("100 127.0.0.1:7001"))
     moved = redispy.slot_primary(redispy.slot_map(cluster), 100)
     assert moved is not None
     assert moved.name == "127.0.0.1:7001", (

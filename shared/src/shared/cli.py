@@ -36,15 +36,14 @@ from typing import Any
 
 import orjson
 from pydantic import Field
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared import devstack
 from shared.cache import stats
-from shared.connections import describe_target, make_redis
+from shared.connections import RedisClient, describe_target, make_redis
 from shared.errors import SettingsError
 from shared.keys import Keys
-from shared.settings import StreamSettings, check_http_url, redact_url
+from shared.settings import RedisTarget, StreamSettings, check_http_url, redact_url
 from shared.streams import deadletter
 from shared.streams.housekeeping import stream_status
 
@@ -62,7 +61,7 @@ def _json(document: object) -> None:
     _out(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
 
 
-async def streams_status(redis: Redis, keys: Keys, args: argparse.Namespace) -> int:
+async def streams_status(redis: RedisClient, keys: Keys, args: argparse.Namespace) -> int:
     status = await stream_status(redis, keys.user_events())
     dlq_length = int(await redis.xlen(keys.dead_letters()))
     if args.json:
@@ -101,7 +100,7 @@ def _letter_line(letter: deadletter.DeadLetter) -> str:
     )
 
 
-async def dlq_list(redis: Redis, keys: Keys, args: argparse.Namespace) -> int:
+async def dlq_list(redis: RedisClient, keys: Keys, args: argparse.Namespace) -> int:
     letters = await deadletter.list_letters(
         redis, keys.dead_letters(), count=args.count, group=args.group
     )
@@ -114,7 +113,7 @@ async def dlq_list(redis: Redis, keys: Keys, args: argparse.Namespace) -> int:
     return 0
 
 
-async def dlq_replay(redis: Redis, keys: Keys, args: argparse.Namespace, maxlen: int) -> int:
+async def dlq_replay(redis: RedisClient, keys: Keys, args: argparse.Namespace, maxlen: int) -> int:
     ids = None if args.all else args.ids
     result = await deadletter.replay(
         redis, keys.dead_letters(), ids, maxlen=maxlen, group=args.group
@@ -127,7 +126,7 @@ async def dlq_replay(redis: Redis, keys: Keys, args: argparse.Namespace, maxlen:
     return 1 if result.missing or result.refused else 0
 
 
-async def dlq_drop(redis: Redis, keys: Keys, args: argparse.Namespace) -> int:
+async def dlq_drop(redis: RedisClient, keys: Keys, args: argparse.Namespace) -> int:
     wanted = None if args.all else args.ids
     removed = await deadletter.drop(redis, keys.dead_letters(), wanted)
     _out(f"dropped {removed} dead letter(s)")
@@ -152,7 +151,7 @@ def _api_lines(api: dict[str, Any]) -> list[str]:
 
 
 async def cache_stats(
-    redis: Redis, keys: Keys, args: argparse.Namespace, settings: CliSettings
+    redis: RedisClient, keys: Keys, args: argparse.Namespace, settings: CliSettings
 ) -> int:
     api_url = args.api_url or f"http://127.0.0.1:{settings.api_port}"
     report = await stats.server_report(redis, keys, args.sample, args.top)
@@ -181,9 +180,9 @@ async def cache_stats(
     return 0
 
 
-async def run(args: argparse.Namespace, settings: CliSettings, url: str) -> int:
+async def run(args: argparse.Namespace, settings: CliSettings, target: RedisTarget) -> int:
     keys = Keys(settings.key_prefix)
-    redis = make_redis(url, settings, pool_size=2)
+    redis = make_redis(target, settings, pool_size=2)
     try:
         if args.area == "streams":
             return await streams_status(redis, keys, args)
@@ -274,14 +273,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err(f"error: {exc}")
         return 2
     settings, cache = located.settings, args.area == "cache"
-    url = settings.cache_redis_dsn if cache else settings.redis_dsn
+    target = settings.cache_redis_target if cache else settings.redis_target
     # Which Redis, and why: an operator must never read the wrong one without knowing it.
     _err(f"platformctl: {'cache Redis' if cache else 'Redis'} {located.describe(cache=cache)}")
     try:
-        return asyncio.run(run(args, settings, url))
+        return asyncio.run(run(args, settings, target))
     except (RedisError, OSError) as exc:
         reason = _redactor(settings)(str(exc)) or "no detail"
-        _err(f"error: Redis at {describe_target(url)}: {type(exc).__name__}: {reason}")
+        _err(f"error: Redis at {describe_target(target)}: {type(exc).__name__}: {reason}")
     return 2
 
 

@@ -160,7 +160,7 @@ class ClusterAutoPipeline:
     async def _moved(self, moved: MovedError, slot: int, args: tuple[EncodableT, ...]) -> Any:
         self.redirects += 1
         try:
-            await redispy.follow_moved(self._slot_map, moved)
+            await redispy.follow_moved(self.cluster, moved)
             node = _slot_primary(self._slot_map, slot)
         except (KeyError, RedisClusterException):  # the map was reset meanwhile
             node = None

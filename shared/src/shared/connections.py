@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, overload
 from urllib.parse import urlsplit
 
-from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline
 from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.retry import Retry
@@ -127,6 +130,30 @@ def _cluster(target: RedisTarget, settings: CommonSettings, size: int) -> RedisC
     )
 
 
+@asynccontextmanager
+async def pubsub_client(client: RedisClient, *, skip: str | None = None) -> AsyncIterator[Redis]:
+    """A client to subscribe with: `client` itself, or on a cluster one node's own client.
+
+    Classic pub/sub is broadcast across a cluster (a PUBLISH on any node reaches every
+    node's subscribers), so one node is enough, and a plain connection to it sidesteps the
+    cluster client's pub/sub (which subscribes before the slot map is read, and stays on a
+    node that died). `skip` is the address (`host:port`) of a node that just failed:
+    another is taken when there is one."""
+    if isinstance(client, Redis):
+        yield client
+        return
+    _ = await client.initialize()  # reads the slot map (once; again after a topology change)
+    nodes = client.get_nodes()
+    candidates = [node for node in nodes if node.name != skip] or nodes
+    node = random.choice(candidates)
+    pool = ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs)
+    node_client = Redis.from_pool(pool)
+    try:
+        yield node_client
+    finally:
+        await node_client.aclose()
+
+
 async def _enter(gate: asyncio.Semaphore, wait: float) -> None:
     """Take a place at `gate`, waiting at most `wait` seconds, as a blocking pool does."""
     if not gate.locked():
@@ -198,6 +225,21 @@ class _WaitingPipeline(ClusterPipeline):
             return await super().execute(raise_on_error, allow_redirections)
         finally:
             client.pipeline_gate.release()
+
+
+@asynccontextmanager
+async def pipeline_place(client: RedisCluster) -> AsyncIterator[None]:
+    """Hold one of the client's pipeline places while driving a node's connection directly
+    (`shared.replication`), so that it counts against the node's connections as a pipeline
+    does. A cluster client not made by `make_redis` keeps no places: nothing to hold."""
+    if not isinstance(client, _WaitingCluster):
+        yield
+        return
+    await _enter(client.pipeline_gate, client.pool_wait)
+    try:
+        yield
+    finally:
+        client.pipeline_gate.release()
 
 
 class _SentinelPool(SentinelConnectionPool, BlockingConnectionPool):

@@ -28,7 +28,16 @@ S = TypeVar("S", bound=CommonSettings)
 STACK_ENV: Final = Path(".devstack") / "env"
 FILE_NAME: Final = STACK_ENV.name
 PID_VARIABLE: Final = "DEVSTACK_PID"
-VARIABLES: Final = ("REDIS_URL", "CACHE_REDIS_URL", "KEY_PREFIX", "API_PORT")
+VARIABLES: Final = (
+    "REDIS_MODE",
+    "REDIS_URL",
+    "REDIS_CLUSTER_NODES",
+    "REDIS_SENTINELS",
+    "REDIS_SENTINEL_MASTER",
+    "CACHE_REDIS_URL",
+    "KEY_PREFIX",
+    "API_PORT",
+)
 
 
 @dataclass(frozen=True)
@@ -92,7 +101,16 @@ def remove(path: Path, pid: int) -> None:
 
 # The environment naming a Redis is an explicit choice: the stack's file is not read then
 # (its REDIS_URL would otherwise beat the environment's REDIS_HOST, since a URL wins).
-_EXPLICIT_REDIS: Final = frozenset({"REDIS_URL", "REDIS_HOST", "REDIS_PORT"})
+_EXPLICIT_REDIS: Final = frozenset(
+    {
+        "REDIS_URL",
+        "REDIS_HOST",
+        "REDIS_PORT",
+        "REDIS_MODE",
+        "REDIS_SENTINELS",
+        "REDIS_CLUSTER_NODES",
+    }
+)
 _REDIS_PARTS: Final = ("REDIS_HOST", "REDIS_PORT", "REDIS_DB", "REDIS_PASSWORD")
 
 

@@ -21,6 +21,8 @@ ENVELOPE_VERSION: Final = 1
 # Envelope fields a parsed entry must carry: the model's defaults (a fresh id, now) would
 # otherwise make one entry delivered twice look like two events.
 WIRE_FIELDS: Final = ("id", "type", "version", "occurred_at", "source", "payload")
+# The one optional envelope field (docs/decisions: tracing): absent means "not traced".
+OPTIONAL_FIELD: Final = "traceparent"
 
 
 def utcnow() -> datetime:
@@ -44,8 +46,19 @@ class UserCreatedPayload(UserPayload):
     name: str
 
 
+def _absent(value: object) -> bool:
+    return value is None
+
+
 class UserUpdatedPayload(UserPayload):
     changed: tuple[str, ...] = Field(default=(), description="names of the fields that changed")
+    version: int | None = Field(
+        default=None,
+        description="the row's version after the change (its updated_at in µs since the "
+        "epoch): a purge drops only a cached value older than this; absent: drop whatever "
+        "is cached",
+        exclude_if=_absent,  # left off the wire when unknown: older producers' shape
+    )
 
 
 class UserDeletedPayload(UserPayload):
@@ -55,6 +68,11 @@ class UserDeletedPayload(UserPayload):
 class UserPasswordChangedPayload(UserPayload):
     keep_session: str | None = Field(
         default=None, description="hash of the session that made the change; it survives"
+    )
+    version: int | None = Field(
+        default=None,
+        description="as in user.updated: the row's version after the change",
+        exclude_if=_absent,
     )
 
 
@@ -83,9 +101,23 @@ class _Envelope(_Frozen):
     version: Literal[1] = ENVELOPE_VERSION
     occurred_at: datetime = Field(default_factory=utcnow)
     source: str = Field(min_length=1, max_length=64)
+    # Optional, unlike every other envelope field: tracing metadata, absent when the producer
+    # traced nothing. Never validated beyond "a string": a malformed one is ignored by the
+    # consumer (`shared.tracing.parse_traceparent`), never a reason to dead-letter an event.
+    traceparent: str | None = Field(
+        default=None,
+        description=(
+            "W3C trace context of the write that produced the event "
+            "(`00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`); consumers continue "
+            "that trace. Optional: absent when the producer did not trace the write."
+        ),
+    )
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json"))
+        # Left out when unset, so an untraced event's bytes are what they were before the
+        # field existed (and a consumer that predates it still parses them).
+        skip = {OPTIONAL_FIELD} if self.traceparent is None else None
+        return orjson.dumps(self.model_dump(mode="json", exclude=skip))
 
     def fields(self) -> dict[str, bytes]:
         """The stream entry's fields for `XADD`."""
@@ -196,4 +228,11 @@ def parse_entry(fields: dict[Any, Any]) -> UserEvent | SessionEvent:
 
 def json_schema() -> dict[str, Any]:
     """JSON Schema of the event union, as exported to docs/."""
-    return EVENT_ADAPTER.json_schema(mode="serialization")
+    schema = EVENT_ADAPTER.json_schema(mode="serialization")
+    # Serialization schemas mark defaulted fields required (every other field is on the
+    # wire); the optional one is not.
+    for definition in schema.get("$defs", {}).values():
+        required = definition.get("required")
+        if required and OPTIONAL_FIELD in required and "payload" in definition["properties"]:
+            required.remove(OPTIONAL_FIELD)
+    return schema

@@ -78,6 +78,11 @@ class Keys:
     def user_lease(self, uid: str | UUID) -> str:
         return f"{self.user(uid)}:lease"
 
+    def user_version(self, uid: str | UUID) -> str:
+        """The version of the cached user value (its row's `updated_at` in µs): a store
+        writes only a newer one, a purge drops only an older one."""
+        return f"{self.user(uid)}:ver"
+
     def user_list_gen(self) -> str:
         return f"{self.prefix}:user:list:gen"
 
@@ -90,16 +95,17 @@ class Keys:
         """For operators' tools only; the services never SCAN."""
         return f"{self.prefix}:user:list:v*"
 
-    # sessions
-    def session(self, sid_digest: str) -> str:
-        return f"{self.prefix}:session:{{{sid_hash(sid_digest)}}}"
+    # sessions: a record and its owner's index share the owner's hash tag (one slot), so
+    # every session script touches one slot; the record is named by the id's hash only.
+    def session(self, uid: str | UUID, sid_digest: str) -> str:
+        return f"{self.prefix}:session:{{{user_id(uid)}}}:{sid_hash(sid_digest)}"
 
     def user_sessions(self, uid: str | UUID) -> str:
         return f"{self.prefix}:session:user:{{{user_id(uid)}}}"
 
     def session_pattern(self) -> str:
         """Every session record (not the user indexes): for the sampled `active` gauge only."""
-        return f"{self.prefix}:session:{{*}}"
+        return f"{self.prefix}:session:{{*}}:*"
 
     # rate limiting and locks
     def ratelimit(self, policy: str, identifier: str) -> str:
@@ -111,6 +117,14 @@ class Keys:
 
     def lock_fence(self, resource: str) -> str:
         return f"{self.lock(resource)}:fence"
+
+    def lock_fence_seen(self, resource: str) -> str:
+        """The highest fence a fenced write of the resource was accepted with (no TTL)."""
+        return f"{self.lock_fence(resource)}:seen"
+
+    def lock_data(self, resource: str, name: str) -> str:
+        """A value only the resource's current lock holder writes (`shared.lock.FencedStore`)."""
+        return f"{self.lock(resource)}:data:{token(name, 'name')}"
 
     # streams and channels
     def user_events(self) -> str:

@@ -1,7 +1,9 @@
 """Logging set up once per process: JSON lines in production, readable lines in development.
 
 `request_id` and `event_id` live in context variables; a filter puts them on every record,
-so each line of one request or one event can be found together.
+so each line of one request or one event can be found together. While a span is current
+(tracing on: `shared.tracing`), its `trace_id` and `span_id` go on the record too, so a line
+leads to its trace and a trace to its lines.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from datetime import UTC, datetime
 from typing import Final
 
 import orjson
+
+from shared.tracing import current_ids
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 event_id: ContextVar[str | None] = ContextVar("event_id", default=None)
@@ -29,6 +33,8 @@ class _ContextFilter(logging.Filter):
         record.service = self.service
         record.request_id = request_id.get()
         record.event_id = event_id.get()
+        ids = current_ids()
+        record.trace_id, record.span_id = ids if ids is not None else (None, None)
         return True
 
 
@@ -57,7 +63,7 @@ class ConsoleFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ids = [
             f"{k}={getattr(record, k)}"
-            for k in ("request_id", "event_id")
+            for k in ("request_id", "event_id", "trace_id", "span_id")
             if getattr(record, k, None)
         ]
         record.ids = f" [{' '.join(ids)}]" if ids else ""

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared.connections import UNAVAILABLE_ERRORS
+from shared.connections import UNAVAILABLE_ERRORS, RedisClient, pubsub_client
 from shared.tasks import Backoff, raise_if_cancelling
 
 logger = logging.getLogger(__name__)
@@ -142,13 +142,22 @@ class NearCache:
 class PurgeSubscriber:
     """Feeds a `NearCache` from the purge channel; reconnects with backoff, forever."""
 
-    def __init__(self, redis: Redis, channel: str, near: NearCache, poll: float = 1.0) -> None:
+    def __init__(
+        self, redis: RedisClient, channel: str, near: NearCache, poll: float = 1.0
+    ) -> None:
         self.redis = redis
         self.channel = channel
         self.near = near
         self.poll = poll
         self.subscriptions = 0  # confirmed (re)subscriptions, for health and tests
         self._backoff = Backoff(_RETRY_FIRST, _RETRY_CAP)
+        self._node: str | None = None  # host:port subscribed to
+        self._failed: str | None = None  # the node whose subscription just broke
+
+    @property
+    def node(self) -> str | None:
+        """`host:port` of the server (on a cluster: the node) subscribed to, once known."""
+        return self._node
 
     async def run(self) -> None:
         self._backoff.reset()
@@ -158,16 +167,35 @@ class PurgeSubscriber:
             except _REDIS_ERRORS as exc:
                 raise_if_cancelling()
                 logger.warning("purge subscription lost (%s); near cache off", type(exc).__name__)
+                self._failed = self._node
             self.near.clear(live=False)
             await self._backoff.wait()
 
     async def _listen(self) -> None:
-        async with self.redis.pubsub() as pubsub:
+        # On a cluster: one node's connection, another node after a failure (the purge
+        # channel is broadcast to every node); a topology change clears the near cache
+        # through the resubscription, like any reconnect.
+        async with pubsub_client(self.redis, skip=self._failed) as client:
+            kwargs = client.connection_pool.connection_kwargs
+            self._node = f"{kwargs.get('host')}:{kwargs.get('port')}"
+            # A failover elsewhere in a cluster can lose notices published to the dead
+            # primary: the cluster's config epoch moves, and the near cache is dropped.
+            epoch = await _cluster_epoch(client) if client is not self.redis else None
+            await self._subscribed(client, epoch)
+
+    async def _subscribed(self, client: Redis, epoch: int | None) -> None:
+        async with client.pubsub() as pubsub:
             await pubsub.subscribe(self.channel)
             while True:
                 message = await pubsub.get_message(timeout=self.poll)
                 if message is not None:
                     self._handle(message)
+                elif epoch is not None and (now := await _cluster_epoch(client)) != epoch:
+                    logger.info(
+                        "cluster topology changed (epoch %d -> %d): near cache dropped", epoch, now
+                    )
+                    epoch = now
+                    self.near.clear(live=True)
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -182,3 +210,13 @@ class PurgeSubscriber:
                 self.near.drop(PurgeNotice.decode(message["data"]).keys)
             except ValueError:
                 logger.warning("ignored a malformed purge message on %s", self.channel)
+
+
+async def _cluster_epoch(node: Redis) -> int:
+    """The cluster's current config epoch, as one node sees it (bumped by every failover)."""
+    info = await node.execute_command("CLUSTER", "INFO")  # type: ignore[no-untyped-call]  # unannotated in redis-py
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    for line in text.splitlines():
+        if line.startswith("cluster_current_epoch:"):
+            return int(line.split(":", 1)[1])
+    return 0

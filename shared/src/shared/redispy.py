@@ -4,7 +4,9 @@ The auto-pipeline (`shared.autopipeline`, `shared.pipelink`, `shared.clusterpipe
 a connection's socket with its own protocol, so it needs things redis-py does not publish:
 the connection's stream writer, its reply-error parser, a connect that tries once (and asks
 the sentinels where the master is now), and on a cluster the client's slot map, its MOVED
-patch, and a connection of a node's own. They are reached only through the functions here.
+patch, and a connection of a node's own; writes that wait for a replica
+(`shared.replication`) need a batch written to one node's connection. They are reached only
+through the functions here.
 `tests/unit/test_redispy_internals.py` checks each against the installed redis-py and fails
 naming the internal that moved, so an upgrade outside the tested range
 (`shared/pyproject.toml` pins it) is caught before it breaks a hot path.
@@ -14,10 +16,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from redis.asyncio import ConnectionPool, RedisCluster
-from redis.asyncio.cluster import ClusterNode, NodesManager
+from redis.asyncio.cluster import ClusterNode, NodesManager, PipelineCommand
 from redis.asyncio.connection import AbstractConnection, Connection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import SentinelManagedConnection
@@ -25,6 +27,7 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot as _key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MovedError
+from redis.typing import EncodableT
 
 # The redis-py releases this adapter is tested with (shared/pyproject.toml says the same).
 TESTED_RANGE: Final = ((8, 1), (8, 2))  # >= 8.1, < 8.2
@@ -74,7 +77,7 @@ def error_parser(connection: AbstractConnection) -> Callable[[str], Exception]:
     return parse
 
 
-# --- Redis Cluster
+# --- The cluster auto-pipeline (`shared.clusterpipeline`): the slot map, a node's own link
 
 
 def slot_map(cluster: RedisCluster) -> NodesManager:
@@ -88,12 +91,6 @@ def slot_primary(slot_map: NodesManager, slot: int) -> ClusterNode | None:
     None before the map is read, or for a slot it has no owner for."""
     nodes = slot_map.slots_cache.get(slot)
     return nodes[0] if nodes else None
-
-
-async def follow_moved(slot_map: NodesManager, moved: MovedError) -> None:
-    """Patch the map with a MOVED reply's new owner (`NodesManager.move_slot`, what redis-py
-    itself does on MOVED), so the client and the caller agree."""
-    await slot_map.move_slot(moved)
 
 
 def node_connection(node: ClusterNode) -> Connection:
@@ -116,3 +113,35 @@ def forget_node_connection(node: ClusterNode, connection: Connection) -> None:
     if connection in node._connections:
         node._connections.remove(connection)
         node.max_connections -= 1
+
+
+# --- One connection of one cluster node (for `shared.replication`) -------------------------
+# (`follow_moved` serves the cluster auto-pipeline too.)
+#
+# Writes that wait for a replica need two more internals on a cluster: a batch written to one
+# connection of one node, and the slot map patched from a `MOVED`.
+#
+# `WAIT` answers for the writes made on its own connection, so a write that must reach a
+# replica is followed by `WAIT` on the same connection. A standalone or Sentinel client does
+# that with a public pipeline. redis-py's cluster client cannot: a keyless command in a
+# cluster pipeline goes to a random node, and when the pipeline retries after an error it
+# forgets the node each command was pinned to. These two functions reach one node directly.
+
+
+async def send_together(node: ClusterNode, *commands: tuple[EncodableT, ...]) -> list[Any]:
+    """Write `commands` to one connection of `node` in one go and read their replies in
+    order; an error reply comes back as its exception (`NoScriptError`, `MovedError`, ...).
+
+    Raises what connecting or writing raises (then nothing was read, and the caller cannot
+    know whether the server ran any of it: it may have). `ClusterNode.execute_pipeline` is
+    the node's own batch primitive: it applies the node's reply callbacks and returns the
+    connection to the node's pool.
+    """
+    batch = [PipelineCommand(position, *args) for position, args in enumerate(commands)]
+    _ = await node.execute_pipeline(batch)  # True when a reply is an error: we read each
+    return [command.result for command in batch]
+
+
+async def follow_moved(client: RedisCluster, error: MovedError) -> None:
+    """Patch the client's slot map from a `MOVED` reply, as its own command path does."""
+    await client.nodes_manager.move_slot(error)

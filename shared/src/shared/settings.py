@@ -361,6 +361,22 @@ class StreamSettings(CommonSettings):
     dlq_max_entry_bytes: int = Field(65_536, ge=1024)
 
 
+def check_replica_wait(value: float, info: ValidationInfo) -> float:
+    """A `*_REPLICA_WAIT` that was set must be shorter than REDIS_READ_TIMEOUT: WAIT's answer
+    is a reply like any other, and the socket's timeout must outlast it."""
+    read_timeout = info.data.get("redis_read_timeout")
+    if read_timeout is not None and value >= read_timeout:
+        raise ValueError(f"must be shorter than REDIS_READ_TIMEOUT ({read_timeout:g}s)")
+    return value
+
+
+def replica_wait_ms(wait: float, read_timeout: float) -> int:
+    """A `*_REPLICA_WAIT` in ms; an unset default gives way to a shorter read timeout."""
+    if wait >= read_timeout:  # the default only: a value that was set was checked
+        wait = read_timeout / 2
+    return round(wait * 1000)
+
+
 def check_http_url(value: str) -> str:
     """An `http://` or `https://` URL without its trailing slash, or `ValueError`."""
     _check_url(value, {"http", "https"})

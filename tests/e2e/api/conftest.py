@@ -9,75 +9,38 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from devtools.redis_server import free_port
+from devtools.launcher import Launcher, ServiceProcess
 
-from ..session.processes import wait_healthy
-
-VENV_BIN = Path(sys.executable).parent
-
-
-@dataclass
-class ApiProcess:
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+ApiProcess = ServiceProcess
+# As `make run` starts it: uvicorn must not rewrite the peer from X-Forwarded-For.
+OPTIONS = ("--no-access-log", "--no-proxy-headers")
 
 
 @pytest.fixture
-def api_env(redis_url: str, database_url: str) -> dict[str, str]:
+def api_env(redis_env: dict[str, str], database_url: str) -> dict[str, str]:
     env = {
         "PATH": os.environ.get("PATH", ""),
-        "REDIS_URL": redis_url,
+        **redis_env,
         "DATABASE_URL": database_url,
         "KEY_PREFIX": f"e{uuid.uuid4().hex[:10]}",
         "APP_ENV": "test",
         "LOG_FORMAT": "console",
         "LOG_LEVEL": "WARNING",
     }
-    subprocess.run(
-        [str(VENV_BIN / "python"), "-m", "api.migrate"], env=env, check=True, capture_output=True
-    )
+    subprocess.run([sys.executable, "-m", "api.migrate"], env=env, check=True, capture_output=True)
     return env
 
 
 @pytest.fixture
-def start_api(tmp_path: Path) -> Iterator[Callable[..., ApiProcess]]:
-    started: list[ApiProcess] = []
+def start_api(launcher: Launcher) -> Callable[..., ApiProcess]:
+    """`start_api(env, VAR=value, ...)`: an api process, returned once /health answers 200."""
 
     def start(env: dict[str, str], **extra: str) -> ApiProcess:
-        port = free_port()
-        log = tmp_path / f"api-{port}.log"
-        workdir = tempfile.mkdtemp(prefix="api-")
-        args = [
-            str(VENV_BIN / "uvicorn"), "api.main:create_app", "--factory",
-            "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--no-proxy-headers",
-        ]  # fmt: skip
-        with log.open("wb") as sink:
-            process = subprocess.Popen(
-                args, env={**env, **extra}, cwd=workdir, stdout=sink, stderr=subprocess.STDOUT
-            )
-        api = ApiProcess(process, f"http://127.0.0.1:{port}", log)
-        started.append(api)
-        wait_healthy(api.url, api.process, api.log)
-        return api
+        return launcher.start_service("api.main:create_app", {**env, **extra}, options=OPTIONS)
 
-    yield start
-    for api in started:
-        api.stop()
+    return start

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 
 import httpx
 
+from devtools.polling import eventually
 from tests.e2e.session.processes import TOKEN, SessionProcess, start_session
 
 from .conftest import ApiProcess
@@ -18,13 +18,6 @@ __all__ = ["start_session"]
 # with room for a loaded 2-core machine. The near-cache TTL (30 s) is far beyond it, so only
 # the purge can explain a fresh answer inside this bound.
 LAG_BOUND = 2.0
-
-
-def near_hits(metrics: str) -> float:
-    for line in metrics.splitlines():
-        if line.startswith('near_cache_lookups_total{result="hit"}'):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 async def test_a_write_on_one_process_drops_the_near_cache_entry_in_another(
@@ -49,11 +42,12 @@ async def test_a_write_on_one_process_drops_the_near_cache_entry_in_another(
         path = f"/v1/users/{created.json()['id']}"
         for _ in range(3):
             assert (await client.get(f"{reader.url}{path}")).json()["name"] == "Old"
-        assert near_hits((await client.get(f"{reader.url}/metrics")).text) >= 1
+        assert await reader.metric_async("near_cache_lookups_total", result="hit") >= 1
 
         patched = await client.patch(f"{writer.url}{path}", json={"name": "New"}, headers=signed_in)
         assert patched.status_code == 200
-        started = time.monotonic()
-        while (await client.get(f"{reader.url}{path}")).json()["name"] != "New":
-            assert time.monotonic() - started < LAG_BOUND, "the near cache kept the old value"
-            await asyncio.sleep(0.005)
+
+        async def fresh() -> bool:
+            return bool((await client.get(f"{reader.url}{path}")).json()["name"] == "New")
+
+        await eventually(fresh, "the reader answers the new name", within=LAG_BOUND, every=0.005)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -16,13 +17,13 @@ import httpx
 import orjson
 from redis.asyncio import Redis
 
+from devtools.polling import eventually
 from devtools.redis_server import RedisServer
 from shared.keys import Keys
 from shared.streams import list_letters
-from tests.e2e.invalidator.conftest import VENV_BIN, StartInvalidator
+from tests.e2e.invalidator.conftest import StartInvalidator
 from tests.integration.streams.support import (
     equals,
-    eventually,
     pending_count,
     publish,
     publish_raw,
@@ -30,6 +31,7 @@ from tests.integration.streams.support import (
 )
 
 GROUP = "invalidator"
+PLATFORMCTL = str(Path(sys.executable).with_name("platformctl"))
 
 
 async def _cached(redis: Redis, keys: Keys, users: list[uuid.UUID]) -> int:
@@ -67,26 +69,28 @@ async def test_an_event_published_before_the_first_start_is_purged_and_announced
     await publish(redis, keys.user_events(), event)  # no group exists yet
 
     invalidator = start_invalidator()
-    health = await invalidator.wait_healthy()
+    health = await invalidator.wait_healthy_async()
     assert health["status"] == "ok"
-    await eventually(lambda: equals(_cached(redis, keys, [uid]), 0))
+    await eventually(lambda: equals(_cached(redis, keys, [uid]), 0), "the user's keys purged")
     assert await redis.get(keys.user_list_gen()) == b"1"
-    await eventually(lambda: equals(pending_count(redis, keys.user_events(), GROUP), 0))
-    notice = None
-    for _ in range(100):
-        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
-        if message is not None:
-            notice = orjson.loads(message["data"])
-            break
+    await eventually(
+        lambda: equals(pending_count(redis, keys.user_events(), GROUP), 0), "nothing pending"
+    )
+    message = await eventually(
+        lambda: pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1),
+        "the purge notice",
+        every=0,  # get_message waits up to 0.1 s itself
+    )
+    notice = orjson.loads(message["data"])
     await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
     assert notice == {
         "keys": [keys.user(uid), keys.user_lease(uid)],
         "generation": 1,
         "event_id": str(event.id),
     }
-    lag_count = await invalidator.metric("invalidation_lag_seconds_count")
+    lag_count = await invalidator.metric_async("invalidation_lag_seconds_count")
     assert lag_count == 1
-    handled = await invalidator.metric(
+    handled = await invalidator.metric_async(
         "stream_events_handled_total", group=GROUP, type="user.password_changed"
     )
     assert handled == 1
@@ -113,7 +117,7 @@ async def test_sigkill_midway_then_restart_purges_everything_and_leaves_nothing_
     async def read_some() -> bool:
         return int((await _group(redis, stream)).get("entries-read") or 0) >= 1500
 
-    await eventually(read_some, within=30, every=0.002)
+    await eventually(read_some, "1500 entries read", within=30, every=0.002)
     first.kill()
     read_at_kill = int((await _group(redis, stream))["entries-read"])
     assert read_at_kill < len(users), "the kill must land before the drain finished"
@@ -122,14 +126,14 @@ async def test_sigkill_midway_then_restart_purges_everything_and_leaves_nothing_
     name = consumers[0]["name"].decode()
 
     second = start_invalidator(**env)
-    health = await second.wait_healthy()
+    health = await second.wait_healthy_async()
     assert health["consumer"] == name  # the persisted slot gives the same consumer back
 
     async def drained() -> bool:
         group = await _group(redis, stream)
         return group["pending"] == 0 and int(group["entries-read"]) == len(users)
 
-    await eventually(drained, within=60)
+    await eventually(drained, "every entry read and acked", within=60)
     assert await _cached(redis, keys, users) == 0
     assert await pending_count(redis, stream, GROUP) == 0
     assert await redis.xlen(keys.dead_letters()) == 0
@@ -144,13 +148,15 @@ async def test_two_processes_split_the_work_and_a_dead_ones_entries_are_claimed(
     env = {"stream_claim_idle": "1s", "stream_block": "10s"}
     a = start_invalidator(consumer_name="a", **env)
     b = start_invalidator(consumer_name="b", **env)
-    await a.wait_healthy()
-    await b.wait_healthy()
+    await a.wait_healthy_async()
+    await b.wait_healthy_async()
     for _ in range(200):  # one at a time: each XADD wakes the longest-waiting reader
         await publish(redis, stream, user_event("user.updated"))
-    await eventually(lambda: equals(_group_read_and_acked(redis, stream), (200, 0)))
-    by_a = await a.metric("stream_events_handled_total", group=GROUP, type="user.updated")
-    by_b = await b.metric("stream_events_handled_total", group=GROUP, type="user.updated")
+    await eventually(
+        lambda: equals(_group_read_and_acked(redis, stream), (200, 0)), "200 read, none pending"
+    )
+    by_a = await a.metric_async("stream_events_handled_total", group=GROUP, type="user.updated")
+    by_b = await b.metric_async("stream_events_handled_total", group=GROUP, type="user.updated")
     assert by_a > 0
     assert by_b > 0
     assert by_a + by_b == 200
@@ -165,16 +171,18 @@ async def test_two_processes_split_the_work_and_a_dead_ones_entries_are_claimed(
         summary = await redis.xpending(stream, GROUP)
         return any(c["name"] == b"a" and c["pending"] > 0 for c in summary["consumers"])
 
-    await eventually(a_holds_some, within=10)
+    await eventually(a_holds_some, "the paused consumer holds entries", within=10)
     a.kill()
     # Only a's entries: b may have entries of its own in flight at this moment.
     summary = await redis.xpending(stream, GROUP)
     stranded = sum(int(c["pending"]) for c in summary["consumers"] if c["name"] == b"a")
     assert stranded > 0
 
-    await eventually(lambda: equals(pending_count(redis, stream, GROUP), 0), within=15)
+    await eventually(
+        lambda: equals(pending_count(redis, stream, GROUP), 0), "nothing pending", within=15
+    )
     assert await _cached(redis, keys, users) == 0
-    assert await b.metric("stream_reclaimed_total", group=GROUP) >= stranded
+    assert await b.metric_async("stream_reclaimed_total", group=GROUP) >= stranded
 
 
 async def _group_read_and_acked(redis: Redis, stream: str) -> tuple[int, int]:
@@ -182,10 +190,12 @@ async def _group_read_and_acked(redis: Redis, stream: str) -> tuple[int, int]:
     return int(group.get("entries-read") or 0), int(group.get("pending", -1))
 
 
-def _platformctl(key_prefix: str, redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "REDIS_URL": redis_url, "KEY_PREFIX": key_prefix, "APP_ENV": "test"}
+def _platformctl(
+    key_prefix: str, redis_env: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **redis_env, "KEY_PREFIX": key_prefix, "APP_ENV": "test"}
     return subprocess.run(
-        [str(Path(VENV_BIN) / "platformctl"), *args],
+        [PLATFORMCTL, *args],
         env=env,
         capture_output=True,
         text=True,
@@ -195,7 +205,7 @@ def _platformctl(key_prefix: str, redis_url: str, *args: str) -> subprocess.Comp
 
 
 async def test_a_persistent_failure_is_dead_lettered_after_n_deliveries_then_replayed(
-    redis: Redis, redis_url: str, key_prefix: str, start_invalidator: StartInvalidator
+    redis: Redis, redis_env: dict[str, str], key_prefix: str, start_invalidator: StartInvalidator
 ) -> None:
     keys = Keys(key_prefix)
     stream = keys.user_events()
@@ -203,11 +213,11 @@ async def test_a_persistent_failure_is_dead_lettered_after_n_deliveries_then_rep
     invalidator = start_invalidator(
         stream_max_deliveries="3", stream_claim_idle="200ms", housekeeping_interval="200ms"
     )
-    await invalidator.wait_healthy()
+    await invalidator.wait_healthy_async()
     event = user_event("user.updated")
     await publish(redis, stream, event)
 
-    await eventually(lambda: equals(redis.xlen(keys.dead_letters()), 1), within=15)
+    await eventually(lambda: equals(redis.xlen(keys.dead_letters()), 1), "a letter", within=15)
     [letter] = await list_letters(redis, keys.dead_letters())
     assert letter.meta["reason"] == "handler_failed"
     assert letter.meta["deliveries"] == "3"
@@ -215,25 +225,28 @@ async def test_a_persistent_failure_is_dead_lettered_after_n_deliveries_then_rep
     assert "not an integer" in letter.meta["error"]
     assert orjson.loads(letter.original[b"data"])["id"] == str(event.id)
     assert await pending_count(redis, stream, GROUP) == 0
-    assert await invalidator.metric("stream_dead_lettered_total", reason="handler_failed") == 1
+    assert (
+        await invalidator.metric_async("stream_dead_lettered_total", reason="handler_failed") == 1
+    )
 
     async def gauge() -> float:
-        return await invalidator.metric("stream_dead_letters", group=GROUP)
+        return await invalidator.metric_async("stream_dead_letters", group=GROUP)
 
-    await eventually(lambda: equals(gauge(), 1))  # housekeeping counts the DLQ by group
+    # Housekeeping counts the DLQ by group.
+    await eventually(lambda: equals(gauge(), 1), "stream_dead_letters is 1")
 
     await redis.delete(keys.user_list_gen())  # the cause is fixed
     uid = event.payload.user_id
     await _fill(redis, keys, [uid])
-    replayed = _platformctl(key_prefix, redis_url, "dlq", "replay", letter.id)
+    replayed = _platformctl(key_prefix, redis_env, "dlq", "replay", letter.id)
     assert replayed.returncode == 0, replayed.stderr
-    await eventually(lambda: equals(_cached(redis, keys, [uid]), 0))
-    await eventually(lambda: equals(pending_count(redis, stream, GROUP), 0))
+    await eventually(lambda: equals(_cached(redis, keys, [uid]), 0), "the user's keys purged")
+    await eventually(lambda: equals(pending_count(redis, stream, GROUP), 0), "nothing pending")
     assert await redis.get(keys.user_list_gen()) == b"1"
     assert await redis.xlen(keys.dead_letters()) == 0
     rows: Any = await redis.xrevrange(stream, count=1)
     assert rows[0][1] == {b"data": event.to_json(), b"dlq:for": GROUP.encode()}  # for us alone
-    await eventually(lambda: equals(gauge(), 0))
+    await eventually(lambda: equals(gauge(), 0), "stream_dead_letters is 0")
 
 
 async def test_unparseable_entries_are_dead_lettered_at_once_and_later_ones_are_handled(
@@ -254,9 +267,10 @@ async def test_unparseable_entries_are_dead_lettered_at_once_and_later_ones_are_
     await publish(redis, stream, after)
 
     invalidator = start_invalidator(stream_max_deliveries="5")
-    await invalidator.wait_healthy()
-    await eventually(lambda: equals(_cached(redis, keys, [after.payload.user_id]), 0))
-    await eventually(lambda: equals(pending_count(redis, stream, GROUP), 0))
+    await invalidator.wait_healthy_async()
+    purged = [after.payload.user_id]
+    await eventually(lambda: equals(_cached(redis, keys, purged), 0), "the user's keys purged")
+    await eventually(lambda: equals(pending_count(redis, stream, GROUP), 0), "nothing pending")
     letters = {x.meta["entry_id"]: x for x in await list_letters(redis, keys.dead_letters())}
     assert {name: letters[i].meta["reason"] for name, i in ids.items()} == {
         "malformed": "malformed",
@@ -277,7 +291,7 @@ async def test_started_while_redis_is_down_it_reports_503_then_recovers_by_itsel
 ) -> None:
     server = redis_server_factory()
     server.kill()
-    invalidator = start_invalidator(redis_url=server.url)
+    invalidator = start_invalidator(redis_url=server.url, redis_mode="standalone")
     async with httpx.AsyncClient(timeout=5) as client:
 
         async def answers_503() -> bool:
@@ -286,9 +300,9 @@ async def test_started_while_redis_is_down_it_reports_503_then_recovers_by_itsel
             except httpx.HTTPError:
                 return False  # not listening yet
 
-        await eventually(answers_503, within=20)
+        await eventually(answers_503, "/health answers 503", within=20)
         server.restart()
-        body = await invalidator.wait_healthy()
+        body = await invalidator.wait_healthy_async()
     assert body["status"] == "ok"
     keys = Keys(key_prefix)
     redis = Redis.from_url(server.url)
@@ -296,6 +310,7 @@ async def test_started_while_redis_is_down_it_reports_503_then_recovers_by_itsel
         event = user_event("user.deleted")
         await _fill(redis, keys, [event.payload.user_id])
         await publish(redis, keys.user_events(), event)
-        await eventually(lambda: equals(_cached(redis, keys, [event.payload.user_id]), 0))
+        purged = [event.payload.user_id]
+        await eventually(lambda: equals(_cached(redis, keys, purged), 0), "the keys purged")
     finally:
         await redis.aclose()

@@ -101,13 +101,13 @@ def small_api(api_env: dict[str, str], start_api: Callable[..., ApiProcess]) -> 
 
 
 def test_api_refuses_large_bodies_before_reading_them(small_api: ApiProcess) -> None:
-    _assert_refused(small_api.url, small_api.process.pid, "/v1/users")
-    _assert_refused(small_api.url, small_api.process.pid, "/v1/auth/login")
+    _assert_refused(small_api.url, small_api.pid, "/v1/users")
+    _assert_refused(small_api.url, small_api.pid, "/v1/auth/login")
 
 
 def test_session_service_refuses_large_bodies_before_reading_them(
-    redis_url: str, start_session: Callable[..., SessionProcess]
+    redis_env: dict[str, str], start_session: Callable[..., SessionProcess]
 ) -> None:
-    service = start_session({"REDIS_URL": redis_url, "APP_ENV": "test"})
+    service = start_session({**redis_env, "APP_ENV": "test"})
     auth = f"Authorization: Bearer {TOKEN}\r\n"
-    _assert_refused(service.url, service.process.pid, "/v1/sessions", auth)
+    _assert_refused(service.url, service.pid, "/v1/sessions", auth)

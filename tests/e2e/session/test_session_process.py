@@ -12,9 +12,9 @@ from tests.e2e.session.processes import TOKEN, SessionProcess
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def env(redis_url: str, key_prefix: str) -> dict[str, str]:
+def env(redis_env: dict[str, str], key_prefix: str) -> dict[str, str]:
     return {
-        "REDIS_URL": redis_url,
+        **redis_env,
         "KEY_PREFIX": key_prefix,
         "APP_ENV": "test",
         "LOG_FORMAT": "json",
@@ -23,10 +23,10 @@ def env(redis_url: str, key_prefix: str) -> dict[str, str]:
 
 
 async def test_lifecycle_over_http_and_no_id_in_the_log(
-    redis_url: str, key_prefix: str, start_session: Callable[..., SessionProcess]
+    redis_env: dict[str, str], key_prefix: str, start_session: Callable[..., SessionProcess]
 ) -> None:
     # Access log left on, as a careless deployment would: the ids are in request paths.
-    service = start_session(env(redis_url, key_prefix), access_log=True)
+    service = start_session(env(redis_env, key_prefix), access_log=True)
     user = str(uuid.uuid4())
     async with httpx.AsyncClient(base_url=service.url, headers=AUTH, timeout=5) as http:
         assert (
@@ -50,7 +50,7 @@ async def test_lifecycle_over_http_and_no_id_in_the_log(
         for sid in (ids[0], rotated):
             assert (await http.get(f"/v1/sessions/{sid}")).status_code == 404
     service.stop()
-    log = service.log.read_text()
+    log = service.output()
     assert "revoked 2 sessions" in log  # the service did log while we watched
     for sid in [*ids, rotated]:
         assert sid not in log

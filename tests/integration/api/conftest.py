@@ -6,7 +6,6 @@ each test starts from empty tables, so counts and pages are its own.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -149,17 +148,3 @@ async def api(make_api: ApiFactory) -> AsyncIterator[Api]:
     # Near cache off: these tests look at Redis; the near cache has tests of its own.
     async with make_api(near_cache_size=0) as started:
         yield started
-
-
-async def wait_until(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:  # noqa: ASYNC109 - a polling deadline, not a cancellation scope
-    """Poll an async or sync predicate until it is truthy, or fail at the deadline."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.02)

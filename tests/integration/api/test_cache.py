@@ -138,3 +138,29 @@ async def test_breaker_opens_and_short_circuits(
     assert cache.metrics.value("get", "error") == 2
     assert cache.metrics.value("get", "short_circuit") == 3
     await client.aclose()
+
+
+async def test_versions_only_ever_move_forward(cache: Cache, redis: Redis, keys: Keys) -> None:
+    uid = str(uuid.uuid4())
+    key, lease = keys.user(uid), keys.user_lease(uid)
+
+    async def load_v1() -> dict[str, int]:
+        # A reader loads v1; meanwhile the writer stores v2 (its write-through).
+        assert await cache.put_if_newer(key, lease, b'{"v": 2}', 2, ttl=30)
+        return {"v": 1}
+
+    found = await cache.get_or_set(
+        key, load_v1, ttl=30, lease_key=lease, version_of=lambda d: d["v"]
+    )
+    assert found.value == {"v": 1}  # what the reader loaded is what it answered...
+    assert found.stored is False  # ...but it never went over the newer value
+    assert await cache.get(key) == {"v": 2}  # readers see the data, not the version
+    assert not await cache.put_if_newer(key, lease, b'{"v": 1}', 1, ttl=30)  # older: refused
+    assert not await cache.put_if_newer(key, lease, b'{"v": 2}', 2, ttl=30)  # same: refused
+    assert await cache.put_if_newer(key, lease, b'{"v": 3}', 3, ttl=30)
+    assert await cache.get(key) == {"v": 3}
+    assert 0 < await redis.pttl(key) <= 30_000
+    # The write-through deleted the lease: a reader holding one from before cannot store.
+    await redis.set(lease, b"old-token")
+    assert await cache.put_if_newer(key, lease, b'{"v": 4}', 4, ttl=30)
+    assert await redis.exists(lease) == 0

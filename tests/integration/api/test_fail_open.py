@@ -10,9 +10,10 @@ from collections.abc import Callable
 
 import httpx
 
+from devtools.polling import eventually
 from devtools.redis_server import RedisServer
 
-from .conftest import Api, ApiFactory, public, wait_until
+from .conftest import Api, ApiFactory, public
 
 
 def metric(text: str, line_start: str) -> float:
@@ -60,7 +61,7 @@ async def test_redis_killed_mid_test_reads_from_database_then_recovers(
         assert metric(metrics, 'degraded_decisions_total{operation="user_read"}') >= 20
 
         server.start()
-        await wait_until(lambda: _hits_again(api, path), timeout=10)
+        await eventually(lambda: _hits_again(api, path), "reads hit the cache again")
         assert (await api.client.get(path)).json()["name"] == "Offline"
         assert (await api.client.get("/health")).json()["status"] == "ok"
 

@@ -6,17 +6,18 @@ import uuid
 
 from redis.asyncio import Redis
 
+from devtools.polling import eventually
 from shared.keys import Keys
 from shared.nearcache import PurgeNotice
 
-from .conftest import Api, ApiFactory, public, wait_until
+from .conftest import Api, ApiFactory, public
 
 
 async def _warm_near(api: Api, user_id: str) -> str:
     """GET until the near cache holds the user; its key."""
     key = Keys(api.settings.key_prefix).user(user_id)
     near = api.state.near
-    await wait_until(lambda: near.live)
+    await eventually(lambda: near.live, "the near cache is subscribed")
     for _ in range(2):
         assert (await api.client.get(f"/v1/users/{user_id}")).status_code == 200
     assert near.get(key) is not None
@@ -42,7 +43,7 @@ async def test_purge_on_the_channel_drops_the_entry(make_api: ApiFactory, redis:
         # As the invalidator (or another api instance) publishes it.
         message = PurgeNotice(keys=[key], event_id=uuid.UUID(int=0), generation=7).encode()
         await redis.publish(Keys(api.settings.key_prefix).cache_invalidated(), message)
-        await wait_until(lambda: near.peek(key) is None, timeout=5)
+        await eventually(lambda: near.peek(key) is None, "the entry purged", within=5)
 
 
 async def test_killing_the_subscription_clears_the_near_cache(
@@ -60,7 +61,9 @@ async def test_killing_the_subscription_clears_the_near_cache(
         killed = await redis.client_kill_filter(_type="pubsub")
         assert killed >= 1
         # Resubscribed (redis-py reconnects) and, on the new subscription, cleared everything.
-        await wait_until(lambda: subscriber.subscriptions > subscriptions, timeout=10)
+        await eventually(
+            lambda: subscriber.subscriptions > subscriptions, "subscribed again", within=10
+        )
         assert len(near) == 0
         assert near.live
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from devtools.polling import eventually
 from devtools.redis_server import RedisServer
 
-from .conftest import Api, ApiFactory, wait_until
+from .conftest import Api, ApiFactory
 
 
 def sample(api: Api, name: str, **labels: str) -> float | None:
@@ -19,7 +20,8 @@ async def test_an_unsent_outbox_row_shows_in_the_backlog_gauges_until_it_is_publ
 ) -> None:
     server = redis_server_factory()
     async with make_api(redis_url=server.url, outbox_poll_interval="60s") as api:
-        await wait_until(lambda: sample(api, "outbox_backlog") == 0.0)  # first round measured
+        # The first round measured.
+        await eventually(lambda: sample(api, "outbox_backlog") == 0.0, "outbox_backlog is 0")
         assert sample(api, "outbox_oldest_unsent_age_seconds") == 0.0
 
         server.kill()
@@ -29,7 +31,7 @@ async def test_an_unsent_outbox_row_shows_in_the_backlog_gauges_until_it_is_publ
             age = sample(api, "outbox_oldest_unsent_age_seconds") or 0.0
             return sample(api, "outbox_backlog") == 1.0 and age > 0.0
 
-        await wait_until(stuck, timeout=10)
+        await eventually(stuck, "a backlog of 1 with an age")
 
         server.start()
 
@@ -37,7 +39,7 @@ async def test_an_unsent_outbox_row_shows_in_the_backlog_gauges_until_it_is_publ
             age = sample(api, "outbox_oldest_unsent_age_seconds")
             return sample(api, "outbox_backlog") == 0.0 and age == 0.0
 
-        await wait_until(drained, timeout=15)
+        await eventually(drained, "the backlog drained", within=15)
     assert (sample(api, "outbox_published_total") or 0.0) >= 1.0
 
 

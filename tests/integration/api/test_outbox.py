@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
 from collections.abc import Callable
 
+import pytest
 from redis.asyncio import Redis
-from sqlalchemy import func, select
+from sqlalchemy import select, text
 
 from api.adapters.orm import OutboxRow, UserRow, utcnow
-from api.adapters.repository import UserRepository
-from api.errors import EmailTakenError
+from devtools.polling import eventually
 from devtools.redis_server import RedisServer
-from shared.events import UserCreated, UserCreatedPayload, UserEvent, parse_entry
+from shared.events import parse_entry
 from shared.keys import Keys
 
-from .conftest import Api, ApiFactory, wait_until
+from .conftest import Api, ApiFactory
 
 
 async def stream_ids(redis: Redis, keys: Keys) -> list[str]:
@@ -41,7 +42,9 @@ async def test_relay_publishes_right_after_commit_not_at_the_next_poll(
         await api.create_user()
         keys = Keys(api.settings.key_prefix)
         # The poll is a minute away: only the post-commit wake-up can publish this in time.
-        published = await wait_until(lambda: stream_ids(redis, keys), timeout=5)
+        published = await eventually(
+            lambda: stream_ids(redis, keys), "an event on the stream", within=5
+        )
         assert published == await outbox_ids(api)
 
 
@@ -60,7 +63,7 @@ async def test_events_committed_while_redis_is_down_reach_the_stream_exactly_onc
         before = [await api.create_user(f"Before {i}") for i in range(3)]
         probe = Redis.from_url(server.url)
         try:
-            await wait_until(lambda: _count_is(probe, keys, 3))
+            await eventually(lambda: _count_is(probe, keys, 3), "3 events on the stream")
         finally:
             await probe.aclose()
 
@@ -78,7 +81,9 @@ async def test_events_committed_while_redis_is_down_reach_the_stream_exactly_onc
         server.start()
         probe = Redis.from_url(server.url)
         try:
-            await wait_until(lambda: _count_is(probe, keys, 10), timeout=15)
+            await eventually(
+                lambda: _count_is(probe, keys, 10), "10 events on the stream", within=15
+            )
             published = await stream_ids(probe, keys)
         finally:
             await probe.aclose()
@@ -93,39 +98,41 @@ async def _count_is(redis: Redis, keys: Keys, count: int) -> bool:
     return bool(await redis.xlen(keys.user_events()) == count)
 
 
-async def test_a_rolled_back_write_leaves_no_event(api: Api, redis: Redis) -> None:
-    taken = await api.create_user()
-    service = api.state.users
-    staged: list[UserEvent] = []
-
-    async def racing_insert(repo: UserRepository) -> tuple[UserRow, UserEvent]:
-        # Skips the email check, as a racing writer would: the unique index refuses it at
-        # commit, after the event was staged in the same transaction.
-        row = UserRow(id=uuid.uuid4(), email=taken["email"], name="Dup", password_hash="x")
-        row.created_at = row.updated_at = utcnow()
-        repo.add(row)
-        payload = UserCreatedPayload(user_id=row.id, email=row.email, name=row.name)
-        staged.append(UserCreated(source="api", payload=payload))
-        return row, staged[-1]
-
-    try:
-        await service._write(racing_insert)
-    except EmailTakenError:
-        pass
-    else:
-        raise AssertionError("the duplicate email was committed")
-    conflict = await api.client.post(
-        "/v1/users", json={"email": taken["email"], "name": "Again", "password": "password1"}
+async def _an_insert_waits_on_a_lock(api: Api) -> bool:
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO users%'"
     )
-    assert conflict.status_code == 409
+    async with api.state.db() as session:
+        return bool((await session.execute(query)).scalar_one())
+
+
+async def test_a_rolled_back_write_leaves_no_event(api: Api, redis: Redis) -> None:
+    # A racing writer holds the new email in a transaction it has not committed: the api's
+    # email check cannot see it, so the api stages its row and its event, and its INSERT waits
+    # on the unique index. Once the racer commits, the index refuses the api's row, and the
+    # whole transaction, the event with it, rolls back.
+    if api.state.engine.dialect.name != "postgresql":
+        pytest.skip("the api's INSERT waiting on another transaction's key is PostgreSQL's")
+    await api.create_user()  # one event that is committed, for the relay to publish
+    email = f"{uuid.uuid4().hex}@example.com"
+    body = {"email": email, "name": "Dup", "password": "password1"}
+    async with api.state.db() as racer, racer.begin():
+        row = UserRow(id=uuid.uuid4(), email=email, name="Racer", password_hash="x")
+        row.created_at = row.updated_at = utcnow()
+        racer.add(row)
+        await racer.flush()
+        attempt = asyncio.create_task(api.client.post("/v1/users", json=body))
+        await eventually(
+            lambda: _an_insert_waits_on_a_lock(api), "the api's INSERT waits on the racer's key"
+        )
+    refused = await attempt  # the racer has committed: the unique index decides
+    assert refused.status_code == 409, refused.text
 
     keys = Keys(api.settings.key_prefix)
-    await wait_until(lambda: stream_ids(redis, keys))  # the first user's event, at least
-    assert str(staged[0].id) not in await outbox_ids(api)
-    assert str(staged[0].id) not in await stream_ids(redis, keys)
-    async with service.db() as session:
-        rows = (await session.execute(select(func.count()).select_from(OutboxRow))).scalar_one()
-    assert rows == 1
+    published = await eventually(lambda: stream_ids(redis, keys), "the first user's event")
+    assert await outbox_ids(api) == published  # the refused write staged nothing that stayed
+    assert len(published) == 1
 
 
 async def test_two_relays_publish_each_row_once(make_api: ApiFactory, redis: Redis) -> None:
@@ -134,7 +141,7 @@ async def test_two_relays_publish_each_row_once(make_api: ApiFactory, redis: Red
             target = first if i % 2 else second
             await target.create_user(f"U{i}")
         keys = Keys(first.settings.key_prefix)
-        await wait_until(lambda: _count_is(redis, keys, 20), timeout=10)
+        await eventually(lambda: _count_is(redis, keys, 20), "20 events on the stream")
         first.state.relay.notify()
         second.state.relay.notify()
         published = await stream_ids(redis, keys)

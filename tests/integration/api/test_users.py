@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 import orjson
 import pytest
 from redis.asyncio import Redis
 
+from devtools.polling import eventually
+from shared.cache import unversioned
 from shared.events import parse_entry
 from shared.keys import Keys
 
-from .conftest import Api, ApiFactory, public, wait_until
+from .conftest import Api, ApiFactory, public
 
 
 async def stream_events(redis: Redis, keys: Keys) -> list[Any]:
@@ -58,11 +61,11 @@ async def test_patch_then_get_returns_new_value_and_event_is_on_stream(
         assert patched.json()["name"] == "After"
         again = await api.client.get(f"/v1/users/{user['id']}")
         assert again.json()["name"] == "After"
-        assert again.headers["x-cache"] == "MISS"
+        assert again.headers["x-cache"] == "HIT"  # written through, not purged
 
         keys = Keys(api.settings.key_prefix)
-        events = await wait_until(
-            lambda: _events_when(redis, keys, lambda e: len(e) == 2), timeout=10
+        events = await eventually(
+            lambda: _events_when(redis, keys, lambda e: len(e) == 2), "two events on the stream"
         )
         created, updated = events
         assert created.type == "user.created"
@@ -71,6 +74,9 @@ async def test_patch_then_get_returns_new_value_and_event_is_on_stream(
         assert updated.type == "user.updated"
         assert str(updated.payload.user_id) == user["id"]
         assert updated.payload.changed == ("name",)
+        assert updated.payload.version == round(
+            datetime.fromisoformat(again.json()["updated_at"]).timestamp() * 1_000_000
+        )
         assert updated.source == "api"
 
 
@@ -124,8 +130,8 @@ async def test_cached_value_has_a_ttl(api: Api, redis: Redis) -> None:
     ttl_ms = await redis.pttl(Keys(api.settings.key_prefix).user(user["id"]))
     assert 0 < ttl_ms <= api.settings.user_cache_ttl * 1000
     raw = await redis.get(Keys(api.settings.key_prefix).user(user["id"]))
-    assert raw is not None
-    stored = orjson.loads(raw)
+    assert isinstance(raw, bytes)
+    stored = orjson.loads(unversioned(raw))
     assert stored == public(user)
 
 

@@ -20,6 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from devtools.polling import eventually
 from devtools.redis_server import RedisServer
 from shared.autopipeline import AutoPipeline, auto_pipeline
 
@@ -105,14 +106,25 @@ async def test_batches_are_bounded(server: RedisServer) -> None:
     assert pipeline.batches >= 6  # 1 alone + ceil(20 / 4)
 
 
-async def test_a_command_cancelled_before_its_batch_is_not_sent(server: RedisServer) -> None:
+@pytest.mark.parametrize("connected", [False, True], ids=["connecting", "connected"])
+async def test_a_command_cancelled_before_its_batch_is_not_sent(
+    server: RedisServer, connected: bool
+) -> None:
     redis = Redis.from_url(server.url)
     try:
         pipeline = AutoPipeline(redis)
+        if connected:
+            assert await pipeline.execute("PING") == b"PONG"
+        sent = pipeline.commands
         first = asyncio.create_task(pipeline.execute("INCR", "c"))
         second = asyncio.create_task(pipeline.execute("INCR", "c"))
         third = asyncio.create_task(pipeline.execute("INCR", "c"))
-        await asyncio.sleep(0)  # `first` is on the wire; the other two wait for it
+        # Not a wait for time: one turn of the loop, in which each task runs to its first
+        # suspension (no reply can arrive before the next turn). Connected, `first` is on the
+        # wire and the other two are queued behind it; connecting, all three wait for the
+        # connection.
+        await asyncio.sleep(0)
+        assert pipeline.commands == sent + (1 if connected else 0)
         second.cancel()
         assert await first == 1
         assert await third == 2
@@ -188,10 +200,11 @@ async def test_the_watchdog_does_not_fire_on_a_busy_healthy_connection(
     try:
         pipeline = auto_pipeline(redis)
         deadline, done = time.monotonic() + 0.6, 0
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline:  # not polling: commands for 0.6 s
             assert await pipeline.execute("INCR", "n") == done + 1
             done += 1
-        await asyncio.sleep(0.3)  # idle past the timeout: nothing pending, nothing fails
+        # not a wait: idle past the timeout; with nothing pending, nothing fails
+        await asyncio.sleep(0.3)
         assert await pipeline.execute("INCR", "n") == done + 1
     finally:
         await redis.aclose()
@@ -203,7 +216,8 @@ async def test_a_connection_killed_while_idle_is_replaced(server: RedisServer) -
         pipeline = auto_pipeline(redis)
         await pipeline.execute("CLIENT", "SETNAME", "autopipeline")
         assert await admin.client_kill_filter(_type=None, skipme=True) >= 1  # not admin
-        await asyncio.sleep(0.05)  # the close reaches the client
+        # Round trips on another connection let the loop read the close on the idle one.
+        await eventually(lambda: _gone(admin, "autopipeline"), "the server closed it")
         assert await pipeline.execute("SET", "k", "v") == b"OK"
         assert await pipeline.execute("GET", "k") == b"v"
     finally:
@@ -211,12 +225,15 @@ async def test_a_connection_killed_while_idle_is_replaced(server: RedisServer) -
         await admin.aclose()
 
 
+async def _gone(admin: Redis, name: str) -> bool:
+    return name not in [c.get("name") for c in await admin.client_list()]
+
+
 async def _blocked_in_blpop(admin: Redis) -> None:
-    for _ in range(500):  # at most ~5 s
-        if any(c.get("cmd") == "blpop" for c in await admin.client_list()):
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("no client is blocked in BLPOP")
+    async def blocked() -> bool:
+        return any(c.get("cmd") == "blpop" for c in await admin.client_list())
+
+    await eventually(blocked, "a client blocked in BLPOP", within=5, every=0.01)
 
 
 async def test_a_connection_killed_mid_command_fails_it_and_heals(server: RedisServer) -> None:
@@ -274,8 +291,7 @@ async def test_closing_the_client_closes_the_dedicated_connection(server: RedisS
         names = [c.get("name") for c in await admin.client_list()]
         assert "dedicated" in names
         await asyncio.wait_for(redis.aclose(), timeout=5)  # and does not hang on it
-        await asyncio.sleep(0.05)
-        assert "dedicated" not in [c.get("name") for c in await admin.client_list()]
+        await eventually(lambda: _gone(admin, "dedicated"), "the dedicated connection closed")
     finally:
         await admin.aclose()
 

@@ -9,9 +9,11 @@ import time
 import pytest
 from redis.asyncio import Redis
 
+from shared.connections import RedisClient
 from shared.errors import LockLostError, LockNotAcquiredError
 from shared.keys import Keys
 from shared.lock import lock
+from shared.replication import Replication, ReplicaWait
 
 FAST = (0.001, 0.01)  # short backoff: 20 contenders must not spend the test asleep
 
@@ -78,8 +80,9 @@ async def test_holder_frozen_past_its_ttl_is_cancelled_when_it_wakes(
         async with lock(redis, keys, "frozen", ttl=0.2) as held:
             try:
                 # Simulates a stop-the-world pause (GC, VM steal): loop and renewal freeze.
-                time.sleep(0.4)  # noqa: ASYNC251 - the pause is the point of this test
-                await asyncio.sleep(5)
+                # not a wait: the pause is the point of this test
+                time.sleep(0.4)  # noqa: ASYNC251
+                await asyncio.sleep(5)  # not a wait: held until the lost lease cancels it
                 reached_after_pause = True
             finally:
                 lost.append(held.lost)
@@ -96,7 +99,7 @@ async def test_renewal_keeps_a_long_holder_safe(redis: Redis, keys: Keys) -> Non
 
     async def contender(stop: asyncio.Event) -> None:
         nonlocal contender_got_it
-        while not stop.is_set():
+        while not stop.is_set():  # not polling: contends until told to stop
             try:
                 async with lock(redis, keys, "long", ttl=0.3, timeout=0):
                     contender_got_it = True
@@ -106,7 +109,8 @@ async def test_renewal_keeps_a_long_holder_safe(redis: Redis, keys: Keys) -> Non
     stop = asyncio.Event()
     async with lock(redis, keys, "long", ttl=0.3) as held:
         task = asyncio.create_task(contender(stop))
-        await asyncio.sleep(1.2)  # four TTLs: without renewal the contender would win
+        # not a wait: four TTLs pass; without renewal the contender would win
+        await asyncio.sleep(1.2)
         stop.set()
         assert not held.lost
         assert await redis.get(keys.lock("long")) == held.token.encode()
@@ -121,7 +125,7 @@ async def test_fencing_numbers_strictly_increase(redis: Redis, keys: Keys) -> No
         for _ in range(10):
             async with lock(redis, keys, "fence", ttl=5.0, backoff=FAST) as held:
                 seen.append(held.fence)
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # yield while holding: others must wait
 
     await asyncio.gather(*(worker() for _ in range(5)))
     assert len(seen) == 50
@@ -149,7 +153,7 @@ async def test_cancelled_holder_releases_and_stays_cancelled(redis: Redis, keys:
     async def holder() -> None:
         async with lock(redis, keys, "cancel", ttl=5.0):
             inside.set()
-            await asyncio.sleep(10)
+            await asyncio.sleep(10)  # not a wait: held until cancelled
 
     task = asyncio.create_task(holder())
     await asyncio.wait_for(inside.wait(), timeout=5)
@@ -170,3 +174,22 @@ async def test_acquisition_times_out_with_backoff(redis: Redis, keys: Keys) -> N
     assert 0.1 <= elapsed < 0.6
     fence_before = int(await redis.get(keys.lock_fence("busy")) or 0)
     assert fence_before == 1  # failed attempts take no fence number
+
+
+async def test_with_a_replica_wait_a_lock_still_excludes_and_says_what_it_knows(
+    redis: RedisClient, keys: Keys
+) -> None:
+    # Where there is nothing to wait for (a lone server) or a replica confirms (the cluster
+    # and Sentinel runs), a lock with `replicas` behaves as one without; the failover cases
+    # are in test_failover.py.
+    replicas = ReplicaWait(redis, 500)
+    async with lock(redis, keys, "waited", ttl=5.0, replicas=replicas) as held:
+        assert held.replication in {Replication.NO_REPLICA, Replication.CONFIRMED}
+        with pytest.raises(LockNotAcquiredError, match="held elsewhere"):
+            async with lock(redis, keys, "waited", timeout=0.05, replicas=replicas):
+                pytest.fail("acquired a lock that is held")
+    async with lock(redis, keys, "waited", ttl=5.0, replicas=ReplicaWait(redis, 0)) as off:
+        assert off.replication is Replication.OFF
+        assert off.fence == held.fence + 1
+    async with lock(redis, keys, "waited", ttl=5.0) as plain:
+        assert plain.replication is Replication.OFF

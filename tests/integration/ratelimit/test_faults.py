@@ -4,7 +4,6 @@ Redis is back."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import statistics
@@ -15,6 +14,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from devtools.polling import eventually
 from devtools.redis_server import RedisServer
 from devtools.settings import StackSettings
 from shared.connections import make_redis
@@ -54,14 +54,13 @@ async def _timed(call: Callable[[], Awaitable[httpx.Response]]) -> tuple[httpx.R
 
 async def _await_recovery(app: Limited) -> httpx.Response:
     """The first response decided by Redis again (the guard left its fallback)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    async def decided_by_redis() -> httpx.Response | None:
         response = await app.client.get("/v1/ping")
         assert app.state.guard is not None
-        if not app.state.guard.in_fallback:
-            return response
-        await asyncio.sleep(0.05)
-    pytest.fail("the limiter did not recover within 10 s")
+        return None if app.state.guard.in_fallback else response
+
+    return await eventually(decided_by_redis, "the limiter recovers", every=0.05)
 
 
 def _fallback_active(app: Limited) -> float | None:

@@ -11,6 +11,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from devtools.polling import eventually
 from devtools.redis_server import RedisServer
 from shared.keys import Keys
 from shared.limiter import Policy, RateLimiter
@@ -57,7 +58,7 @@ async def test_checks_keep_working_across_script_flush(
 
     async def flusher() -> int:
         flushes = 0
-        while not stop.is_set():
+        while not stop.is_set():  # not polling: flushes until the checks are done
             await redis.script_flush()
             flushes += 1
             await asyncio.sleep(0.002)
@@ -99,12 +100,12 @@ async def test_checks_resume_after_a_redis_restart(
 
 async def _first_answer(limiter: RateLimiter, policy: Policy) -> Any:
     # The pool's old sockets died with the server: redis-py reconnects on the next call.
-    for _ in range(50):
-        try:
-            return await limiter.check(policy, "r")
-        except RedisConnectionError:
-            await asyncio.sleep(0.05)
-    pytest.fail("the limiter never answered after the restart")
+    return await eventually(
+        lambda: limiter.check(policy, "r"),
+        "the limiter answers after the restart",
+        every=0.05,
+        ignoring=(RedisConnectionError,),
+    )
 
 
 async def test_sliding_window_state_expires_at_the_end_of_the_next_window(
@@ -117,15 +118,16 @@ async def test_sliding_window_state_expires_at_the_end_of_the_next_window(
     policy = Policy("ttl", limit=1000, period=0.2)
     key = keys.ratelimit("ttl", "t")
     seen: dict[int, set[int]] = {}
-    deadline = asyncio.get_running_loop().time() + 5
-    while len(seen) < 3 and asyncio.get_running_loop().time() < deadline:
+
+    async def three_windows() -> bool:
         assert (await limiter.check(policy, "t")).allowed
         state, expires_at = await asyncio.gather(redis.get(key), redis.pexpiretime(key))
         assert isinstance(state, bytes)
         index = int(struct.unpack(">ddd", state)[0])
         seen.setdefault(index, set()).add(int(expires_at))
-        await asyncio.sleep(0.01)
-    assert len(seen) >= 3, "the checks did not span three windows"
+        return len(seen) >= 3
+
+    await eventually(three_windows, "checks spanning three windows", within=5, every=0.01)
     for index, expiries in seen.items():
         assert len(expiries) == 1, expiries  # one expiry per window, kept by later admissions
         # The server's command clock may differ from TIME in the script by a millisecond.
@@ -146,7 +148,7 @@ async def test_gcra_state_lives_until_its_tat_and_its_expiry_is_rarely_rewritten
     checks = 0
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 0.7
-    while loop.time() < deadline:
+    while loop.time() < deadline:  # not polling: steady traffic for 0.7 s
         assert (await limiter.check(policy, "t")).allowed
         checks += 1
         state, expires_at = await asyncio.gather(redis.get(key), redis.pexpiretime(key))

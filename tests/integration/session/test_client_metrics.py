@@ -23,7 +23,7 @@ from session_service.main import create_app
 
 from .conftest import SettingsFactory
 
-UNKNOWN_ID = "A" * 43  # well formed, never issued
+UNKNOWN_ID = uuid.uuid4().hex + "A" * 43  # well formed, never issued
 
 
 @pytest.fixture

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -11,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from redis.asyncio import Redis
 
+from devtools.polling import eventually
 from shared.events import (
     UserCreated,
     UserCreatedPayload,
@@ -28,10 +27,7 @@ LAG_BOUND = 5.0  # seconds; the consumer blocks 100 ms per read in these tests
 
 
 async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + LAG_BOUND
-    while not await check():
-        assert time.monotonic() < deadline, f"not within {LAG_BOUND}s: {what}"
-        await asyncio.sleep(0.02)
+    await eventually(check, what, within=LAG_BOUND)
 
 
 async def publish(redis: Redis, key_prefix: str, event: UserEvent) -> None:

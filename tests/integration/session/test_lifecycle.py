@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from datetime import datetime
 
 import httpx
 from redis.asyncio import Redis
 
+from devtools.polling import eventually
 from shared.events import SessionCreated, SessionDestroyed, parse_entry
 from shared.keys import Keys
 from tests.integration.session.conftest import SettingsFactory, serve
@@ -42,7 +42,7 @@ async def test_lifecycle(client: httpx.AsyncClient) -> None:
     assert set(got.json()) == FIELDS  # the id is never shown again
     assert got.json()["data"] == {"role": "reader"}
 
-    await asyncio.sleep(0.01)  # let the server clock move a millisecond or more
+    await asyncio.sleep(0.01)  # not a wait: the server clock must move a ms or more
     refreshed = (await client.post(f"/v1/sessions/{sid}/refresh")).json()
     assert at(refreshed["expires_at"]) > at(str(created["expires_at"]))
     assert at(refreshed["last_seen_at"]) > at(str(created["last_seen_at"]))
@@ -66,7 +66,8 @@ async def test_lifecycle(client: httpx.AsyncClient) -> None:
 
 
 async def test_404_body_is_the_common_error_shape(client: httpx.AsyncClient) -> None:
-    for path in ("/v1/sessions/short", "/v1/sessions/" + "A" * 43):
+    unknown = uuid.uuid4().hex + "A" * 43  # well formed, never issued
+    for path in ("/v1/sessions/short", "/v1/sessions/" + "A" * 43, "/v1/sessions/" + unknown):
         response = await client.get(path)
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "SESSION_NOT_FOUND"
@@ -78,16 +79,20 @@ async def test_refresh_never_passes_the_absolute_expiry(session_settings: Settin
         created = await create(client, str(uuid.uuid4()))
         sid, absolute = created["id"], at(str(created["absolute_expires_at"]))
         assert at(str(created["expires_at"])) < absolute
-        deadline = time.monotonic() + 5
         capped = False
-        while time.monotonic() < deadline:  # refreshing keeps the session alive until the cap
+
+        async def ended() -> bool:
+            # Each refresh keeps the session alive, up to the cap and never past it.
+            nonlocal capped
             response = await client.post(f"/v1/sessions/{sid}/refresh")
             if response.status_code == 404:
-                break
+                return True
             expires = at(response.json()["expires_at"])
             assert expires <= absolute
             capped = capped or expires == absolute
-            await asyncio.sleep(0.05)
+            return False
+
+        await eventually(ended, "the refreshed session ends", within=5, every=0.05)
         assert capped, "refresh never reached the absolute expiry"
         assert (await client.get(f"/v1/sessions/{sid}")).status_code == 404
         assert datetime.now(absolute.tzinfo) >= absolute
@@ -103,10 +108,11 @@ async def test_idle_sessions_expire_and_leave_list_and_index(
         first = await create(client, user)
         await create(client, user)
         assert await redis.zcard(index) == 2
-        deadline = time.monotonic() + 5
-        while (await client.get(f"/v1/sessions/{first['id']}")).status_code != 404:
-            assert time.monotonic() < deadline, "the idle session never expired"
-            await asyncio.sleep(0.05)
+
+        async def expired() -> bool:
+            return (await client.get(f"/v1/sessions/{first['id']}")).status_code == 404
+
+        await eventually(expired, "the idle session expires", within=5, every=0.05)
         assert (await client.get(f"/v1/users/{user}/sessions")).json() == {"items": []}
         assert await redis.zcard(index) == 0
         # A new session after the old ones died: the index holds only it, and has a TTL.
@@ -119,7 +125,7 @@ async def test_cap_evicts_the_oldest(session_settings: SettingsFactory) -> None:
     user = str(uuid.uuid4())
     async with serve(session_settings(session_max_per_user=2)) as client:
         ids = []
-        for _ in range(3):
+        for _ in range(3):  # not polling: three sessions, a few ms apart
             ids.append((await create(client, user))["id"])
             await asyncio.sleep(0.005)  # distinct expiry scores
         assert (await client.get(f"/v1/sessions/{ids[0]}")).status_code == 404

@@ -1,16 +1,17 @@
-"""Helpers for stream tests: plain XADD (as a third-party publisher), polling, a recording
-handler, and a consumer run for the length of a `with` block."""
+"""Helpers for stream tests: plain XADD (as a third-party publisher), conditions to poll with
+`devtools.polling.eventually`, a recording handler, and a consumer run for the length of a
+`with` block."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from shared.events import (
@@ -54,19 +55,10 @@ async def publish_raw(redis: Redis, stream: str, fields: dict[str, Any]) -> str:
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
 
-async def eventually(
-    check: Callable[[], Awaitable[bool]], *, within: float = 10.0, every: float = 0.02
-) -> None:
-    """Poll `check` until true, or fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s")
-        await asyncio.sleep(every)
-
-
-async def is_true(value: bool) -> bool:
-    return value
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    """A sample by its exposed name (a counter's ends in `_total`); 0 when the series does not
+    exist yet, as a counter nobody incremented reads."""
+    return registry.get_sample_value(name, labels) or 0.0
 
 
 async def equals(value: Awaitable[Any], expected: object) -> bool:

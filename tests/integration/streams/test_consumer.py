@@ -9,6 +9,7 @@ import orjson
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from devtools.polling import eventually
 from devtools.settings import StackSettings
 from shared.keys import Keys
 from shared.streams import (
@@ -21,12 +22,11 @@ from shared.streams import (
 from tests.integration.streams.support import (
     Recorder,
     equals,
-    eventually,
-    is_true,
     pending_count,
     publish,
     publish_raw,
     running,
+    sample,
     user_event,
 )
 
@@ -52,8 +52,10 @@ async def test_entry_published_before_the_group_existed_is_handled(
     await publish(redis, keys.user_events(), event)  # no group yet: FastStream would skip it
     recorder = Recorder()
     async with running(StreamConsumer(redis, _config(keys, "c1", settings), recorder)):
-        await eventually(lambda: is_true(str(event.id) in recorder.handled))
-        await eventually(lambda: equals(pending_count(redis, keys.user_events(), GROUP), 0))
+        await eventually(lambda: str(event.id) in recorder.handled, "the event handled")
+        await eventually(
+            lambda: equals(pending_count(redis, keys.user_events(), GROUP), 0), "nothing pending"
+        )
 
 
 async def test_poison_entry_is_dead_lettered_after_max_deliveries_and_others_proceed(
@@ -69,11 +71,14 @@ async def test_poison_entry_is_dead_lettered_after_max_deliveries_and_others_pro
     good_before, good_after = user_event("user.updated"), user_event("user.created")
     for event in (good_before, bad, good_after):  # one batch: the poison must not drag the rest
         await publish(redis, keys.user_events(), event)
-    metrics = StreamMetrics.create(CollectorRegistry())
+    registry = CollectorRegistry()
+    metrics = StreamMetrics.create(registry)
     consumer = StreamConsumer(redis, _config(keys, "c1", settings), recorder, metrics)
     async with running(consumer):
-        await eventually(lambda: equals(redis.xlen(keys.dead_letters()), 1))
-        await eventually(lambda: equals(pending_count(redis, keys.user_events(), GROUP), 0))
+        await eventually(lambda: equals(redis.xlen(keys.dead_letters()), 1), "a letter")
+        await eventually(
+            lambda: equals(pending_count(redis, keys.user_events(), GROUP), 0), "nothing pending"
+        )
     assert {str(good_before.id), str(good_after.id)} <= set(recorder.handled)
     assert str(bad.id) not in recorder.handled
     [letter] = await list_letters(redis, keys.dead_letters())
@@ -82,7 +87,7 @@ async def test_poison_entry_is_dead_lettered_after_max_deliveries_and_others_pro
     assert letter.meta["group"] == GROUP
     assert f"RuntimeError: cannot handle {bad.payload.user_id}" in letter.meta["error"]
     assert orjson.loads(letter.original[b"data"])["id"] == str(bad.id)
-    assert metrics.dead_lettered.labels(GROUP, "handler_failed")._value.get() == 1
+    assert sample(registry, "stream_dead_lettered_total", group=GROUP, reason="handler_failed") == 1
 
 
 async def test_unparseable_entries_are_dead_lettered_at_once_with_the_reason(
@@ -106,8 +111,10 @@ async def test_unparseable_entries_are_dead_lettered_at_once_with_the_reason(
     await publish(redis, stream, after)
     recorder = Recorder()
     async with running(StreamConsumer(redis, _config(keys, "c1", settings), recorder)):
-        await eventually(lambda: is_true(str(after.id) in recorder.handled))
-        await eventually(lambda: equals(redis.xlen(keys.dead_letters()), len(cases)))
+        await eventually(lambda: str(after.id) in recorder.handled, "the valid event handled")
+        await eventually(
+            lambda: equals(redis.xlen(keys.dead_letters()), len(cases)), "a letter per bad entry"
+        )
     letters = {ltr.meta["entry_id"]: ltr for ltr in await list_letters(redis, keys.dead_letters())}
     reasons = {name: letters[entry].meta["reason"] for name, entry in ids.items()}
     assert reasons == {
@@ -140,12 +147,13 @@ async def test_idle_entries_of_a_dead_consumer_are_claimed_and_handled(
     taken: Any = await redis.xreadgroup(GROUP, "dead", {stream: ">"}, count=10)
     assert len(taken[0][1]) == 5
     recorder = Recorder()
-    metrics = StreamMetrics.create(CollectorRegistry())
+    registry = CollectorRegistry()
+    metrics = StreamMetrics.create(registry)
     async with running(StreamConsumer(redis, _config(keys, "alive", settings), recorder, metrics)):
-        await eventually(lambda: is_true(len(recorder.handled) == 5), within=10)
-        await eventually(lambda: equals(pending_count(redis, stream, GROUP), 0))
+        await eventually(lambda: len(recorder.handled) == 5, "5 events handled", within=10)
+        await eventually(lambda: equals(pending_count(redis, stream, GROUP), 0), "nothing pending")
     assert sorted(recorder.handled) == sorted(str(e.id) for e in events)
-    assert metrics.reclaimed.labels(GROUP)._value.get() == 5
+    assert sample(registry, "stream_reclaimed_total", group=GROUP) == 5
 
 
 async def test_a_restarted_consumer_finishes_its_own_pending_entries_at_once(
@@ -161,7 +169,9 @@ async def test_a_restarted_consumer_finishes_its_own_pending_entries_at_once(
     await redis.xreadgroup(GROUP, "same-name", {stream: ">"}, count=10)
     recorder = Recorder()
     async with running(StreamConsumer(redis, _config(keys, "same-name", settings), recorder)):
-        await eventually(lambda: equals(pending_count(redis, stream, GROUP), 0), within=5)
+        await eventually(
+            lambda: equals(pending_count(redis, stream, GROUP), 0), "nothing pending", within=5
+        )
     assert recorder.handled == [str(event.id)]
 
 
@@ -175,11 +185,11 @@ async def test_replay_of_a_fixed_dead_letter_is_handled_and_leaves_the_dlq(
     recorder.poison.add(event.payload.user_id)
     await publish(redis, keys.user_events(), event)
     async with running(StreamConsumer(redis, _config(keys, "c1", settings), recorder)):
-        await eventually(lambda: equals(redis.xlen(keys.dead_letters()), 1))
+        await eventually(lambda: equals(redis.xlen(keys.dead_letters()), 1), "a letter")
         recorder.poison.clear()  # the cause is fixed
         [letter] = await list_letters(redis, keys.dead_letters())
         result = await replay(redis, keys.dead_letters(), [letter.id], maxlen=10_000)
         assert (result.replayed, result.missing, result.refused) == ([letter.id], [], {})
-        await eventually(lambda: is_true(str(event.id) in recorder.handled))
+        await eventually(lambda: str(event.id) in recorder.handled, "the event handled")
     assert await redis.xlen(keys.dead_letters()) == 0
     assert await pending_count(redis, keys.user_events(), GROUP) == 0

@@ -15,6 +15,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from devtools.polling import eventually
 from devtools.settings import StackSettings
 from shared.keys import Keys
 from shared.streams import (
@@ -28,12 +29,11 @@ from tests.integration.streams.support import (
     Recorder,
     caught_up,
     equals,
-    eventually,
-    is_true,
     pending_count,
     publish,
     publish_raw,
     running,
+    sample,
     user_event,
 )
 
@@ -54,14 +54,20 @@ class Group:
         )
         self.name = group
         self.recorder = Recorder()
-        self.metrics = StreamMetrics.create(CollectorRegistry())
+        self.registry = CollectorRegistry()
+        self.metrics = StreamMetrics.create(self.registry)
         self.consumer = StreamConsumer(redis, config, self.recorder, self.metrics)
 
     def handled(self, event_type: str) -> float:
-        return float(self.metrics.handled.labels(self.name, event_type)._value.get())
+        return sample(
+            self.registry, "stream_events_handled_total", group=self.name, type=event_type
+        )
 
     def skipped(self) -> float:
-        return float(self.metrics.replays_skipped.labels(self.name)._value.get())
+        return sample(self.registry, "stream_replays_skipped_total", group=self.name)
+
+    def lettered(self, reason: str) -> float:
+        return sample(self.registry, "stream_dead_lettered_total", group=self.name, reason=reason)
 
 
 async def _both_caught_up(redis: Redis, stream: str) -> bool:
@@ -85,7 +91,7 @@ async def test_an_unparseable_entry_is_lettered_once_and_a_replay_does_not_doubl
     async with AsyncExitStack() as stack:
         for group in (a, b):
             await stack.enter_async_context(running(group.consumer))
-        await eventually(lambda: _both_caught_up(redis, stream))
+        await eventually(lambda: _both_caught_up(redis, stream), "both groups caught up")
         [letter] = await list_letters(redis, dlq)
         assert (letter.group, letter.meta["reason"]) == ("*", "malformed")
         assert letter.meta["entry_id"] == poison
@@ -93,12 +99,12 @@ async def test_an_unparseable_entry_is_lettered_once_and_a_replay_does_not_doubl
         # Replayed, it reaches every group (none handled it) and is lettered once again.
         result = await replay(redis, dlq, None, maxlen=10_000)
         assert result.replayed == [letter.id]
-        await eventually(lambda: _both_caught_up(redis, stream))
-        await eventually(lambda: equals(redis.xlen(dlq), 1))
+        await eventually(lambda: _both_caught_up(redis, stream), "both groups caught up")
+        await eventually(lambda: equals(redis.xlen(dlq), 1), "a letter")
     [again] = await list_letters(redis, dlq)
     assert again.meta["entry_id"] != poison
     assert again.group == "*"
-    written = sum(g.metrics.dead_lettered.labels(g.name, "malformed")._value.get() for g in (a, b))
+    written = sum(g.lettered("malformed") for g in (a, b))
     assert written == 2  # one letter per entry, whichever group wrote it
 
 
@@ -115,8 +121,8 @@ async def test_a_handler_failure_is_lettered_for_its_group_and_replayed_to_it_al
     a, b = Group(redis, settings, A), Group(redis, settings, B)
     a.recorder.poison.add(event.payload.user_id)
     async with running(a.consumer), running(b.consumer):
-        await eventually(lambda: equals(redis.xlen(dlq), 1))
-        await eventually(lambda: _both_caught_up(redis, stream))
+        await eventually(lambda: equals(redis.xlen(dlq), 1), "a letter")
+        await eventually(lambda: _both_caught_up(redis, stream), "both groups caught up")
         [letter] = await list_letters(redis, dlq)
         assert (letter.group, letter.meta["reason"]) == (A, "handler_failed")
         assert letter.original == original
@@ -126,8 +132,8 @@ async def test_a_handler_failure_is_lettered_for_its_group_and_replayed_to_it_al
         result = await replay(redis, dlq, [letter.id], maxlen=10_000)
         assert result.replayed == [letter.id]
         assert await _last_entry(redis, stream) == {**original, b"dlq:for": A.encode()}
-        await eventually(lambda: is_true(str(event.id) in a.recorder.handled))
-        await eventually(lambda: _both_caught_up(redis, stream))
+        await eventually(lambda: str(event.id) in a.recorder.handled, "A handled the replay")
+        await eventually(lambda: _both_caught_up(redis, stream), "both groups caught up")
     assert b.recorder.handled == [str(event.id)]  # B handled it once, at first, never again
     assert b.handled("user.updated") == 1
     assert b.skipped() == 1  # B acked the replay unhandled
@@ -145,7 +151,7 @@ async def test_replay_gives_back_data_that_is_not_utf8_byte_for_byte(
     await redis.xadd(stream, original)  # type: ignore[arg-type]  # bytes names: redis-py's stubs want str
     group = Group(redis, settings, A)
     async with running(group.consumer):
-        await eventually(lambda: equals(redis.xlen(dlq), 1))
+        await eventually(lambda: equals(redis.xlen(dlq), 1), "a letter")
     [letter] = await list_letters(redis, dlq)
     assert letter.meta["reason"] == "malformed"  # not UTF-8, so not JSON
     result = await replay(redis, dlq, [letter.id], maxlen=10_000)
@@ -164,7 +170,7 @@ async def test_the_dlq_is_trimmed_to_about_dlq_maxlen(
         pipe.xadd(stream, {"data": b"{broken %d" % n})  # type: ignore[unused-awaitable]  # queued
     ids = [i.decode() for i in await pipe.execute()]
     async with running(Group(redis, settings, A).consumer):
-        await eventually(lambda: caught_up(redis, stream, A))
+        await eventually(lambda: caught_up(redis, stream, A), "A caught up")
     # Approximate MAXLEN trims whole nodes (100 entries each by default), never below 10.
     assert 10 <= await redis.xlen(dlq) <= 10 + 100
     newest: Any = await redis.xrevrange(dlq, count=1)
@@ -182,7 +188,7 @@ async def test_an_oversize_entry_is_kept_truncated_once_and_replay_refuses_it(
     async with AsyncExitStack() as stack:
         for name in (A, B):
             await stack.enter_async_context(running(Group(redis, settings, name).consumer))
-        await eventually(lambda: _both_caught_up(redis, stream))
+        await eventually(lambda: _both_caught_up(redis, stream), "both groups caught up")
     [letter] = await list_letters(redis, dlq)
     assert letter.truncated
     assert letter.meta["size"] == str(len(b"data") + len(big))
@@ -210,12 +216,12 @@ async def test_a_crash_between_the_guard_and_the_letter_loses_nothing(
     await redis.set(keys.dead_letter_guard(poison, stream), A)
 
     async with running(Group(redis, settings, B).consumer):
-        await eventually(lambda: caught_up(redis, stream, B))
+        await eventually(lambda: caught_up(redis, stream, B), "B caught up")
     assert await redis.xlen(dlq) == 0  # B leaves the letter to A, which owns it
 
     async with running(Group(redis, settings, A, consumer="alive").consumer):
-        await eventually(lambda: equals(redis.xlen(dlq), 1))  # A's redelivery writes it
-        await eventually(lambda: equals(pending_count(redis, stream, A), 0))
+        await eventually(lambda: equals(redis.xlen(dlq), 1), "a letter")  # A's redelivery writes it
+        await eventually(lambda: equals(pending_count(redis, stream, A), 0), "nothing pending in A")
     [letter] = await list_letters(redis, dlq)
     assert (letter.group, letter.meta["entry_id"], letter.meta["consumer"]) == (
         "*",
@@ -235,7 +241,7 @@ async def test_an_entry_replayed_for_a_group_that_fails_to_parse_is_lettered_for
     await publish(redis, stream, after)
     a, b = Group(redis, settings, A), Group(redis, settings, B)
     async with running(a.consumer), running(b.consumer):
-        await eventually(lambda: _both_caught_up(redis, stream))
+        await eventually(lambda: _both_caught_up(redis, stream), "both groups caught up")
     [letter] = await list_letters(redis, dlq)
     assert letter.group == A  # only A was asked; no guard, no `*`
     assert letter.original == {b"data": b"{broken"}  # the marker is not part of the entry

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from devtools.polling import eventually
 from devtools.settings import StackSettings
 from shared.keys import Keys
 from shared.lock import lock
@@ -23,7 +24,7 @@ from shared.streams import (
 )
 from shared.streams.deadletter import letter_fields
 from shared.streams.housekeeping import count_by_group
-from tests.integration.streams.support import eventually, publish, user_event
+from tests.integration.streams.support import publish, sample, user_event
 
 GROUP = "hk"
 
@@ -60,9 +61,9 @@ async def test_idle_consumers_without_pending_are_pruned_by_one_instance(
         consumers: Any = await redis.xinfo_consumers(stream, GROUP)
         return all(c["idle"] >= 60 for c in consumers)
 
-    await eventually(idle_enough)
-    metrics = StreamMetrics.create(CollectorRegistry())
-    first = _housekeeper(redis, keys, "me", metrics)
+    await eventually(idle_enough, "every consumer idle for 60 ms")
+    registry = CollectorRegistry()
+    first = _housekeeper(redis, keys, "me", StreamMetrics.create(registry))
     other = _housekeeper(redis, keys, "other")
     async with lock(redis, keys, f"streams.housekeeping.{GROUP}", timeout=0):
         assert await other.run_once() is None  # another instance is pruning: skip
@@ -71,9 +72,11 @@ async def test_idle_consumers_without_pending_are_pruned_by_one_instance(
     names = sorted(c["name"].decode() for c in consumers)
     # "gone" (idle, nothing pending) is pruned; "holder" keeps its pending entry; "me" is us.
     assert (removed, names) == (["gone"], ["holder", "me"])
-    assert metrics.pending.labels(GROUP)._value.get() == 1
-    assert metrics.lag.labels(GROUP)._value.get() == 1  # the third entry was never read
-    assert metrics.oldest_pending_age.labels(GROUP)._value.get() >= 0
+    assert sample(registry, "stream_pending", group=GROUP) == 1
+    assert sample(registry, "stream_lag", group=GROUP) == 1  # the third entry was never read
+    age = registry.get_sample_value("stream_oldest_pending_age_seconds", {"group": GROUP})
+    assert age is not None
+    assert age >= 0
 
     status = await stream_status(redis, stream)
     assert status.length == 3
@@ -111,7 +114,7 @@ async def test_an_unreachable_server_never_sends_an_entry_to_the_dlq(
         return bool(rows) and rows[0]["times_delivered"] > settings.stream_max_deliveries
 
     try:
-        await eventually(retried_past_the_limit, within=15)
+        await eventually(retried_past_the_limit, "delivered past the limit", within=15)
     finally:
         consumer.stop()
         await asyncio.wait_for(task, 10)
@@ -139,10 +142,10 @@ async def test_housekeeping_reports_the_dead_letters_of_its_group_and_of_every_g
     await _letters(redis, keys, GROUP, 3)
     await _letters(redis, keys, "other", 450)  # more than one chunk of the server-side count
     await _letters(redis, keys, "*", 2)
-    metrics = StreamMetrics.create(CollectorRegistry())
-    await _housekeeper(redis, keys, "me", metrics).run_once()
-    assert metrics.dead_letters.labels(GROUP)._value.get() == 3
-    assert metrics.dead_letters.labels("*")._value.get() == 2
+    registry = CollectorRegistry()
+    await _housekeeper(redis, keys, "me", StreamMetrics.create(registry)).run_once()
+    assert sample(registry, "stream_dead_letters", group=GROUP) == 3
+    assert sample(registry, "stream_dead_letters", group="*") == 2
 
     assert await count_by_group(redis, keys.dead_letters(), cap=10_000) == (
         {GROUP: 3, "other": 450, "*": 2},

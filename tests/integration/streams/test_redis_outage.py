@@ -9,6 +9,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from devtools.polling import eventually
 from devtools.redis_server import RedisServer
 from devtools.settings import StackSettings
 from shared.connections import make_redis
@@ -16,8 +17,6 @@ from shared.keys import Keys
 from shared.streams import ConsumerConfig, Delivery, StreamConsumer
 from tests.integration.streams.support import (
     UserEventModel,
-    eventually,
-    is_true,
     publish,
     user_event,
 )
@@ -28,7 +27,9 @@ from tests.integration.streams.support import (
 # exception at whatever await happens to run the collection.
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 async def test_consumer_resumes_after_the_server_is_killed_and_restarted(
-    make_settings: Callable[..., StackSettings], redis_server_factory: Callable[..., RedisServer]
+    make_settings: Callable[..., StackSettings],
+    redis_server_factory: Callable[..., RedisServer],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     server = redis_server_factory()
     settings = make_settings(redis_url=server.url, stream_block="100ms", redis_max_retries=0)
@@ -54,15 +55,21 @@ async def test_consumer_resumes_after_the_server_is_killed_and_restarted(
         await asyncio.wait_for(consumer.ready.wait(), 10)
         before = user_event("user.updated")
         await publish(publisher, keys.user_events(), before)
-        await eventually(lambda: is_true(str(before.id) in handled))
+        await eventually(lambda: str(before.id) in handled, "the event before the kill handled")
 
         server.kill()  # SIGKILL by PID; no persistence: the stream and group are gone
-        await asyncio.sleep(0)  # let the consumer hit the dead socket
+        await eventually(lambda: "Redis error" in caplog.text, "the consumer meets the dead server")
         server.restart()
         await publisher.connection_pool.disconnect()  # drop its sockets to the dead server
         after = user_event("user.deleted")
-        await eventually(lambda: _publish_when_up(publisher, keys, after), within=15)
-        await eventually(lambda: is_true(str(after.id) in handled), within=15)
+        await eventually(
+            lambda: _publish_when_up(publisher, keys, after),
+            "the event published once the group is back",
+            within=15,
+        )
+        await eventually(
+            lambda: str(after.id) in handled, "the event after the restart handled", within=15
+        )
         assert not task.done()
     finally:
         consumer.stop()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from prometheus_client import CollectorRegistry
 
-from shared.nearcache import NearCache, PurgeNotice
+from shared.nearcache import NearCache, NearCacheMetrics, PurgeNotice
 
 
 class Clock:
@@ -25,10 +26,12 @@ def live_cache(size: int = 3, ttl: float = 2.0) -> tuple[NearCache, Clock]:
 
 
 def test_get_returns_what_was_put() -> None:
-    near, _ = live_cache()
+    registry = CollectorRegistry()
+    near = NearCache(3, 2.0, metrics=NearCacheMetrics(registry), clock=Clock())
+    near.clear(live=True)
     near.put("k", b"v", near.epoch)
     assert near.get("k") == b"v"
-    assert near.metrics.hit._value.get() == 1
+    assert registry.get_sample_value("near_cache_lookups_total", {"result": "hit"}) == 1
 
 
 def test_least_recently_used_entry_is_evicted_at_the_bound() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +13,16 @@ import pytest
 from devtools.settings import StackSettings
 from shared.errors import InvalidEventError, MalformedEventError, UnknownEventTypeError
 from shared.events import UserUpdated, UserUpdatedPayload, parse_entry
+from shared.settings import load_settings
 from shared.streams import consumer_name, parse_fields
 from shared.streams.deadletter import EVERY_GROUP, META_PREFIX, _letter, letter_fields
 from shared.streams.groups import release_consumer_names
+
+
+def make_settings(**overrides: Any) -> StackSettings:
+    # Never connected to: consumer names need settings, not a server.
+    values = {"redis_url": "redis://127.0.0.1:1/0", "app_env": "test", **overrides}
+    return load_settings(StackSettings, _env_file=None, **values)
 
 
 @pytest.fixture(autouse=True)
@@ -24,13 +31,11 @@ def _released() -> Iterator[None]:
     release_consumer_names()
 
 
-def test_consumer_name_setting_wins(make_settings: Callable[..., StackSettings]) -> None:
+def test_consumer_name_setting_wins() -> None:
     assert consumer_name(make_settings(consumer_name="pinned"), "g") == "pinned"
 
 
-def test_consumer_name_is_persisted_per_slot_and_slots_are_exclusive(
-    make_settings: Callable[..., StackSettings], tmp_path: Path
-) -> None:
+def test_consumer_name_is_persisted_per_slot_and_slots_are_exclusive(tmp_path: Path) -> None:
     settings = make_settings()
     first = consumer_name(settings, "g", state_dir=tmp_path)
     second = consumer_name(settings, "g", state_dir=tmp_path)  # slot 0 is held: next slot
@@ -41,9 +46,7 @@ def test_consumer_name_is_persisted_per_slot_and_slots_are_exclusive(
     assert (tmp_path / "g-0.id").read_text() in first
 
 
-def test_consumer_name_without_a_writable_state_dir_is_random(
-    make_settings: Callable[..., StackSettings], tmp_path: Path
-) -> None:
+def test_consumer_name_without_a_writable_state_dir_is_random(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     settings = make_settings()

@@ -18,6 +18,7 @@ from shared.settings import (
     RateAlgorithm,
     RateSpec,
     check_http_url,
+    check_replica_wait,
     normalise_database_url,
     settings_or_exit,
 )
@@ -45,6 +46,9 @@ class ApiSettings(CommonSettings):
     # The outbox relay.
     outbox_poll_interval: Duration = 5.0
     outbox_batch_size: int = Field(500, ge=1)
+    # How long the relay waits for a replica to hold a published batch (WAIT) before it marks
+    # its rows sent; 0 turns the wait off. Unconfirmed rows are published again.
+    outbox_replica_wait: Annotated[Duration, Field(ge=0, validate_default=False)] = 0.25
 
     # Sign-in: the session service and the cookie.
     session_idle_ttl: Annotated[Duration, Field(gt=0)] = 86400.0
@@ -66,6 +70,8 @@ class ApiSettings(CommonSettings):
     api_port: int = Field(8000, ge=1, le=65535)
     # Where SESSION_SERVICE_URL points when it is not set.
     session_port: int = Field(8001, ge=1, le=65535)
+
+    _wait_within_read_timeout = field_validator("outbox_replica_wait")(check_replica_wait)
 
     @field_validator("database_url")
     @classmethod

@@ -33,6 +33,7 @@ from shared.http import (
 )
 from shared.logs import setup_logging
 from shared.metrics import mount_metrics
+from shared.tracing import configure_tracing
 
 
 def _routers() -> list[APIRouter]:
@@ -71,11 +72,15 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or load()
     setup_logging(SERVICE_NAME, settings.log_level, settings.log_format)
     metrics = ApiMetrics()
+    tracing = configure_tracing(SERVICE_NAME)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, ApiState]]:
-        async with open_state(settings, metrics) as state:
-            yield {STATE_KEY: state}
+        try:
+            async with open_state(settings, metrics, tracing) as state:
+                yield {STATE_KEY: state}
+        finally:
+            await tracing.aclose()
 
     app = FastAPI(
         title="api",
@@ -91,4 +96,5 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     mount_metrics(app, metrics.registry)
     document_common_errors(app, _document_limits if settings.rate_limit_enabled else None)
     _middleware(app, settings, metrics)
+    tracing.instrument(app)  # outermost: the request's span covers every middleware
     return app

@@ -79,6 +79,13 @@ class ApiMetrics:
         self.outbox_errors = Counter(
             "outbox_publish_errors", "failed relay attempts (Redis down)", registry=self.registry
         )
+        self.outbox_replica_acks = Counter(
+            "outbox_replica_acks",
+            "published outbox batches by what a replica confirmed: confirmed, timed_out and "
+            "unchecked (published again), no_replica, off",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.outbox_backlog = Gauge(
             "outbox_backlog", "outbox rows not yet published (set by the relay)",
             registry=self.registry,

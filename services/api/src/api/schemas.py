@@ -193,10 +193,22 @@ class UserPage(BaseModel):
     total: int
 
 
+class NodeOut(BaseModel):
+    """One server of a cluster or Sentinel deployment (`REDIS_MODE`)."""
+
+    address: str
+    role: Literal["primary", "replica", "sentinel"]
+    reachable: bool
+    latency_ms: float | None
+
+
 class ComponentHealth(BaseModel):
     status: Literal["ok", "down", "open"]
     latency_ms: float | None
     error: str | None = None
+    nodes: list[NodeOut] | None = Field(
+        default=None, description="cluster or Sentinel: every node and whether it answers"
+    )
 
 
 class HealthOut(BaseModel):

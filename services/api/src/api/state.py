@@ -1,8 +1,9 @@
 """The api's state: every client and use case, built in one place for the app's life.
 
-`open_state(settings, metrics)` builds the database engine, both Redis clients, the cache
+`open_state(settings, metrics, tracing)` builds the database engine, both Redis clients, the cache
 behind its breaker, the near cache and its purge subscriber, the outbox relay, the use
-cases, the session-service client and the rate limiter's guard; starts the background tasks
+cases, the session-service client and the rate limiter's guard (each given its spans when
+tracing is on); starts the background tasks
 (relay, purge subscription, warm-ups); and on exit stops the tasks and closes the clients in
 reverse order. `create_app`'s lifespan runs it and hands the one typed `ApiState` to every
 request as lifespan state: `Depends(get_state)` in routes, `api_state(scope)` in pure ASGI
@@ -18,10 +19,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Final
 
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from api.adapters.db import make_db, make_engine
+from api.adapters.db import make_db, make_engine, trace_statements
 from api.adapters.outbox import OutboxRelay
 from api.adapters.sessions import SessionClient
 from api.adapters.user_cache import UserCache
@@ -32,10 +32,12 @@ from api.usecases import UserService
 from api.warmup import warm_up
 from shared.breaker import CircuitBreaker
 from shared.cache import Cache
-from shared.connections import UNAVAILABLE_ERRORS, make_redis, warm_idle_connections
+from shared.connections import UNAVAILABLE_ERRORS, RedisClient, make_redis, warm_idle_connections
 from shared.keys import Keys
 from shared.nearcache import NearCache, PurgeSubscriber
+from shared.settings import replica_wait_ms
 from shared.tasks import TaskSet
+from shared.tracing import Tracing
 
 # Shutdown must finish: the background tasks get this long to stop.
 _STOP_TIMEOUT: Final = 5.0
@@ -48,8 +50,8 @@ class ApiState:
     metrics: ApiMetrics
     engine: AsyncEngine
     db: async_sessionmaker[AsyncSession]
-    redis: Redis
-    cache_redis: Redis
+    redis: RedisClient
+    cache_redis: RedisClient
     near: NearCache
     relay: OutboxRelay
     users: UserService
@@ -60,19 +62,24 @@ class ApiState:
 
 
 @asynccontextmanager
-async def open_state(settings: ApiSettings, metrics: ApiMetrics) -> AsyncIterator[ApiState]:
+async def open_state(
+    settings: ApiSettings, metrics: ApiMetrics, tracing: Tracing | None = None
+) -> AsyncIterator[ApiState]:
+    tracing = tracing or Tracing()
+    spans = tracing.spans("api")
     async with AsyncExitStack() as stack:
         keys = Keys(settings.key_prefix)
         engine = make_engine(settings)
         stack.push_async_callback(engine.dispose)
+        trace_statements(engine, tracing)
         db = make_db(engine)
-        redis = make_redis(settings.redis_dsn, settings)
+        redis = make_redis(settings.redis_target, settings)
         stack.push_async_callback(redis.aclose)
         cache_redis = redis
-        if settings.cache_redis_dsn != settings.redis_dsn:
-            cache_redis = make_redis(settings.cache_redis_dsn, settings)
+        if settings.cache_redis_target != settings.redis_target:
+            cache_redis = make_redis(settings.cache_redis_target, settings)
             stack.push_async_callback(cache_redis.aclose)
-        session_service = SessionClient(settings, metrics=metrics)
+        session_service = SessionClient(settings, metrics=metrics, propagate=tracing.enabled)
         stack.push_async_callback(session_service.aclose)
         tasks = TaskSet()
         stack.push_async_callback(tasks.close, _STOP_TIMEOUT)
@@ -94,8 +101,13 @@ async def open_state(settings: ApiSettings, metrics: ApiMetrics) -> AsyncIterato
             batch_size=settings.outbox_batch_size,
             poll_interval=settings.outbox_poll_interval,
             metrics=metrics,
+            replica_wait_ms=replica_wait_ms(
+                settings.outbox_replica_wait, settings.redis_read_timeout
+            ),
+            spans=spans,
         )
-        users = UserService(db, UserCache(cache, keys, settings, metrics, near), relay, metrics)
+        user_cache = UserCache(cache, keys, settings, metrics, near, spans=spans)
+        users = UserService(db, user_cache, relay, metrics, spans)
         guard = (
             Guard.build(redis, settings, metrics.ratelimit, metrics.registry)
             if settings.rate_limit_enabled
@@ -118,7 +130,8 @@ def _start(state: ApiState) -> None:
     if state.purges is not None:
         tasks.spawn(state.purges.run(), "near-cache-purges")
     if settings.cache_warmup_ids or settings.cache_warmup_recent:
-        tasks.spawn(warm_up(settings, state.keys, state.redis, state.users), "cache-warm-up")
+        warming = warm_up(settings, state.keys, state.redis, state.users, state.relay.replicas)
+        tasks.spawn(warming, "cache-warm-up")
     for client in {id(state.redis): state.redis, id(state.cache_redis): state.cache_redis}.values():
         tasks.spawn(warm_idle_connections(client, settings.redis_min_idle_conns), "redis-warm-up")
     if settings.app_env != "test":

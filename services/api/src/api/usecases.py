@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -15,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.adapters.orm import UserRow, utcnow
 from api.adapters.outbox import OutboxRelay, add_event
-from api.adapters.repository import UserRepository, own_document, public_document
+from api.adapters.repository import UserRepository, own_document, public_document, row_version
 from api.adapters.user_cache import UserCache
 from api.errors import EmailTakenError, UserNotFoundError
 from api.metrics import ApiMetrics
@@ -33,9 +34,11 @@ from shared.events import (
     UserUpdated,
     UserUpdatedPayload,
 )
+from shared.tracing import Spans, current_traceparent
 
 SOURCE = "api"
 Document = dict[str, Any]
+Change = Callable[["UserRepository"], Awaitable[tuple[UserRow, UserEvent]]]
 
 
 class UserService:
@@ -45,11 +48,13 @@ class UserService:
         cache: UserCache,
         relay: OutboxRelay,
         metrics: ApiMetrics,
+        spans: Spans | None = None,
     ) -> None:
         self.db = db
         self.cache = cache
         self.relay = relay
         self.metrics = metrics
+        self.spans = spans  # None: tracing off
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -127,16 +132,21 @@ class UserService:
         async def write(repo: UserRepository) -> tuple[UserRow, UserEvent]:
             row = await self._existing(repo, user_id)
             changed = await _apply(repo, row, data, password_hash)
+            version = row_version(row.updated_at)
             if password_hash is not None:
                 password_payload = UserPasswordChangedPayload(
-                    user_id=row.id, keep_session=keep_session
+                    user_id=row.id, keep_session=keep_session, version=version
                 )
                 return row, UserPasswordChanged(source=SOURCE, payload=password_payload)
-            payload = UserUpdatedPayload(user_id=row.id, changed=tuple(changed))
+            payload = UserUpdatedPayload(user_id=row.id, changed=tuple(changed), version=version)
             return row, UserUpdated(source=SOURCE, payload=payload)
 
         row, event = await self._write(write)
-        await self.cache.purge_user(user_id, event.id)
+        # Write-through: the new public view replaces the cached one at once (readers hit,
+        # never miss, right after a write); the invalidator's purge spares it (versions).
+        await self.cache.write_user(
+            row.id, public_document(row), row_version(row.updated_at), event.id
+        )
         return encode(own_document(row))
 
     async def delete(self, user_id: uuid.UUID) -> None:
@@ -149,14 +159,31 @@ class UserService:
         _, event = await self._write(write)
         await self.cache.purge_user(user_id, event.id)
 
-    async def _write(
-        self, change: Callable[[UserRepository], Awaitable[tuple[UserRow, UserEvent]]]
+    async def _write(self, change: Change) -> tuple[UserRow, UserEvent]:
+        """Run `change` and stage its event in one transaction; wake the relay after commit.
+
+        Traced, the transaction is the `user write` span (its SQL statements below it), and
+        the event carries that span's context when it is sampled: the relay and every consumer
+        continue it.
+        """
+        if self.spans is None:
+            return await self._transaction(change, None)
+        with self.spans.current("user write") as span:
+            # A sampled write's context only: nothing downstream records an unsampled one.
+            traceparent = current_traceparent(sampled_only=True)
+            row, event = await self._transaction(change, traceparent)
+            span.set_attributes(
+                {"messaging.message.id": str(event.id), "app.event.type": event.type}
+            )
+            return row, event
+
+    async def _transaction(
+        self, change: Change, traceparent: str | None
     ) -> tuple[UserRow, UserEvent]:
-        """Run `change` and stage its event in one transaction; wake the relay after commit."""
         try:
             async with self.db() as session, session.begin():
                 row, event = await change(UserRepository(session))
-                add_event(session, event)
+                add_event(session, event, traceparent)
         except IntegrityError as exc:
             # Two writers raced past the email check: the unique index decides.
             if "email" in str(exc.orig).lower() or "unique" in str(exc.orig).lower():
@@ -189,5 +216,7 @@ async def _apply(
     if password_hash is not None:
         row.password_hash = password_hash
         changed.append("password")
-    row.updated_at = utcnow()
+    # Strictly later than the previous version, whatever this instance's clock says: the
+    # row is locked (FOR UPDATE), so versions of one row never repeat or go back.
+    row.updated_at = max(utcnow(), row.updated_at + timedelta(microseconds=1))
     return changed

@@ -33,6 +33,7 @@ from shared.http import (
 )
 from shared.logs import setup_logging
 from shared.metrics import make_registry, mount_metrics
+from shared.tracing import configure_tracing
 
 
 def specification(settings: InvalidatorSettings) -> AsyncAPI:
@@ -48,12 +49,16 @@ def create_app(settings: InvalidatorSettings | None = None) -> FastAPI:
     settings = settings or load()
     setup_logging(SERVICE, settings.log_level, settings.log_format)
     metrics = InvalidatorMetrics.create(make_registry())
+    tracing = configure_tracing(SERVICE)
     document: Any = orjson.loads(specification(settings).to_specification().to_json())
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, InvalidatorState]]:
-        async with open_state(settings, metrics) as state:
-            yield {STATE_KEY: state}
+        try:
+            async with open_state(settings, metrics, tracing) as state:
+                yield {STATE_KEY: state}
+        finally:
+            await tracing.aclose()
 
     app = FastAPI(
         title="invalidator",
@@ -73,4 +78,5 @@ def create_app(settings: InvalidatorSettings | None = None) -> FastAPI:
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestIdMiddleware)
+    tracing.instrument(app)
     return app

@@ -16,15 +16,14 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from invalidator.config import GROUP, InvalidatorSettings
 from invalidator.metrics import InvalidatorMetrics
 from invalidator.usecases import Purger
-from shared.connections import make_redis, warm_idle_connections
+from shared.connections import RedisClient, make_redis, warm_idle_connections
 from shared.keys import Keys
 from shared.streams import build_consumer, build_housekeeper
 from shared.tasks import TaskSet
+from shared.tracing import Tracing
 
 logger = logging.getLogger(__name__)
 
@@ -32,29 +31,31 @@ logger = logging.getLogger(__name__)
 @dataclass(slots=True)
 class InvalidatorState:
     settings: InvalidatorSettings
-    data: Redis
-    cache: Redis
+    data: RedisClient
+    cache: RedisClient
     consumer: str  # this instance's consumer name in the group
     tasks: TaskSet
 
 
 @asynccontextmanager
 async def open_state(
-    settings: InvalidatorSettings, metrics: InvalidatorMetrics
+    settings: InvalidatorSettings, metrics: InvalidatorMetrics, tracing: Tracing | None = None
 ) -> AsyncIterator[InvalidatorState]:
     keys = Keys(settings.key_prefix)
+    spans = (tracing or Tracing()).spans("invalidator")
     async with AsyncExitStack() as stack:
-        data = make_redis(settings.redis_dsn, settings)
+        data = make_redis(settings.redis_target, settings)
         stack.push_async_callback(data.aclose)
         cache = data
-        if settings.cache_redis_dsn != settings.redis_dsn:
-            cache = make_redis(settings.cache_redis_dsn, settings)
+        if settings.cache_redis_target != settings.redis_target:
+            cache = make_redis(settings.cache_redis_target, settings)
             stack.push_async_callback(cache.aclose)
         tasks = TaskSet()
         # A batch in hand is finished first: one read's block plus time to purge it.
         stack.push_async_callback(tasks.close, settings.stream_block + 5.0)
+        purger = Purger(cache, keys, metrics, spans)
         consumer = build_consumer(
-            data, settings, GROUP, Purger(cache, keys, metrics), metrics=metrics.stream
+            data, settings, GROUP, purger, metrics=metrics.stream, spans=spans
         )
         housekeeper = build_housekeeper(data, settings, consumer, metrics.stream)
         tasks.spawn(consumer.run(), "invalidator-consumer", stop=consumer.stop)

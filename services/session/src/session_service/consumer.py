@@ -17,17 +17,19 @@ from collections.abc import Mapping, Sequence
 from typing import Final, Protocol
 from uuid import UUID
 
+from opentelemetry import trace
+
 from session_service.errors import SessionStoreUnavailable
 from shared.events import UserDeleted, UserPasswordChanged
-from shared.streams import (
-    Delivery,
-)
+from shared.streams import Delivery
+from shared.tracing import Spans
 
 logger = logging.getLogger(__name__)
 # The change's time is the api's clock, a session's creation time Redis's clock: a margin
 # makes a skew between them err towards revoking (a sign-in in the second after a password
 # change may be asked to sign in again) rather than towards keeping a pre-change session.
 CLOCK_MARGIN_MS: Final = 1000
+_SPAN: Final = "revoke sessions"
 
 
 class Revoking(Protocol):
@@ -44,10 +46,12 @@ class Revoking(Protocol):
 
 
 class Revoker:
-    """The batch handler the toolkit calls."""
+    """The batch handler the toolkit calls. Traced, each revocation is a `revoke sessions`
+    span under its entry's `process` span (current while it runs: its log lines carry it)."""
 
-    def __init__(self, sessions: Revoking) -> None:
+    def __init__(self, sessions: Revoking, spans: Spans | None = None) -> None:
         self._sessions = sessions
+        self._spans = spans  # None: tracing off
 
     async def __call__(self, batch: Sequence[Delivery], /) -> Mapping[str, BaseException]:
         failures: dict[str, BaseException] = {}
@@ -62,14 +66,23 @@ class Revoker:
 
     async def _apply(self, delivery: Delivery) -> None:
         event = delivery.event
+        if not isinstance(event, UserDeleted | UserPasswordChanged):
+            return  # user.created/updated, session.*: nothing to do, acked
+        span = None if self._spans is None else self._spans.child(delivery.span, _SPAN)
+        if span is None:
+            await self._revoke(event)
+            return
+        span.set_attribute("app.sessions.reason", event.type)
+        with trace.use_span(span, end_on_exit=True):
+            span.set_attribute("app.sessions.revoked", await self._revoke(event))
+
+    async def _revoke(self, event: UserDeleted | UserPasswordChanged) -> int:
         if isinstance(event, UserDeleted):
-            await self._sessions.revoke_all(event.payload.user_id, reason="user.deleted")
-        elif isinstance(event, UserPasswordChanged):
-            cutoff = int(event.occurred_at.timestamp() * 1000) + CLOCK_MARGIN_MS
-            await self._sessions.revoke_all(
-                event.payload.user_id,
-                reason="user.password_changed",
-                keep=event.payload.keep_session,
-                created_before_ms=cutoff,
-            )
-        # Every other type (user.created/updated, session.*) needs nothing from us: acked.
+            return await self._sessions.revoke_all(event.payload.user_id, reason="user.deleted")
+        cutoff = int(event.occurred_at.timestamp() * 1000) + CLOCK_MARGIN_MS
+        return await self._sessions.revoke_all(
+            event.payload.user_id,
+            reason="user.password_changed",
+            keep=event.payload.keep_session,
+            created_before_ms=cutoff,
+        )

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 import orjson
+
+from shared.replication import Replication
+
+T = TypeVar("T")
 
 HASH_PREFIX_LEN: Final = 16  # what a listing shows of a session's hash
 
@@ -30,7 +34,7 @@ def from_ms(ms: float) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class SessionRecord:
-    """What Redis holds under `Keys.session(hash)`; times are server-clock milliseconds."""
+    """What Redis holds under `Keys.session(owner, hash)`; times are server-clock ms."""
 
     session_hash: str
     user_id: str
@@ -68,3 +72,19 @@ class IssuedSession:
 class Created:
     issued: IssuedSession
     evicted: tuple[str, ...]  # hashes of the user's oldest sessions dropped by the cap
+    replication: Replication  # what was known of a replica's copy when it was acknowledged
+
+
+@dataclass(frozen=True, slots=True)
+class Rotated:
+    issued: IssuedSession
+    old_hash: str
+    replication: Replication
+
+
+@dataclass(frozen=True, slots=True)
+class Written(Generic[T]):
+    """A write's result, and what was known of a replica's copy of it."""
+
+    result: T
+    replication: Replication

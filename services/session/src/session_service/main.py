@@ -29,6 +29,7 @@ from shared.http import (
 )
 from shared.logs import setup_logging
 from shared.metrics import make_registry, mount_metrics
+from shared.tracing import configure_tracing
 
 
 async def health(state: State) -> JsonResponse:
@@ -58,11 +59,15 @@ def create_app(settings: SessionSettings | None = None) -> FastAPI:
     settings = settings or load()
     setup_logging(SERVICE, settings.log_level, settings.log_format)
     metrics = SessionMetrics(make_registry())
+    tracing = configure_tracing(SERVICE)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, SessionState]]:
-        async with open_state(settings, metrics) as state:
-            yield {STATE_KEY: state}
+        try:
+            async with open_state(settings, metrics, tracing) as state:
+                yield {STATE_KEY: state}
+        finally:
+            await tracing.aclose()
 
     app = FastAPI(
         title="session service",
@@ -82,4 +87,5 @@ def create_app(settings: SessionSettings | None = None) -> FastAPI:
     if token:
         app.add_middleware(ServiceTokenMiddleware, token=token)
     app.add_middleware(RequestIdMiddleware)
+    tracing.instrument(app)
     return app

@@ -38,6 +38,14 @@ class SessionMetrics:
             ["trigger"],
             registry=registry,
         )
+        self.replica_acks = Counter(
+            "sessions_replica_acks_total",
+            "Session writes (create, rotate, destroy, revoke) by what was known of a "
+            "replica's copy when they were acknowledged: confirmed, timed_out, no_replica, "
+            "unchecked.",
+            ["operation", "outcome"],
+            registry=registry,
+        )
         self.active = Gauge(
             "sessions_active",
             "Live session records, sampled by a periodic SCAN.",

@@ -18,18 +18,17 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Final
 
-from redis.asyncio import Redis
-
 from session_service.adapters.events import StreamPublisher
 from session_service.adapters.store import RedisSessionStore
 from session_service.config import SessionSettings, Timeouts
 from session_service.consumer import Revoker
 from session_service.metrics import SessionMetrics, sample_active
 from session_service.usecases import Sessions
-from shared.connections import describe_target, make_redis, warm_idle_connections
+from shared.connections import RedisClient, describe_target, make_redis, warm_idle_connections
 from shared.keys import SESSION_GROUP, Keys
 from shared.streams import build_consumer, build_housekeeper
 from shared.tasks import TaskSet
+from shared.tracing import Tracing
 
 logger = logging.getLogger(__name__)
 # Shutdown must finish: the background tasks get this long to stop.
@@ -39,12 +38,14 @@ _STOP_TIMEOUT: Final = 5.0
 @dataclass(slots=True)
 class SessionState:
     settings: SessionSettings
-    redis: Redis
+    redis: RedisClient
     sessions: Sessions
     tasks: TaskSet
 
 
-def build_sessions(redis: Redis, settings: SessionSettings, metrics: SessionMetrics) -> Sessions:
+def build_sessions(
+    redis: RedisClient, settings: SessionSettings, metrics: SessionMetrics
+) -> Sessions:
     keys = Keys(settings.key_prefix)
     timeouts = Timeouts.of(settings)
     store = RedisSessionStore(
@@ -53,16 +54,18 @@ def build_sessions(redis: Redis, settings: SessionSettings, metrics: SessionMetr
         idle_ms=timeouts.idle_ms,
         absolute_ms=timeouts.absolute_ms,
         max_per_user=settings.session_max_per_user,
+        replica_wait_ms=timeouts.replica_wait_ms,
     )
     return Sessions(store, StreamPublisher(redis, keys, settings.stream_maxlen), metrics)
 
 
 @asynccontextmanager
 async def open_state(
-    settings: SessionSettings, metrics: SessionMetrics
+    settings: SessionSettings, metrics: SessionMetrics, tracing: Tracing | None = None
 ) -> AsyncIterator[SessionState]:
+    spans = (tracing or Tracing()).spans("session_service")
     async with AsyncExitStack() as stack:
-        redis = make_redis(settings.redis_dsn, settings)
+        redis = make_redis(settings.redis_target, settings)
         stack.push_async_callback(redis.aclose)
         tasks = TaskSet()
         stack.push_async_callback(tasks.close, _STOP_TIMEOUT)
@@ -70,8 +73,9 @@ async def open_state(
         # The toolkit creates the group at id 0 (retrying while Redis is away) before it
         # reads, so events published before the service first started are not skipped.
         consumer = build_consumer(
-            redis, settings, SESSION_GROUP, Revoker(sessions), metrics=metrics.stream
-        )
+            redis, settings, SESSION_GROUP, Revoker(sessions, spans), metrics=metrics.stream,
+            spans=spans,
+        )  # fmt: skip
         housekeeper = build_housekeeper(redis, settings, consumer, metrics.stream)
         sampling = asyncio.Event()
         tasks.spawn(consumer.run(), "session-consumer", stop=consumer.stop)
@@ -86,7 +90,7 @@ async def open_state(
         tasks.spawn(warm_idle_connections(redis, settings.redis_min_idle_conns), "redis-warm-up")
         logger.info(
             "session store on Redis at %s; consuming group %s as %s",
-            describe_target(settings.redis_dsn),
+            describe_target(settings.redis_target),
             SESSION_GROUP,
             consumer.config.consumer,
         )

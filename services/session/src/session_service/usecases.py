@@ -6,7 +6,7 @@ import logging
 from typing import Any, Literal, Protocol
 from uuid import UUID
 
-from session_service.domain import Created, IssuedSession, SessionRecord, from_ms
+from session_service.domain import Created, IssuedSession, Rotated, SessionRecord, Written, from_ms
 from session_service.metrics import SessionMetrics
 from shared.events import (
     SessionCreated,
@@ -17,10 +17,12 @@ from shared.events import (
     SessionRevokedAll,
     SessionRevokedAllPayload,
 )
+from shared.replication import Replication
 
 logger = logging.getLogger(__name__)
 SOURCE = "session"
 DestroyReason = Literal["logout", "rotated", "expired", "evicted"]
+Write = Literal["create", "rotate", "destroy", "revoke"]
 
 
 class SessionStore(Protocol):
@@ -29,12 +31,12 @@ class SessionStore(Protocol):
     async def create(self, user_id: str, data: dict[str, Any]) -> Created: ...
     async def get(self, session_id: str) -> SessionRecord: ...
     async def refresh(self, session_id: str) -> SessionRecord: ...
-    async def rotate(self, session_id: str) -> tuple[IssuedSession, str]: ...
-    async def destroy(self, session_id: str) -> tuple[str, str] | None: ...
+    async def rotate(self, session_id: str) -> Rotated: ...
+    async def destroy(self, session_id: str) -> Written[tuple[str, str] | None]: ...
     async def list_for_user(self, user_id: str) -> list[SessionRecord]: ...
     async def revoke_all(
         self, user_id: str, *, keep: str | None = None, created_before_ms: int | None = None
-    ) -> list[str]: ...
+    ) -> Written[list[str]]: ...
     async def count_active(self) -> int: ...
 
 
@@ -56,6 +58,7 @@ class Sessions:
         created = await self.store.create(str(user_id), data)
         record = created.issued.record
         self._metrics.created.inc()
+        self._replicated("create", created.replication)
         await self._publisher.publish(
             SessionCreated(
                 source=SOURCE,
@@ -81,10 +84,12 @@ class Sessions:
         return record
 
     async def rotate(self, session_id: str) -> IssuedSession:
-        issued, old_hash = await self.store.rotate(session_id)
+        rotated = await self.store.rotate(session_id)
+        issued = rotated.issued
         self._metrics.rotated.inc()
+        self._replicated("rotate", rotated.replication)
         user_id = UUID(issued.record.user_id)
-        await self._destroyed(user_id, old_hash, "rotated")
+        await self._destroyed(user_id, rotated.old_hash, "rotated")
         await self._publisher.publish(
             SessionCreated(
                 source=SOURCE,
@@ -100,8 +105,9 @@ class Sessions:
 
     async def destroy(self, session_id: str) -> None:
         destroyed = await self.store.destroy(session_id)
-        if destroyed is not None:
-            owner, digest = destroyed
+        if destroyed.result is not None:
+            self._replicated("destroy", destroyed.replication)
+            owner, digest = destroyed.result
             await self._destroyed(UUID(owner), digest, "logout")
 
     async def list_for_user(self, user_id: UUID) -> list[SessionRecord]:
@@ -115,15 +121,24 @@ class Sessions:
         keep: str | None = None,
         created_before_ms: int | None = None,
     ) -> int:
-        revoked = await self.store.revoke_all(
+        written = await self.store.revoke_all(
             str(user_id), keep=keep, created_before_ms=created_before_ms
         )
+        revoked = written.result
         self._metrics.revoked.labels(reason).inc(len(revoked))
         if revoked:
+            self._replicated("revoke", written.replication)
             payload = SessionRevokedAllPayload(user_id=user_id, revoked=len(revoked), reason=reason)
             await self._publisher.publish(SessionRevokedAll(source=SOURCE, payload=payload))
             logger.info("revoked %d sessions of user %s (%s)", len(revoked), user_id, reason)
         return len(revoked)
+
+    def _replicated(self, write: Write, replication: Replication) -> None:
+        # Acknowledged either way: a write no replica confirmed is counted, and
+        # `shared.replication` logs the primary's state
+        # (docs/decisions/0033-session-writes-wait-for-a-replica.md).
+        if replication is not Replication.OFF:
+            self._metrics.replica_acks.labels(write, replication.value).inc()
 
     async def _destroyed(self, user_id: UUID, digest: str, reason: DestroyReason) -> None:
         self._metrics.destroyed.labels(reason).inc()

@@ -5,7 +5,24 @@ See `shared.cache.client` for the lease protocol (docs/decisions/0016-leases.md)
 
 from __future__ import annotations
 
-from shared.cache.client import Cache, CacheUnavailableError, Lookup, encode
+from shared.cache.client import (
+    PURGE_IF_OLDER,
+    Cache,
+    CacheUnavailableError,
+    Lookup,
+    encode,
+    unversioned,
+    versioned,
+)
 from shared.cache.metrics import CacheMetrics
 
-__all__ = ["Cache", "CacheMetrics", "CacheUnavailableError", "Lookup", "encode"]
+__all__ = [
+    "PURGE_IF_OLDER",
+    "Cache",
+    "CacheMetrics",
+    "CacheUnavailableError",
+    "Lookup",
+    "encode",
+    "unversioned",
+    "versioned",
+]

@@ -34,16 +34,53 @@ from shared.connections import UNAVAILABLE_ERRORS, RedisClient
 from shared.errors import CacheError, CircuitOpenError, ValueTooLargeError
 from shared.nearcache import PurgeNotice
 
-# KEYS[1] value, KEYS[2] lease; ARGV token, value, ttl in ms. Writes only under our own lease.
-# The lease is left to expire, not deleted: a reader whose GET missed just before this store
-# must not win a fresh lease and load again (one load per key per lease period).
-_STORE_IF_LEASED: Final = """
-if redis.call('GET', KEYS[2]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  return 1
+# A versioned value is stored as \x01v<version>\x01<data>: the version travels with the data,
+# so an eviction (allkeys-lru) can never keep one without the other. Versions are integers
+# (a row's updated_at in µs: < 2^53, exact as Lua numbers).
+_VERSION_OF = """
+local function newer_cached(key, version)
+  local cached = redis.call('GET', key)
+  if not cached then return false end
+  local v = string.match(cached, '^\1v(%d+)\1')
+  return v ~= nil and tonumber(v) >= tonumber(version)
 end
-return 0
 """
+# KEYS[1] value, KEYS[2] lease; ARGV token, value, ttl in ms, version ('' = unversioned).
+# Writes only under our own lease, and never over a value as new or newer (a writer's
+# write-through got there first). The lease is left to expire, not deleted: a reader whose
+# GET missed just before this store must not win a fresh lease and load again (one load per
+# key per lease period).
+_STORE_IF_LEASED: Final = (
+    _VERSION_OF
+    + """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+if ARGV[4] ~= '' and newer_cached(KEYS[1], ARGV[4]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+)
+# KEYS[1] value, KEYS[2] lease; ARGV value, ttl in ms, version. The writer's write-through:
+# stores unless the cached value is as new or newer, and deletes the lease, so a reader that
+# loaded before the write cannot store the old row over it (its lease is gone).
+_PUT_IF_NEWER: Final = (
+    _VERSION_OF
+    + """
+if newer_cached(KEYS[1], ARGV[3]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('DEL', KEYS[2])
+return 1
+"""
+)
+# KEYS[1] value, KEYS[2] lease; ARGV version. A purge that spares a value at least as new
+# as the change it was sent for (the writer's write-through); returns the keys deleted.
+PURGE_IF_OLDER: Final = (
+    _VERSION_OF
+    + """
+if newer_cached(KEYS[1], ARGV[1]) then return 0 end
+return redis.call('DEL', KEYS[1], KEYS[2])
+"""
+)
+_MARK: Final = b"\x01v"
 # KEYS[1] lease; ARGV[1] token. Compare-and-delete: a failed loader frees its lease at once.
 _RELEASE_LEASE: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -126,7 +163,7 @@ class Cache:
         """The stored bytes, or None on a miss. Counted as a hit or a miss."""
         data: bytes | None = await self._call("get", self._pipeline.execute, "GET", key)
         self.metrics.count("get", "miss" if data is None else "hit")
-        return data
+        return None if data is None else unversioned(data)
 
     async def get(self, key: str, default: Any = None) -> Any:
         data = await self.get_bytes(key)
@@ -168,9 +205,16 @@ class Cache:
         results: list[Any] = await self._call("invalidate", pipe.execute)
         generation = int(results[-1]) if generation_key is not None else None
         if channel is not None:
-            notice = PurgeNotice(keys=keys, event_id=event_id, generation=generation)
-            await self._call("publish", self.redis.publish, channel, notice.encode())
+            await self.announce(channel, keys, event_id, generation)
         return generation
+
+    async def announce(
+        self, channel: str, keys: list[str], event_id: uuid.UUID | None, generation: int | None
+    ) -> int:
+        """`PUBLISH` a purge notice (what `invalidate` sends); the number of subscribers
+        that received it."""
+        notice = PurgeNotice(keys=keys, event_id=event_id, generation=generation)
+        return int(await self._call("publish", self.redis.publish, channel, notice.encode()))
 
     # -- leases -----------------------------------------------------------------------------
 
@@ -181,12 +225,45 @@ class Cache:
         return token if taken else None
 
     async def store_leased(
-        self, key: str, lease_key: str, token: str, data: bytes, ttl: float
+        self,
+        key: str,
+        lease_key: str,
+        token: str,
+        data: bytes,
+        ttl: float,
+        *,
+        version: int | None = None,
     ) -> bool:
-        """Store only while `token` still holds the lease; False when an invalidation won."""
-        args = [token, data, _ms(ttl)]
+        """Store only while `token` still holds the lease (and, with a `version`, only over
+        an older value); False when an invalidation or a newer write won."""
+        stored_data = data if version is None else versioned(data, version)
+        args = [token, stored_data, _ms(ttl), "" if version is None else version]
         stored = bool(await self._call("store", self._store, keys=[key, lease_key], args=args))
         self.metrics.count("store", "stored" if stored else "refused")
+        return stored
+
+    async def put_if_newer(
+        self,
+        key: str,
+        lease_key: str,
+        data: bytes,
+        version: int,
+        ttl: float,
+        *,
+        generation_key: str | None = None,
+    ) -> bool:
+        """A writer's write-through: store `data` unless the cached value is as new or newer,
+        delete the lease, and bump `generation_key` in the same round trip. False when a
+        newer value was already there."""
+        pipe = self.redis.pipeline(transaction=False)
+        # Queued on the pipeline (redis-py types every command as an awaitable).
+        # EVAL, not EVALSHA: a write is rare, and no NOSCRIPT can surface after a restart.
+        pipe.eval(_PUT_IF_NEWER, 2, key, lease_key, versioned(data, version), _ms(ttl), version)  # type: ignore[unused-awaitable]
+        if generation_key is not None:
+            pipe.incr(generation_key)  # type: ignore[unused-awaitable]
+        results: list[Any] = await self._call("put", pipe.execute)
+        stored = bool(results[0])
+        self.metrics.count("put", "stored" if stored else "refused")
         return stored
 
     async def release_lease(self, lease_key: str, token: str) -> None:
@@ -200,7 +277,7 @@ class Cache:
             await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             data: bytes | None = await self._call("get", self._pipeline.execute, "GET", key)
             if data is not None:
-                return data
+                return unversioned(data)
             delay = min(delay * 2, _MAX_POLL)
         return None
 
@@ -214,11 +291,13 @@ class Cache:
         lease_ttl: float = 2.0,
         lease_wait: float = 0.05,
         none_ttl: float | None = None,
+        version_of: Callable[[Any], int] | None = None,
     ) -> Lookup:
         """Cache-aside read with a lease: at most one `loader` call per key per lease period.
 
         `loader` returning None caches JSON `null` for `none_ttl` seconds (negative caching)
-        when it is given, else caches nothing.
+        when it is given, else caches nothing. With `version_of`, a loaded value is stored
+        with its version and never over a newer one (see `put_if_newer`).
         """
         data = await self.get_bytes(key)
         if data is not None:
@@ -231,7 +310,7 @@ class Cache:
             self.metrics.count("lease", "waited_out")
             return Lookup(_encode_optional(await loader()), hit=False)
         return await self._load_and_store(
-            key, lease_key, token, loader=loader, ttl=ttl, none_ttl=none_ttl
+            key, lease_key, token, loader=loader, ttl=ttl, none_ttl=none_ttl, version_of=version_of
         )
 
     async def _load_and_store(
@@ -243,6 +322,7 @@ class Cache:
         loader: Callable[[], Awaitable[Any]],
         ttl: float,
         none_ttl: float | None,
+        version_of: Callable[[Any], int] | None,
     ) -> Lookup:
         try:
             value = await loader()
@@ -254,7 +334,10 @@ class Cache:
         if store_ttl is None or (data is not None and len(data) > self.max_value_bytes):
             await self._quiet_release(lease_key, token)
             return Lookup(data, hit=False)
-        stored = await self.store_leased(key, lease_key, token, data or b"null", store_ttl)
+        version = None if value is None or version_of is None else version_of(value)
+        stored = await self.store_leased(
+            key, lease_key, token, data or b"null", store_ttl, version=version
+        )
         return Lookup(data, hit=False, stored=stored)
 
     async def _quiet_release(self, lease_key: str, token: str) -> None:
@@ -273,3 +356,15 @@ def _ms(seconds: float) -> int:
     if seconds <= 0:
         raise ValueError("a cache TTL must be positive")
     return max(1, round(seconds * 1000))
+
+
+def versioned(data: bytes, version: int) -> bytes:
+    """`data` with its version, as the cache stores it (see `_VERSION_OF`)."""
+    return b"%b%d\x01%b" % (_MARK, version, data)
+
+
+def unversioned(raw: bytes) -> bytes:
+    """The data of a cached value, with or without a version."""
+    if raw[:2] == _MARK:
+        return raw[raw.index(b"\x01", 2) + 1 :]
+    return raw

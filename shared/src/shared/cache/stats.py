@@ -15,8 +15,8 @@ import urllib.request
 from typing import Any, Final
 
 from prometheus_client.parser import text_string_to_metric_families
-from redis.asyncio import Redis
 
+from shared.connections import RedisClient
 from shared.keys import Keys
 from shared.settings import redact_url
 
@@ -35,7 +35,7 @@ def ratio(hits: int, misses: int) -> float | None:
     return round(hits / (hits + misses), 4) if hits + misses else None
 
 
-async def server_report(redis: Redis, keys: Keys, sample: int, top: int) -> dict[str, Any]:
+async def server_report(redis: RedisClient, keys: Keys, sample: int, top: int) -> dict[str, Any]:
     """INFO figures and the biggest keys among up to `sample` keys of the prefix."""
     stats: dict[str, Any] = await redis.info("stats")
     memory: dict[str, Any] = await redis.info("memory")

@@ -41,6 +41,9 @@ API:
   because Redis was unreachable never counts toward that. Acks unhandled an entry replayed
   for another group. Settings: STREAM_MAX_RECORDS, STREAM_BLOCK, STREAM_CLAIM_IDLE,
   STREAM_MAX_DELIVERIES, DLQ_MAXLEN, DLQ_MAX_ENTRY_BYTES.
+- Tracing: given `spans` (`shared.tracing.Tracing.spans`), the consumer makes a `process`
+  span per entry that carries a sampled `traceparent` — a child of the producer's context and
+  linked to it — and hands it to the handler as `Delivery.span` for its own spans.
 - `parse_fields(fields)` — an entry's event, or `EventError` with the reason.
 - `Housekeeper` / `build_housekeeper` — gauges every HOUSEKEEPING_INTERVAL; one instance at
   a time (`shared.lock`) deletes consumers idle past CONSUMER_IDLE_LIMIT with nothing pending.
@@ -52,8 +55,7 @@ API:
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
+from shared.connections import RedisClient
 from shared.keys import Keys
 from shared.settings import StreamSettings
 from shared.streams.consumer import StreamConsumer
@@ -62,6 +64,7 @@ from shared.streams.delivery import BatchHandler, ConsumerConfig, Delivery, pars
 from shared.streams.groups import consumer_name, default_state_dir, ensure_group
 from shared.streams.housekeeping import Housekeeper, StreamStatus, stream_status
 from shared.streams.metrics import StreamMetrics
+from shared.tracing import Spans
 
 __all__ = [
     "BatchHandler",
@@ -87,13 +90,14 @@ __all__ = [
 
 
 def build_consumer(
-    redis: Redis,
+    redis: RedisClient,
     settings: StreamSettings,
     group: str,
     handler: BatchHandler,
     *,
     metrics: StreamMetrics | None = None,
     consumer: str | None = None,
+    spans: Spans | None = None,
 ) -> StreamConsumer:
     """A consumer of `Keys.user_events()` in `group`, configured from settings."""
     keys = Keys(settings.key_prefix)
@@ -104,11 +108,11 @@ def build_consumer(
         consumer=consumer or consumer_name(settings, group),
         dead_letters=keys.dead_letters(),
     )
-    return StreamConsumer(redis, config, handler, metrics)
+    return StreamConsumer(redis, config, handler, metrics, spans)
 
 
 def build_housekeeper(
-    redis: Redis,
+    redis: RedisClient,
     settings: StreamSettings,
     consumer: StreamConsumer,
     metrics: StreamMetrics | None = None,

@@ -17,6 +17,11 @@ Life of an entry in one group:
    of the group claims them with `XAUTOCLAIM` and retries. A failure at delivery
    `max_deliveries` dead-letters the entry (with the error, this group and the count).
 
+Traced (`shared.tracing`), each entry that carries a sampled `traceparent` gets a `process`
+span (CONSUMER) from its parsing to its ack: a child of the producer's context and linked to
+it, in `Delivery.span` for the handler to hang its own spans under. Both groups get theirs
+here, generically; entries without a context cost one `None` check.
+
 Letters are written (`XADD` to the DLQ) before the batch's `XACK`, in two steps: the stream
 and the DLQ are in different Cluster slots, so no MULTI may span them, and this order can
 only duplicate a letter (a crash between the two), never lose one. Redis errors in the loop
@@ -32,17 +37,19 @@ from collections import Counter as Tally
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from redis.asyncio import Redis
+from opentelemetry.trace import Span, SpanKind
 from redis.exceptions import RedisError, ResponseError
 
-from shared.connections import UNAVAILABLE_ERRORS
+from shared.connections import UNAVAILABLE_ERRORS, RedisClient
 from shared.errors import EventError
+from shared.events import SessionEvent, UserEvent
 from shared.keys import Keys
 from shared.streams.deadletter import EVERY_GROUP, REPLAY_FOR, claim_letter, letter_fields
 from shared.streams.delivery import BatchHandler, ConsumerConfig, Delivery, parse_fields
 from shared.streams.groups import ensure_group
 from shared.streams.metrics import StreamMetrics
 from shared.tasks import Backoff, raise_if_cancelling
+from shared.tracing import Spans, finish, messaging
 
 logger = logging.getLogger(__name__)
 
@@ -74,15 +81,18 @@ class StreamConsumer:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         config: ConsumerConfig,
         handler: BatchHandler,
         metrics: StreamMetrics | None = None,
+        spans: Spans | None = None,
     ) -> None:
         self.redis = redis
         self.config = config
         self.handler = handler
         self.metrics = metrics
+        self.spans = spans  # None: tracing off
+        self._span_name = f"process {config.stream}"
         self._keys = Keys(config.key_prefix)
         self._group_bytes = config.group.encode()
         self._inflight: set[str] = set()
@@ -157,6 +167,18 @@ class StreamConsumer:
     async def _process(self, live: list[tuple[str, Any]], ids: list[str], *, fresh: bool) -> None:
         counts = {} if fresh else await self._delivery_counts(ids)
         entries = self._sort(live, counts)
+        if self.spans is None:
+            await self._complete(entries)
+            return
+        try:
+            failures = await self._complete(entries)
+        except BaseException as exc:
+            _finish_spans(entries.batch, {}, exc)
+            raise
+        _finish_spans(entries.batch, failures, None)
+
+    async def _complete(self, entries: _Sorted) -> Mapping[str, BaseException]:
+        """Handle, then ack or dead-letter; the entries that failed."""
         failures = await self._handle(entries.batch)
         for d in entries.batch:
             if (failure := failures.get(d.entry_id)) is not None:
@@ -171,6 +193,7 @@ class StreamConsumer:
                     )  # fmt: skip
         done = [d for d in entries.batch if d.entry_id not in failures]
         await self._settle(done, entries)
+        return failures
 
     def _sort(self, live: list[tuple[str, Any]], counts: Mapping[str, int]) -> _Sorted:
         out = _Sorted([], [], [], [])
@@ -184,12 +207,40 @@ class StreamConsumer:
                 continue
             n = counts.get(entry_id, 1)
             try:
-                out.batch.append(Delivery(entry_id, parse_fields(fields), fields, n))
+                event = parse_fields(fields)
             except EventError as exc:
                 # Unparseable for every group, unless it was replayed for this one alone.
                 group = EVERY_GROUP if target is None else self.config.group
                 out.letters.append(_Letter(entry_id, fields, exc.reason, exc.code, n, group))
+                continue
+            span = None if self.spans is None else self._process_span(entry_id, event, n)
+            out.batch.append(Delivery(entry_id, event, fields, n, span))
         return out
+
+    def _process_span(self, entry_id: str, event: UserEvent | SessionEvent, n: int) -> Span | None:
+        """The entry's `process` span: a child of the producer's context (one trace from the
+        write to every group's effect) and linked to it, as the messaging conventions have a
+        consumer do. None for an entry that carries no (sampled) context: the common case
+        costs a flag check, nothing else."""
+        assert self.spans is not None
+        parent = self.spans.parent(event.traceparent)
+        if parent is None:
+            return None
+        cfg = self.config
+        attributes = messaging(
+            "process",
+            cfg.stream,
+            {
+                "messaging.consumer.group.name": cfg.group,
+                "messaging.message.id": str(event.id),
+                "app.event.type": event.type,
+                "app.stream.entry_id": entry_id,
+                "app.stream.deliveries": n,
+            },
+        )
+        return self.spans.follow(
+            parent, self._span_name, kind=SpanKind.CONSUMER, attributes=attributes, link=True
+        )
 
     async def _handle(self, batch: list[Delivery]) -> dict[str, BaseException]:
         if not batch:
@@ -308,6 +359,16 @@ class StreamConsumer:
                 logger.warning("stream consumer: Redis error (%s); retrying in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
         return None
+
+
+def _finish_spans(
+    batch: list[Delivery], failures: Mapping[str, BaseException], error: BaseException | None
+) -> None:
+    """End the batch's `process` spans: failed ones with their error (handled, acked or
+    dead-lettered, each span covers its entry until its fate was written)."""
+    for delivery in batch:
+        if delivery.span is not None:
+            finish(delivery.span, failures.get(delivery.entry_id, error))
 
 
 def _transient(exc: BaseException) -> bool:

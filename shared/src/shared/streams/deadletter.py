@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from redis.asyncio import Redis
+from shared.connections import RedisClient
 
 META_PREFIX: Final = "dlq:"
 EVERY_GROUP: Final = "*"
@@ -122,7 +122,7 @@ def letter_fields(
     return fields
 
 
-async def claim_letter(redis: Redis, guard: str, group: str) -> str:
+async def claim_letter(redis: RedisClient, guard: str, group: str) -> str:
     """The group that writes the one letter of an unparseable entry (this one, if first).
 
     SET NX and GET on the one key in one round trip (one key: fine on a Cluster). Should the
@@ -190,7 +190,7 @@ def _letter(entry_id: bytes | str, raw: Mapping[Any, Any]) -> DeadLetter:
 
 
 async def list_letters(
-    redis: Redis, dlq: str, *, start: str = "-", count: int = 100, group: str | None = None
+    redis: RedisClient, dlq: str, *, start: str = "-", count: int = 100, group: str | None = None
 ) -> list[DeadLetter]:
     """Up to `count` dead letters (of `group`, when given), oldest first, from id `start`."""
     found: list[DeadLetter] = []
@@ -202,7 +202,7 @@ async def list_letters(
     return found
 
 
-async def _scan(redis: Redis, dlq: str, *, start: str = "-") -> AsyncIterator[DeadLetter]:
+async def _scan(redis: RedisClient, dlq: str, *, start: str = "-") -> AsyncIterator[DeadLetter]:
     """Every letter present now, oldest first; letters written meanwhile wait for next time."""
     last: Any = await redis.xrevrange(dlq, count=1)
     if not last:
@@ -218,7 +218,7 @@ async def _scan(redis: Redis, dlq: str, *, start: str = "-") -> AsyncIterator[De
 
 
 async def _chosen(
-    redis: Redis, dlq: str, ids: Sequence[str] | None
+    redis: RedisClient, dlq: str, ids: Sequence[str] | None
 ) -> AsyncIterator[tuple[str, DeadLetter | None]]:
     if ids is None:
         async for letter in _scan(redis, dlq):
@@ -237,7 +237,7 @@ class ReplayResult:
 
 
 async def replay(
-    redis: Redis,
+    redis: RedisClient,
     dlq: str,
     ids: Sequence[str] | None,
     *,
@@ -265,7 +265,7 @@ async def replay(
     return result
 
 
-async def _put_back(redis: Redis, dlq: str, letter: DeadLetter, maxlen: int) -> str | None:
+async def _put_back(redis: RedisClient, dlq: str, letter: DeadLetter, maxlen: int) -> str | None:
     """Replay one letter; or why it cannot be."""
     why = letter.refusal()
     if why is not None or not letter.stream:
@@ -279,7 +279,7 @@ async def _put_back(redis: Redis, dlq: str, letter: DeadLetter, maxlen: int) -> 
     return None
 
 
-async def drop(redis: Redis, dlq: str, ids: Iterable[str] | None) -> int:
+async def drop(redis: RedisClient, dlq: str, ids: Iterable[str] | None) -> int:
     """Delete dead letters (all present now when `ids` is None); the number deleted."""
     wanted = [letter.id async for letter in _scan(redis, dlq)] if ids is None else list(ids)
     removed = 0

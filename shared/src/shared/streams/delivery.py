@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from opentelemetry.trace import Span
 from pydantic import ValidationError
 
 from shared.events import (
@@ -27,12 +28,17 @@ _META = META_PREFIX.encode()
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """One parsed entry handed to a batch handler; `deliveries` counts this one (1 = first)."""
+    """One parsed entry handed to a batch handler; `deliveries` counts this one (1 = first).
+
+    `span`: this entry's `process` span when tracing is on and the entry continues a sampled
+    trace (`shared.tracing`); a handler starts its own spans for the entry as its children.
+    """
 
     entry_id: str
     event: UserEvent | SessionEvent
     fields: Mapping[bytes, bytes]
     deliveries: int
+    span: Span | None = None
 
 
 class BatchHandler(Protocol):

@@ -21,9 +21,9 @@ import uuid
 from pathlib import Path
 from typing import Final
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from shared.connections import RedisClient
 from shared.settings import StreamSettings
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ _MAX_SLOTS: Final = 64
 _HELD: dict[str, tuple[int, str]] = {}
 
 
-async def ensure_group(redis: Redis, stream: str, group: str) -> bool:
+async def ensure_group(redis: RedisClient, stream: str, group: str) -> bool:
     """Create `group` on `stream` at id 0 (MKSTREAM); True if created, False if it existed."""
     try:
         await redis.xgroup_create(stream, group, id="0", mkstream=True)

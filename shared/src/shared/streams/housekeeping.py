@@ -23,9 +23,9 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from shared.connections import RedisClient
 from shared.errors import LockNotAcquiredError
 from shared.keys import Keys
 from shared.lock import lock
@@ -76,12 +76,12 @@ def _id_ms(entry_id: str) -> int:
     return int(entry_id.split("-", 1)[0])
 
 
-async def _server_ms(redis: Redis) -> int:
+async def _server_ms(redis: RedisClient) -> int:
     seconds, micros = await redis.time()
     return int(seconds) * 1000 + int(micros) // 1000
 
 
-async def _lag(redis: Redis, stream: str, info: dict[str, object]) -> int | None:
+async def _lag(redis: RedisClient, stream: str, info: dict[str, object]) -> int | None:
     lag = info.get("lag")
     if isinstance(lag, int):
         return lag
@@ -92,7 +92,7 @@ async def _lag(redis: Redis, stream: str, info: dict[str, object]) -> int | None
     return len(rows)
 
 
-async def group_status(redis: Redis, stream: str, info: dict[str, object]) -> GroupStatus:
+async def group_status(redis: RedisClient, stream: str, info: dict[str, object]) -> GroupStatus:
     name = _text(info["name"])
     summary = await redis.xpending(stream, name)
     oldest = summary.get("min")
@@ -113,7 +113,7 @@ async def group_status(redis: Redis, stream: str, info: dict[str, object]) -> Gr
     )
 
 
-async def stream_status(redis: Redis, stream: str, group: str | None = None) -> StreamStatus:
+async def stream_status(redis: RedisClient, stream: str, group: str | None = None) -> StreamStatus:
     """Length, and every group (or just `group`) with its consumers; empty when no stream."""
     try:
         groups = await redis.xinfo_groups(stream)
@@ -148,7 +148,7 @@ return out
 _COUNT_CHUNK: Final = 200
 
 
-async def count_by_group(redis: Redis, dlq: str, *, cap: int) -> tuple[dict[str, int], bool]:
+async def count_by_group(redis: RedisClient, dlq: str, *, cap: int) -> tuple[dict[str, int], bool]:
     """({group: letters}, complete) over the oldest `cap` letters; complete=False past cap."""
     script = redis.register_script(_COUNT_LUA)
     counts: dict[str, int] = {}
@@ -167,7 +167,11 @@ async def count_by_group(redis: Redis, dlq: str, *, cap: int) -> tuple[dict[str,
 
 
 async def prune_consumers(
-    redis: Redis, stream: str, group: str, idle_limit: float, keep: frozenset[str] = frozenset()
+    redis: RedisClient,
+    stream: str,
+    group: str,
+    idle_limit: float,
+    keep: frozenset[str] = frozenset(),
 ) -> list[str]:
     """Delete consumers idle past `idle_limit` seconds holding no pending entries."""
     removed: list[str] = []
@@ -187,7 +191,7 @@ async def prune_consumers(
 class Housekeeper:
     """Exports a group's gauges every `interval`; prunes idle consumers on one instance."""
 
-    redis: Redis
+    redis: RedisClient
     keys: Keys
     stream: str
     group: str

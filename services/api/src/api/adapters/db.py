@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import (
 
 from api.config import ApiSettings
 from shared.connections import Health
+from shared.tracing import Tracing
 
 
 def make_engine(settings: ApiSettings) -> AsyncEngine:
@@ -24,6 +25,25 @@ def make_engine(settings: ApiSettings) -> AsyncEngine:
     return create_async_engine(
         url, pool_size=settings.database_pool_size, max_overflow=10, pool_pre_ping=True
     )
+
+
+def trace_statements(engine: AsyncEngine, tracing: Tracing) -> None:
+    """A CLIENT span per SQL statement (the SQLAlchemy instrumentation), when tracing is on.
+
+    The engine's own tracer, not `SQLAlchemyInstrumentor().instrument()`: that one patches
+    `create_engine` and `Engine.connect` process-wide (a span per connection checkout too)
+    and instruments once per process; this hooks our engine's statement events only.
+    """
+    if tracing.provider is None:
+        return
+    # Imported here, as the SDK is (shared.tracing): nothing of it loads with tracing off.
+    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer  # noqa: PLC0415
+    from opentelemetry.metrics import NoOpMeterProvider  # noqa: PLC0415
+
+    tracer = tracing.provider.get_tracer("opentelemetry.instrumentation.sqlalchemy")
+    # Its connection-usage metric goes nowhere: the api exports its own metrics.
+    usage = NoOpMeterProvider().get_meter(__name__).create_up_down_counter("db.client.connections")
+    EngineTracer(tracer, engine.sync_engine, usage)  # type: ignore[no-untyped-call]  # the package ships no annotations
 
 
 def make_db(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -33,6 +33,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# A version-00 traceparent is 55 characters; later versions may append fields, and the W3C
+# parser refuses anything over 512.
+TRACEPARENT_MAX = 512
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -61,6 +66,9 @@ class OutboxRow(Base):
     envelope: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     published_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # The W3C trace context of the write (also in the envelope): the relay continues the
+    # trace from it without parsing the envelope. NULL when the write was not traced.
+    traceparent: Mapped[str | None] = mapped_column(String(TRACEPARENT_MAX), nullable=True)
 
     # The relay's scan: pending rows, oldest first.
     __table_args__ = (Index("ix_outbox_pending", "published_at", "created_at"),)

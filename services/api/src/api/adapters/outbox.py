@@ -8,6 +8,9 @@ and retries with backoff while Redis is down. On PostgreSQL the rows are selecte
 `FOR UPDATE SKIP LOCKED`, so several api instances never publish the same row at once
 (SQLite has one writer and no row locks: one api instance per SQLite file).
 
+Traced (`shared.tracing`), each row written by a traced request gets a `publish` span
+(PRODUCER) continuing that request's trace from the row's `traceparent` column.
+
 Each round also sets the backlog gauges (`outbox_backlog`, `outbox_oldest_unsent_age_seconds`)
 from one query on the pending-rows index; while Redis is down they show events piling up.
 """
@@ -17,20 +20,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Final
 
-from redis.asyncio import Redis
+from opentelemetry.trace import Span, SpanKind
 from redis.exceptions import RedisError
-from sqlalchemy import func, select, update
+from redis.typing import EncodableT
+from sqlalchemy import Row, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.adapters.orm import OutboxRow, utcnow
 from api.metrics import ApiMetrics
-from shared.connections import UNAVAILABLE_ERRORS
+from shared.connections import UNAVAILABLE_ERRORS, RedisClient
 from shared.events import DATA_FIELD, UserEvent
+from shared.replication import Acked, Replication, ReplicaWait
 from shared.tasks import Backoff, raise_if_cancelling
+from shared.tracing import Spans, finish, messaging
 
 logger = logging.getLogger(__name__)
 
@@ -48,29 +56,53 @@ _BACKOFF_CAP: Final = 2.0
 _MEASURE_EVERY: Final = 1.0
 
 
-def add_event(session: AsyncSession, event: UserEvent) -> None:
-    """Stage `event` in the caller's transaction; its envelope id is the row id."""
+# A pending row as the relay selects it: id, envelope, traceparent.
+_Pending = Row[uuid.UUID, str, str | None]
+
+
+def add_event(session: AsyncSession, event: UserEvent, traceparent: str | None = None) -> None:
+    """Stage `event` in the caller's transaction; its envelope id is the row id. A traced
+    write's context goes in the row's column and in the envelope."""
+    if traceparent is not None:
+        event = event.model_copy(update={"traceparent": traceparent})
     session.add(
         OutboxRow(
             id=event.id,
             type=event.type,
             envelope=event.to_json().decode(),
             created_at=event.occurred_at,
+            traceparent=traceparent,
         )
     )
+
+
+# KEYS[1] the stream; ARGV[1] MAXLEN (approximate), ARGV[2] the field, ARGV[3..] envelopes:
+# one XADD each. Server-made ids (`*`) in a script need effects replication, the default
+# since Redis 5.
+_PUBLISH: Final = """
+local ids = {}
+for i = 3, #ARGV do
+  ids[#ids + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', ARGV[2], ARGV[i])
+end
+return ids
+"""
+# A batch whose copy on a replica is not confirmed stays unsent (published again later).
+_UNSURE: Final = frozenset({Replication.TIMED_OUT, Replication.UNCHECKED})
 
 
 class OutboxRelay:
     def __init__(
         self,
         db: async_sessionmaker[AsyncSession],
-        redis: Redis,
+        redis: RedisClient,
         stream: str,
         *,
         maxlen: int,
         batch_size: int,
         poll_interval: float,
         metrics: ApiMetrics,
+        replica_wait_ms: int = 0,
+        spans: Spans | None = None,
     ) -> None:
         self.db = db
         self.redis = redis
@@ -79,14 +111,30 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.metrics = metrics
+        self.spans = spans  # None: tracing off
+        self._span_name = f"publish {stream}"
         self._wake = asyncio.Event()
         self._measured_at = float("-inf")
+        self._publish = redis.register_script(_PUBLISH)
+        self.replicas = ReplicaWait(redis, replica_wait_ms)
 
     def notify(self) -> None:
         """Called after each commit that staged an event: publish now, not at the next poll."""
         self._wake.set()
 
     async def run(self) -> None:
+        if self.spans is None:
+            await self._relay()
+            return
+        # The relay's own statements (a poll every OUTBOX_POLL_INTERVAL, the backlog query)
+        # belong to no request: traced, each would start a trace of its own. Its `publish`
+        # spans continue the rows' traces instead. (Imported here: tracing on only.)
+        from opentelemetry.instrumentation.utils import suppress_instrumentation  # noqa: PLC0415
+
+        with suppress_instrumentation():
+            await self._relay()
+
+    async def _relay(self) -> None:
         backoff = Backoff(_BACKOFF_FIRST, _BACKOFF_CAP)
         while True:
             raise_if_cancelling()
@@ -145,7 +193,7 @@ class OutboxRelay:
         """Publish one batch of pending rows; the count published."""
         async with self.db() as session, session.begin():
             statement = (
-                select(OutboxRow.id, OutboxRow.envelope)
+                select(OutboxRow.id, OutboxRow.envelope, OutboxRow.traceparent)
                 .where(OutboxRow.published_at.is_(None))
                 .order_by(OutboxRow.created_at, OutboxRow.id)
                 .limit(self.batch_size)
@@ -154,15 +202,64 @@ class OutboxRelay:
             rows = (await session.execute(statement)).all()
             if not rows:
                 return 0
-            pipe = self.redis.pipeline(transaction=False)
-            for _, envelope in rows:
-                fields = {DATA_FIELD: envelope}
-                # Queued on the pipeline: nothing to await until execute().
-                _ = pipe.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]  # redis-py's field type is invariant dict
-            await pipe.execute()
-            ids = [row_id for row_id, _ in rows]
+            # One script (one key: one cluster slot) adds the batch; `WAIT` on its connection
+            # then tells whether a replica holds it. Only then are the rows marked sent: an
+            # XADD a failover could take back is published again instead (a duplicate entry,
+            # which consumers handle as once).
+            acked = await self._send(rows)
+            self.metrics.outbox_replica_acks.labels(acked.replication.value).inc()
+            if acked.replication in _UNSURE:
+                logger.warning(
+                    "outbox relay: %d rows published, no replica confirmed them (%s): "
+                    "they will be published again",
+                    len(rows),
+                    acked.replication.value,
+                )
+                return 0
+            ids = [row_id for row_id, _, _ in rows]
             await session.execute(
                 update(OutboxRow).where(OutboxRow.id.in_(ids)).values(published_at=utcnow())
             )
         self.metrics.outbox_published.inc(len(rows))
         return len(rows)
+
+    async def _send(self, rows: Sequence[_Pending]) -> Acked:
+        """The batch's XADDs (one script) and the replica's word on them; traced, one
+        `publish` span per traced row around the batch's round trip, each with the entry id
+        its XADD got."""
+        args: list[EncodableT] = [self.maxlen, DATA_FIELD, *(e for _, e, _ in rows)]
+        if self.spans is None:
+            return await self.replicas.run(self._publish, [self.stream], args)
+        spans = self._publish_spans(rows)
+        try:
+            acked = await self.replicas.run(self._publish, [self.stream], args)
+        except BaseException as exc:
+            for span in spans.values():
+                finish(span, exc)
+            raise
+        for index, span in spans.items():
+            span.set_attribute("app.stream.entry_id", _text(acked.reply[index]))
+            span.set_attribute("app.replication", acked.replication.value)
+            finish(span)
+        return acked
+
+    def _publish_spans(self, rows: Sequence[_Pending]) -> dict[int, Span]:
+        assert self.spans is not None
+        started: dict[int, Span] = {}
+        for index, (row_id, _, traceparent) in enumerate(rows):
+            parent = self.spans.parent(traceparent)
+            if parent is None:
+                continue
+            attributes = messaging(
+                "send",
+                self.stream,
+                {"messaging.message.id": str(row_id), "messaging.batch.message_count": len(rows)},
+            )
+            started[index] = self.spans.follow(
+                parent, self._span_name, kind=SpanKind.PRODUCER, attributes=attributes
+            )
+        return started
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -19,6 +20,19 @@ def public_document(row: UserRow) -> dict[str, Any]:
         "created_at": row.created_at,
         "updated_at": row.updated_at,
     }
+
+
+def row_version(updated_at: datetime) -> int:
+    """A row's version: its `updated_at` in µs since the epoch (strictly increasing per row:
+    `usecases` moves it forward by at least 1 µs on every write)."""
+    return round(updated_at.timestamp() * 1_000_000)
+
+
+def document_version(document: dict[str, Any]) -> int:
+    """The version of a public or own document (its `updated_at`)."""
+    updated_at = document["updated_at"]
+    assert isinstance(updated_at, datetime)
+    return row_version(updated_at)
 
 
 def own_document(row: UserRow) -> dict[str, Any]:

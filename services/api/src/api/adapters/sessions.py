@@ -24,6 +24,7 @@ from api.metrics import ApiMetrics, SessionServiceMetrics
 from shared.breaker import CircuitBreaker, State
 from shared.errors import CircuitOpenError
 from shared.sessionids import well_formed
+from shared.tracing import outgoing_headers
 
 _BREAKER: Final = "session-service"
 
@@ -59,8 +60,11 @@ class SessionClient:
         settings: ApiSettings,
         transport: httpx.AsyncBaseTransport | None = None,
         metrics: ApiMetrics | None = None,
+        *,
+        propagate: bool = False,
     ):
         token = settings.service_token.get_secret_value()
+        self._propagate = propagate  # send the current `traceparent` (tracing on)
         self._http = httpx.AsyncClient(
             base_url=settings.session_service,
             timeout=settings.session_service_timeout,
@@ -132,7 +136,9 @@ class SessionClient:
 
     async def _send(self, method: str, path: str, json: dict[str, Any] | None) -> httpx.Response:
         try:
-            response = await self._http.request(method, path, json=json)
+            # Traced, the session service's request span continues the caller's trace.
+            headers = outgoing_headers() if self._propagate else None
+            response = await self._http.request(method, path, json=json, headers=headers)
         except httpx.TransportError as exc:
             timed_out = isinstance(exc, httpx.TimeoutException)
             self._outcomes.count("timeout" if timed_out else "unreachable")

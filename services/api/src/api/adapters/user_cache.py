@@ -9,14 +9,19 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
+from opentelemetry.trace import Span
+
+from api.adapters.repository import document_version
 from api.config import ApiSettings
 from api.metrics import ApiMetrics
 from shared.cache import Cache, CacheUnavailableError, Lookup, encode
 from shared.errors import CacheError
 from shared.keys import Keys
 from shared.nearcache import NearCache
+from shared.tracing import Attributes, Spans, messaging
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +36,11 @@ class UserCache:
         settings: ApiSettings,
         metrics: ApiMetrics,
         near: NearCache | None = None,
+        *,
+        spans: Spans | None = None,
     ) -> None:
         self.cache = cache
+        self.spans = spans  # None: tracing off
         self.keys = keys
         self.settings = settings
         self.metrics = metrics
@@ -56,6 +64,7 @@ class UserCache:
                 lease_ttl=self.settings.cache_lease_ttl,
                 lease_wait=self.settings.cache_lease_wait,
                 none_ttl=self.settings.negative_cache_ttl,
+                version_of=document_version,
             )
         except CacheError as exc:
             return await self._degraded("user_read", exc, load)
@@ -89,15 +98,65 @@ class UserCache:
         if not self.settings.cache_invalidation.by_writer:
             return
         try:
-            await self.cache.invalidate(
-                keys,
-                generation_key=self.keys.user_list_gen(),
-                channel=self.keys.cache_invalidated(),
-                event_id=event_id,
-            )
+            if self.spans is None:
+                await self.cache.invalidate(
+                    keys,
+                    generation_key=self.keys.user_list_gen(),
+                    channel=self.keys.cache_invalidated(),
+                    event_id=event_id,
+                )
+            else:
+                await self._traced_purge(self.spans, keys, event_id)
         except CacheError as exc:
             # The committed event reaches the invalidator through the outbox: nothing is lost.
             self._count_degraded("purge", exc)
+
+    async def write_user(
+        self, user_id: uuid.UUID, document: dict[str, Any], version: int, event_id: uuid.UUID
+    ) -> None:
+        """After an update's commit: store the new public view (unless a newer one is already
+        there), retire every list page, and tell peers to drop their near-cache copies."""
+        keys = [self.keys.user(user_id), self.keys.user_lease(user_id)]
+        if self.near is not None:
+            self.near.drop(keys)
+        if not self.settings.cache_invalidation.by_writer:
+            return
+        channel = self.keys.cache_invalidated()
+        try:
+            with self._span("write-through", {"app.cache.version": version}) as span:
+                stored = await self.cache.put_if_newer(
+                    keys[0],
+                    keys[1],
+                    encode(document),
+                    version,
+                    self.settings.user_cache_ttl,
+                    generation_key=self.keys.user_list_gen(),
+                )
+                if span is not None:
+                    span.set_attribute("app.cache.stored", stored)
+            with self._span("announce", messaging("send", channel)):
+                await self.cache.announce(channel, keys, event_id, None)
+        except CacheError as exc:
+            # The committed event reaches the invalidator through the outbox: nothing is lost.
+            self._count_degraded("write_through", exc)
+
+    def _span(self, name: str, attributes: Attributes) -> AbstractContextManager[Span | None]:
+        """A span of the current trace when tracing is on; nothing otherwise."""
+        return nullcontext() if self.spans is None else self.spans.current(name, attributes)
+
+    async def _traced_purge(self, spans: Spans, keys: list[str], event_id: uuid.UUID) -> None:
+        """`purge` then `announce`, each a span: the same two round trips `invalidate` makes."""
+        attributes: Attributes = {
+            "app.cache.keys": len(keys),
+            "messaging.message.id": str(event_id),
+        }
+        with spans.current("purge", attributes) as span:
+            generation = await self.cache.invalidate(keys, generation_key=self.keys.user_list_gen())
+            span.set_attribute("app.cache.generation", generation or 0)
+        channel = self.keys.cache_invalidated()
+        with spans.current("announce", messaging("send", channel)) as span:
+            receivers = await self.cache.announce(channel, keys, event_id, generation)
+            span.set_attribute("app.purge.receivers", receivers)
 
     async def warm(self, user_id: uuid.UUID, load: Loader) -> None:
         await self.user(user_id, load)

@@ -22,13 +22,12 @@ from __future__ import annotations
 import logging
 
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from api.config import ApiSettings
 from api.metrics import RateLimitMetrics
 from shared.breaker import CircuitBreaker
-from shared.connections import UNAVAILABLE_ERRORS
+from shared.connections import UNAVAILABLE_ERRORS, RedisClient
 from shared.errors import CircuitOpenError
 from shared.keys import Keys
 from shared.limiter import Decision, DenialCache, Policy, RateLimiter
@@ -70,7 +69,7 @@ class Guard:
     @classmethod
     def build(
         cls,
-        redis: Redis,
+        redis: RedisClient,
         settings: ApiSettings,
         metrics: RateLimitMetrics,
         registry: CollectorRegistry,

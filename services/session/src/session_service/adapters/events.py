@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from shared.connections import RedisClient
 from shared.events import SessionEvent
 from shared.keys import Keys
 
@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 
 
 class StreamPublisher:
-    def __init__(self, redis: Redis, keys: Keys, maxlen: int) -> None:
+    def __init__(self, redis: RedisClient, keys: Keys, maxlen: int) -> None:
         self._redis = redis
         self._stream = keys.user_events()
         self._maxlen = maxlen

@@ -2,7 +2,7 @@
 
 The contract and its reasons live in docs/architecture.md and docs/decisions/; a reference to
 a design or notes file kept outside the repository (or to a folder beside it) is a dead end
-for anyone who clones it.
+for anyone who clones it. Here rather than in tests/unit: it runs `git ls-files`.
 """
 
 from __future__ import annotations
