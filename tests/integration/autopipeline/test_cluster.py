@@ -306,7 +306,7 @@ async def test_a_killed_primary_fails_commands_only_until_its_replica_is_promote
 
     async def worker(offset: int) -> None:
         i = offset
-        while not stop.is_set():
+        while not stop.is_set():  # not polling: steady traffic through the failover
             key = keys[i % len(keys)]
             i += 1
             sent = time.monotonic()
@@ -324,12 +324,12 @@ async def test_a_killed_primary_fails_commands_only_until_its_replica_is_promote
     victim = local.primary_for(keys[0])
     workers = [asyncio.create_task(worker(n)) for n in range(20)]
     try:
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # not a wait: traffic on every link before the kill
         killed_at = time.monotonic()
         await asyncio.to_thread(local.kill, victim)
         promoted = await asyncio.to_thread(local.wait_for_failover, victim)
         promoted_at = time.monotonic()
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1.5)  # not a wait: traffic after the promotion, to judge
     finally:
         stop.set()
         try:

@@ -8,7 +8,6 @@ master is killed or failed over here).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from devtools.polling import eventually
 from devtools.redis_sentinel import LocalSentinel
 from devtools.redis_server import RedisServer, find_redis_server
 from devtools.settings import StackSettings
@@ -58,20 +58,18 @@ async def value_on(server: RedisServer, key: str) -> str | None:
     return value
 
 
-async def role_of(server: RedisServer) -> str:
-    return str((await _call(server.port, "ROLE"))[0])
+async def is_replica(server: RedisServer) -> bool:
+    return str((await _call(server.port, "ROLE"))[0]) == "slave"
 
 
-async def until_it_answers(pipeline: AutoPipeline, *args: str, within: float = 30) -> object:
+async def once_it_answers(pipeline: AutoPipeline, *args: str, within: float) -> object:
     """The command's reply once it succeeds; the errors before it are the outage."""
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            return await pipeline.execute(*args)
-        except RedisError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.05)
+    return await eventually(
+        lambda: pipeline.execute(*args),
+        f"the pipeline answering {args[0]}",
+        within=within,
+        ignoring=(RedisError,),
+    )
 
 
 async def test_a_killed_master_is_followed_to_the_promoted_replica(
@@ -88,7 +86,7 @@ async def test_a_killed_master_is_followed_to_the_promoted_replica(
             await pipeline.execute("INCR", key)
         new = await asyncio.to_thread(sentinel_set.wait_for_promotion, old)
         # The replica had the first INCR; the second reaches it, through the same pipeline.
-        assert await until_it_answers(pipeline, "INCR", key, within=10) == 2
+        assert await once_it_answers(pipeline, "INCR", key, within=10) == 2
         assert await value_on(new, key) == "2"
         replies = await asyncio.gather(*(pipeline.execute("INCR", key) for _ in range(20)))
         assert sorted(replies) == list(range(3, 23))  # on one link again: shared round trips
@@ -112,11 +110,9 @@ async def test_a_manual_failover_moves_the_pipeline_to_the_new_master(
             sentinel_set.sentinels[0].port, "SENTINEL", "FAILOVER", sentinel_set.master_name
         )
         new = await asyncio.to_thread(sentinel_set.wait_for_promotion, old)
-        deadline = time.monotonic() + 15
-        while await role_of(old) != "slave":  # demoted after the promotion, not with it
-            assert time.monotonic() < deadline, "the old master was never demoted"
-            await asyncio.sleep(0.05)
-        assert await until_it_answers(pipeline, "INCR", key, within=15) == 2
+        # Demoted after the promotion, not with it.
+        await eventually(lambda: is_replica(old), "the old master demoted", within=15)
+        assert await once_it_answers(pipeline, "INCR", key, within=15) == 2
         assert await value_on(new, key) == "2"
     finally:
         await client.aclose()
