@@ -32,10 +32,16 @@ from shared.settings import RateAlgorithm
 pytestmark = pytest.mark.skipif(not find_redis_server(), reason="needs a redis-server binary")
 
 
+def running(local: LocalCluster) -> Iterator[LocalCluster]:
+    try:  # not `with`: a start that times out must still kill what it started
+        yield local.start()
+    finally:
+        local.stop()
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster() as local:
-        yield local
+    yield from running(LocalCluster())
 
 
 def node_name(server: RedisServer) -> str:
@@ -285,8 +291,7 @@ UNAVAILABLE = {"ConnectionError", "TimeoutError", "ClusterDownError", "ClusterEr
 
 @pytest.fixture
 def private_cluster() -> Iterator[LocalCluster]:
-    with LocalCluster() as local:
-        yield local
+    yield from running(LocalCluster())
 
 
 @pytest.mark.slow

@@ -30,8 +30,11 @@ pytestmark = [
 
 @pytest.fixture
 def sentinel_set() -> Iterator[LocalSentinel]:
-    with LocalSentinel() as local:
-        yield local
+    local = LocalSentinel()
+    try:  # not `with`: a start that times out must still kill what it started
+        yield local.start()
+    finally:
+        local.stop()
 
 
 def master_client(make_settings: Callable[..., StackSettings], local: LocalSentinel) -> Redis:
