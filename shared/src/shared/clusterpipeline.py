@@ -179,11 +179,12 @@ class ClusterAutoPipeline:
         command = name.decode() if isinstance(name, bytes) else str(name)
         try:
             return await self.cluster.execute_command(command.upper(), *args[1:])
-        except AttributeError as exc:
+        except (AttributeError, RuntimeError) as exc:
             # redis-py 8.1's cluster client closes every connection on CLUSTERDOWN (and on
             # every fifth MOVED) under the commands still using them, which then fail with
-            # AttributeError on a socket that is gone: seen in failovers. It is a lost
-            # connection, and callers (retries, breakers) must see it as one.
+            # AttributeError on a writer that is gone (uvloop: RuntimeError on a closed
+            # transport): seen in failovers. It is a lost connection, and callers (retries,
+            # breakers) must see it as one.
             raise RedisConnectionError(f"connection closed under the command: {exc}") from exc
 
     async def _link_to(self, node: ClusterNode) -> _NodeLink:

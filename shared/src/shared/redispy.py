@@ -60,13 +60,14 @@ async def connect_once(connection: AbstractConnection) -> None:
 
     A `disconnect()` from elsewhere in the middle of the handshake (the cluster client closes
     every node's connections on CLUSTERDOWN) drops the writer under it, and redis-py then
-    fails with AttributeError: that is reported as the lost connection it is."""
+    fails with AttributeError (no writer), or uvloop with RuntimeError (a write on a closed
+    transport): either is reported as the lost connection it is."""
     try:
         if isinstance(connection, SentinelManagedConnection):
             await connection._connect_retry()  # type: ignore[no-untyped-call]  # unannotated
             return
         await connection.connect_check_health(check_health=True, retry_socket_connect=False)
-    except AttributeError as exc:
+    except (AttributeError, RuntimeError) as exc:
         raise RedisConnectionError(f"connection closed while connecting: {exc}") from exc
 
 
