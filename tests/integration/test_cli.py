@@ -227,12 +227,14 @@ def a_dead_pid() -> int:
 
 
 async def test_beside_a_dev_stack_it_reads_the_stacks_redis_and_says_so(
-    redis: Redis, settings: StackSettings, tmp_path: Path
+    redis: Redis, settings: StackSettings, redis_env: dict[str, str], tmp_path: Path
 ) -> None:
     keys = Keys(settings.key_prefix)
     await publish(redis, keys.user_events(), user_event("user.updated"))
     (tmp_path / ".devstack").mkdir()
-    values = {"REDIS_URL": settings.redis_dsn, "KEY_PREFIX": settings.key_prefix}
+    # The run's topology (a cluster or Sentinel run names its mode beside the URL).
+    topology = {k: v for k, v in redis_env.items() if k in {"REDIS_MODE", "REDIS_SENTINELS"}}
+    values = {"REDIS_URL": settings.redis_dsn, "KEY_PREFIX": settings.key_prefix, **topology}
     devstack.write(tmp_path / ".devstack" / "env", values, os.getpid())
 
     result = platformctl_in(tmp_path, bare_env(), "streams", "status", "--json")
@@ -255,7 +257,7 @@ async def test_beside_a_dev_stack_it_reads_the_stacks_redis_and_says_so(
     from_dotenv = platformctl_in(tmp_path, bare_env(), "streams", "status")
     assert from_dotenv.returncode == 2
     assert "(REDIS_URL from .env)" in from_dotenv.stderr.splitlines()[0]
-    explicit = bare_env(REDIS_URL=settings.redis_dsn)
+    explicit = bare_env(REDIS_URL=settings.redis_dsn, **topology)
     from_environment = platformctl_in(tmp_path, explicit, "streams", "status")
     assert from_environment.returncode == 0, from_environment.stderr
     # A Redis named in the environment is an explicit choice: nothing of the stack's file,

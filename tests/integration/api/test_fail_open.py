@@ -12,6 +12,7 @@ import httpx
 
 from devtools.polling import eventually
 from devtools.redis_server import RedisServer
+from tests.conftest import RedisTopology
 
 from .conftest import Api, ApiFactory, public
 
@@ -29,14 +30,16 @@ async def _hits_again(api: Api, path: str) -> bool:
 
 
 async def test_redis_killed_mid_test_reads_from_database_then_recovers(
-    make_api: ApiFactory, redis_server_factory: Callable[..., RedisServer], redis_url: str
+    make_api: ApiFactory,
+    redis_server_factory: Callable[..., RedisServer],
+    redis_topology: RedisTopology,
 ) -> None:
     server = redis_server_factory()
     # The sessions live on another Redis: the PATCH needs a live session (no answer is a 503,
     # fail closed); what is killed here is the api's own Redis (cache, stream).
     async with (
         make_api(redis_url=server.url, near_cache_size=0, breaker_reset_timeout="300ms") as api,
-        api.sessions(redis_url=redis_url),
+        api.sessions(**redis_topology.settings()),
     ):
         user = await api.create_user()
         headers = await api.sign_in(user)

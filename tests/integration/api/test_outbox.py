@@ -16,6 +16,7 @@ from devtools.polling import eventually
 from devtools.redis_server import RedisServer
 from shared.events import parse_entry
 from shared.keys import Keys
+from tests.conftest import RedisTopology
 
 from .conftest import Api, ApiFactory
 
@@ -49,7 +50,9 @@ async def test_relay_publishes_right_after_commit_not_at_the_next_poll(
 
 
 async def test_events_committed_while_redis_is_down_reach_the_stream_exactly_once(
-    make_api: ApiFactory, redis_server_factory: Callable[..., RedisServer], redis_url: str
+    make_api: ApiFactory,
+    redis_server_factory: Callable[..., RedisServer],
+    redis_topology: RedisTopology,
 ) -> None:
     # AOF with fsync always: what the relay published before the crash survives it.
     server = redis_server_factory("--appendonly", "yes", "--appendfsync", "always")
@@ -57,7 +60,7 @@ async def test_events_committed_while_redis_is_down_reach_the_stream_exactly_onc
     # stream): what is killed here is the api's own Redis.
     async with (
         make_api(redis_url=server.url, outbox_poll_interval="60s") as api,
-        api.sessions(redis_url=redis_url),
+        api.sessions(**redis_topology.settings()),
     ):
         keys = Keys(api.settings.key_prefix)
         before = [await api.create_user(f"Before {i}") for i in range(3)]
