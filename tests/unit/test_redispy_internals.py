@@ -11,6 +11,7 @@ import inspect
 import redis
 from redis.asyncio import ConnectionPool
 from redis.asyncio.connection import AbstractConnection, Connection
+from redis.asyncio.sentinel import SentinelManagedConnection
 
 from shared import redispy
 
@@ -56,3 +57,11 @@ def test_the_pool_hands_out_connections_with_get_connection() -> None:
         "redis-py's asyncio ConnectionPool.get_connection is no longer a coroutine"
     )
     assert hasattr(Connection(), "retry"), "redis-py moved the connection's retry policy"
+
+
+def test_a_sentinel_connection_asks_for_the_master_in_connect_retry() -> None:
+    connect = getattr(SentinelManagedConnection, "_connect_retry", None)
+    assert inspect.iscoroutinefunction(connect), (
+        "redis-py moved SentinelManagedConnection._connect_retry (one attempt: ask the "
+        "sentinels for the master, then connect to it)"
+    )

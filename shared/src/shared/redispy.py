@@ -17,6 +17,7 @@ from typing import Any, Final
 from redis.asyncio import ConnectionPool, RedisCluster
 from redis.asyncio.cluster import ClusterNode, PipelineCommand
 from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.sentinel import SentinelManagedConnection
 from redis.exceptions import MovedError
 from redis.typing import EncodableT
 
@@ -39,7 +40,15 @@ def stream_writer(connection: AbstractConnection) -> asyncio.StreamWriter | None
 
 async def connect_once(connection: AbstractConnection) -> None:
     """Connect with one attempt: the caller's retry loop applies the client's policy, and
-    `connect()` would retry inside each of its attempts (`retry_socket_connect`, 6.4+)."""
+    `connect()` would retry inside each of its attempts (`retry_socket_connect`, 6.4+).
+
+    A Sentinel-managed connection first asks the sentinels where the master is (its private
+    `_connect_retry`, one attempt of what its `connect()` retries): `connect_check_health`
+    alone dials the address it had, so after a promotion it would call the dead server for
+    good."""
+    if isinstance(connection, SentinelManagedConnection):
+        await connection._connect_retry()  # type: ignore[no-untyped-call]  # unannotated
+        return
     await connection.connect_check_health(check_health=True, retry_socket_connect=False)
 
 
