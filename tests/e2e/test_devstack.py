@@ -25,7 +25,7 @@ import redis
 
 from devtools.launcher import Launcher, Process
 from devtools.polling import WaitTimeoutError, eventually_sync
-from devtools.redis_server import RedisServer, bundled_redis_server, free_port
+from devtools.redis_server import RedisServer, bundled_redis_server, find_redis_server, free_port
 from devtools.settings import StackSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -344,3 +344,60 @@ def test_a_busy_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
     )
     assert "redis:" not in done.stdout
     assert not (tmp_path / ".devstack" / "redis").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("mode", "announced"),
+    [
+        ("cluster", r"^redis: a local cluster of 6 nodes, (redis://127\.0\.0\.1:\d+)"),
+        ("sentinel", r"^redis: a local Sentinel set, sentinels (\S+)"),
+    ],
+)
+def test_make_run_with_a_redis_mode_and_no_redis_url_starts_that_topology_itself(
+    start_launcher: Callable[..., MakeRun], mode: str, announced: str
+) -> None:
+    if find_redis_server() is None:
+        pytest.skip("needs a redis-server binary for the local topology")
+    run = start_launcher(REDIS_MODE=mode)
+    where = run.wait_for(announced, 60).group(1)
+    run.wait_for(r"^stack: up", START_DEADLINE)
+    services = dict(re.findall(r"^(\w+): ready at (\S+)$", "\n".join(run.seen), re.M))
+    assert set(services) == {"api", "session", "invalidator"}
+    api = services["api"]
+
+    # The whole path works on it: a sign-in (session store, limiter), cached reads, a rename
+    # whose event the invalidator and the session group handle.
+    body = {"email": f"{uuid.uuid4().hex}@example.com", "name": "Ann", "password": "password-1"}
+    with httpx.Client(base_url=api, timeout=10) as http:
+        created = http.post("/v1/auth/register", json=body)
+        assert created.status_code == 201, created.text
+        login = http.post("/v1/auth/login", json={k: body[k] for k in ("email", "password")})
+        assert login.status_code == 200, login.text
+        user = f"/v1/users/{created.json()['id']}"
+        caches = [http.get(user).headers.get("X-Cache") for _ in range(2)]
+        assert caches[-1] == "HIT", caches
+        renamed = http.patch(user, json={"name": "Bea"})
+        assert renamed.status_code == 200, renamed.text
+        assert http.get(user).json()["name"] == "Bea"
+        health = http.get("/health").json()
+    assert health["status"] == "ok", health
+    nodes = health["components"]["redis"]["nodes"]  # the topology, every node answering
+    assert len(nodes) == (6 if mode == "cluster" else 5), nodes
+    assert all(node["reachable"] for node in nodes), nodes
+
+    # platformctl finds the topology through .devstack/env: both groups have read the events.
+    def groups_caught_up() -> str | None:
+        status = platformctl(run.directory, "streams", "status")
+        assert status.returncode == 0, status.stderr
+        groups = re.findall(r"group (\w+): pending (\d+), lag (\d+)", status.stdout)
+        done = {name for name, pending, lag in groups if pending == lag == "0"}
+        return status.stdout if done >= {"invalidator", "session"} else None
+
+    eventually_sync(groups_caught_up, "groups caught up, as platformctl reports", within=20)
+    assert where in (run.directory / ".devstack" / "env").read_text()
+
+    assert run.stop() == 0
+    output = run.process.output()
+    assert f"redis: local {mode} stopped" in output
+    assert not (run.directory / ".devstack" / "env").exists()

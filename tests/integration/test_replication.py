@@ -1,7 +1,7 @@
 """`shared.replication` on real primaries and replicas: a write it calls confirmed is on a
 replica the moment it returns; a lone server is never waited for; a paused replica (SIGSTOP
-by PID) costs one timeout, then none until the next count; a cluster write waits on its own
-primary, and follows a slot that moved.
+by PID) costs one timeout, then none until the next count (except to a write that insists);
+a cluster write waits on its own primary, and follows a slot that moved.
 
 The topologies are private (their processes are paused and their roles swapped here), so
 these tests run the same whatever `--redis-mode` the run has.
@@ -21,6 +21,7 @@ import pytest
 from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
 
+from devtools.polling import eventually
 from devtools.redis_cluster import LocalCluster
 from devtools.redis_sentinel import LocalSentinel
 from devtools.redis_server import RedisServer, find_redis_server
@@ -103,6 +104,34 @@ async def test_a_paused_replica_costs_one_timeout_until_the_next_count(
             assert replication is Replication.NO_REPLICA  # trusted count: not asked again
             assert took < 0.3
         await asyncio.sleep(1.0)  # not a wait: lets the replica count's trust (1 s) run out
+        assert (await timed(wait, script, new_key()))[0] is Replication.CONFIRMED
+
+
+async def test_a_write_that_insists_is_waited_for_on_a_stalled_replica_every_time(
+    pair: LocalSentinel,
+) -> None:
+    # `wait_stalled=True` (the lock's acquisition): never NO_REPLICA while one is counted.
+    async with Redis(port=pair.master().port) as client:
+        wait, script = ReplicaWait(client, 200, recheck=60), client.register_script(SET)
+
+        async def insisting(key: str) -> tuple[Replication, float]:
+            started = time.perf_counter()
+            acked = await wait.run(script, [key], [key], wait_stalled=True)
+            return acked.replication, time.perf_counter() - started
+
+        with paused(pair.replica):
+            assert (await timed(wait, script, new_key()))[0] is Replication.TIMED_OUT
+            assert (await timed(wait, script, new_key()))[0] is Replication.NO_REPLICA
+            for _ in range(2):
+                replication, took = await insisting(new_key())
+                assert replication is Replication.TIMED_OUT
+                assert took >= 0.2
+
+        async def confirms() -> bool:
+            return (await insisting(new_key()))[0] is Replication.CONFIRMED
+
+        await eventually(confirms, "the resumed replica confirming an insisting write")
+        # Confirmed: the others are waited for again, well before the next count (60 s).
         assert (await timed(wait, script, new_key()))[0] is Replication.CONFIRMED
 
 

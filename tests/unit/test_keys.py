@@ -28,6 +28,8 @@ KEY_TABLE: list[tuple[str, str]] = [
     ("ratelimit", "app:ratelimit:auth:{203.0.113.9}"),
     ("lock", "app:lock:{outbox-relay}"),
     ("lock_fence", "app:lock:{outbox-relay}:fence"),
+    ("lock_fence_seen", "app:lock:{outbox-relay}:fence:seen"),
+    ("lock_data", "app:lock:{outbox-relay}:data:latest"),
     ("user_events", "app:events:users"),
     ("dead_letters", "app:events:users:dlq"),
     ("cache_invalidated", "app:cache:invalidated"),
@@ -45,6 +47,8 @@ def build(k: Keys, name: str) -> str:
         "ratelimit": lambda: k.ratelimit("auth", "203.0.113.9"),
         "lock": lambda: k.lock("outbox-relay"),
         "lock_fence": lambda: k.lock_fence("outbox-relay"),
+        "lock_fence_seen": lambda: k.lock_fence_seen("outbox-relay"),
+        "lock_data": lambda: k.lock_data("outbox-relay", "latest"),
         "user_events": k.user_events,
         "dead_letters": k.dead_letters,
         "cache_invalidated": k.cache_invalidated,
@@ -73,6 +77,7 @@ def test_default_prefix_and_names_on_the_wire() -> None:
     [
         (Keys().user(UID), Keys().user_lease(UID)),
         (Keys().lock("r"), Keys().lock_fence("r")),
+        (Keys().lock_data("r", "a"), Keys().lock_fence_seen("r")),
         (Keys().session(UID, SID), Keys().user_sessions(UID)),
         (Keys().session(UID, SID), Keys().session(UID, "cd" * 32)),
     ],
@@ -155,6 +160,8 @@ def test_tokens_with_pattern_or_tag_characters_are_refused(bad: str) -> None:
         Keys().ratelimit(bad, "1.2.3.4")
     with pytest.raises(InvalidIdentifierError):
         Keys().lock(bad)
+    with pytest.raises(InvalidIdentifierError):
+        Keys().lock_data("r", bad)
 
 
 def test_ipv6_and_user_identifiers_are_allowed_in_rate_limit_keys() -> None:

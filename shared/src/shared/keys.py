@@ -118,6 +118,14 @@ class Keys:
     def lock_fence(self, resource: str) -> str:
         return f"{self.lock(resource)}:fence"
 
+    def lock_fence_seen(self, resource: str) -> str:
+        """The highest fence a fenced write of the resource was accepted with (no TTL)."""
+        return f"{self.lock_fence(resource)}:seen"
+
+    def lock_data(self, resource: str, name: str) -> str:
+        """A value only the resource's current lock holder writes (`shared.lock.FencedStore`)."""
+        return f"{self.lock(resource)}:data:{token(name, 'name')}"
+
     # streams and channels
     def user_events(self) -> str:
         return f"{self.prefix}:{USER_EVENTS}"

@@ -1,11 +1,14 @@
-"""A Redis lock with a fencing number, renewal while held, and loss detection.
+"""A Redis lock with a fencing number, renewal while held, loss detection, and the fencing
+check a storage uses to refuse a holder that lost the lock.
 
 Usage::
 
-    from shared.lock import lock
+    from shared.lock import FencedStore, lock
 
-    async with lock(redis, keys, "warmup", ttl=30.0, timeout=0.0) as held:
-        await do_work(fence=held.fence)   # pass the fence to whatever you write to
+    store = FencedStore(redis, keys, "report")
+    async with lock(redis, keys, "report", ttl=30.0, replicas=replica_wait) as held:
+        if not (await store.set("latest", body, held.fence)).written:
+            ...  # a newer holder has written: we are stale, stop
 
 Contract:
 
@@ -26,9 +29,47 @@ Contract:
   token. A cancellation that came from elsewhere at the same time is propagated unchanged.
 - **Release**: compare-and-delete (``DEL`` only while the key holds our token), shielded,
   so it runs also when the task is cancelled, and never deletes another holder's lock.
+- **Fenced writes** (`FencedStore`): one script writes `Keys.lock_data(resource, name)` only
+  when the writer's fence is at least the highest fence the resource's writes were accepted
+  with (`Keys.lock_fence_seen(resource)`), and records it. Equal is accepted (one holder
+  writes many times); lower is refused and nothing changes. A stale holder is refused from
+  the new holder's first fenced write on. A storage elsewhere (a database row) makes the
+  same comparison in the same transaction as its write.
 
-Keys: `Keys.lock(resource)` and `Keys.lock_fence(resource)`, which share the resource's hash
-tag. The fence counter has no TTL: it must never go back.
+**Failover** (`replicas=`, a `shared.replication.ReplicaWait`). Replication is asynchronous:
+the `INCR` of the fence may not have reached the replica when the primary dies, and the
+replica promoted in its place then hands the next holder the *same* fence (or a lower one) —
+and no storage can tell the old holder from the new one. With `replicas`, the acquisition
+script is followed by `WAIT 1 <timeout>` on its connection, and it counts only when
+
+- a replica confirmed it (`CONFIRMED`): the promoted replica has the fence and the token;
+- or there was nothing to wait for: no replica connected at the primary's last count, at
+  most 5 s old (`NO_REPLICA`: a lone server, or a replica that has gone), waiting turned
+  off (`OFF`, a timeout of 0), or a cluster write the client routed itself (`UNCHECKED`:
+  the slot is moving or the node unreachable; or written but `WAIT`'s answer lost). These
+  are the degraded cases, granted as without `replicas`: a failover in such a window may
+  repeat a fence (a replica that was cut off can still be promoted). A lone server has
+  nobody to fail over to; the others are what a deployment without a healthy replica gets.
+
+When no replica confirms in time (`TIMED_OUT`), the lock is released at once
+(compare-and-delete with our token) and the attempt counts as failed: retried with the
+backoff until `timeout`, then `LockNotAcquiredError` says no replica confirmed. The fence
+number it took is skipped, which is harmless: fences must only increase.
+
+`ReplicaWait` normally does not wait on a primary whose replica let a `WAIT` time out until
+its next count (5 s): a stalled replica costs one write the timeout, the next ones go
+unconfirmed as `NO_REPLICA`. For the lock that would turn the retry after a `TIMED_OUT` into
+a grant of exactly the fence the wait was there to protect, so the lock asks with
+`wait_stalled=True`: every attempt waits while a replica is counted, and each costs the
+timeout while the replica is stalled. A lock is taken rarely; a silently unsafe fence is
+worse than a slower refusal. Renewals and the release are not waited for: a lost renewal
+shortens the lease on the promoted replica, so another holder may get the lock early — with a
+higher fence, which the fencing check is there for.
+
+Keys: `Keys.lock(resource)` and `Keys.lock_fence(resource)`, and for fenced writes
+`Keys.lock_data(resource, name)` and `Keys.lock_fence_seen(resource)`: all share the
+resource's hash tag (one slot). The fence counter and the highest fence seen have no TTL:
+they must never go back.
 """
 
 from __future__ import annotations
@@ -38,15 +79,18 @@ import logging
 import random
 import secrets
 import time
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Final
 
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import EncodableT
 
 from shared.connections import RedisClient
 from shared.errors import LockLostError, LockNotAcquiredError
 from shared.keys import Keys
+from shared.replication import Replication, ReplicaWait
 
 logger = logging.getLogger(__name__)
 
@@ -68,19 +112,51 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# KEYS: the value, the highest fence seen; ARGV: fence, value, TTL in ms (0: none).
+# Fences are INCR's integers, exact in Lua's numbers up to 2^53.
+_FENCED_SET: Final = """
+local fence = tonumber(ARGV[1])
+local seen = tonumber(redis.call('GET', KEYS[2]) or '0')
+if fence < seen then
+  return 0
+end
+if fence > seen then
+  redis.call('SET', KEYS[2], ARGV[1])
+end
+if ARGV[3] == '0' then
+  redis.call('SET', KEYS[1], ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return 1
+"""
+# What an attempt returns when it took the lock but no replica confirmed it (released).
+_UNCONFIRMED: Final = -1
 
 BACKOFF_BASE: Final = 0.01
 BACKOFF_CAP: Final = 0.5
 
 
 class Held:
-    """What the holder gets: the fencing number and whether the lock is still ours."""
+    """What the holder gets: the fencing number and whether the lock is still ours.
 
-    def __init__(self, resource: str, token: str, fence: int, ttl: float) -> None:
+    `replication`: what was known of a replica's copy of the fence when it was granted
+    (`CONFIRMED`, or a degraded case; `OFF` for a lock without `replicas`).
+    """
+
+    def __init__(
+        self,
+        resource: str,
+        token: str,
+        fence: int,
+        ttl: float,
+        replication: Replication = Replication.OFF,
+    ) -> None:
         self.resource = resource
         self.token = token
         self.fence = fence
         self.ttl = ttl
+        self.replication = replication
         self.lost_event = asyncio.Event()
         # Local monotonic time until which the last confirmed lease certainly runs.
         self.valid_until = time.monotonic() + ttl
@@ -104,6 +180,7 @@ class Lock:
         renew: bool = True,
         cancel_on_loss: bool = True,
         backoff: tuple[float, float] = (BACKOFF_BASE, BACKOFF_CAP),
+        replicas: ReplicaWait | None = None,
     ) -> None:
         if ttl < 0.01:
             raise ValueError("ttl must be at least 10 ms")
@@ -116,6 +193,7 @@ class Lock:
         self.renew = renew
         self.cancel_on_loss = cancel_on_loss
         self.backoff = backoff
+        self.replicas = replicas
         self._acquire = redis.register_script(_ACQUIRE)
         self._extend = redis.register_script(_EXTEND)
         self._release = redis.register_script(_RELEASE)
@@ -133,30 +211,54 @@ class Lock:
         """Take the lock or raise `LockNotAcquiredError` after `timeout` seconds."""
         token = secrets.token_hex(16)
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        attempt = 0
+        attempt = unconfirmed = 0
         while True:
             started = time.monotonic()
-            fence = await self._try_acquire(token)
-            if fence:
-                held = Held(self.resource, token, fence, self.ttl)
+            fence, replication = await self._try_acquire(token)
+            if fence > 0:
+                held = Held(self.resource, token, fence, self.ttl, replication)
                 held.valid_until = started + self.ttl
                 return held
+            unconfirmed += fence == _UNCONFIRMED
             delay = _backoff(attempt, *self.backoff)
             attempt += 1
             if deadline is not None and time.monotonic() + delay > deadline:
-                raise LockNotAcquiredError(
-                    f"lock {self.resource!r} is held elsewhere; gave up after {attempt} attempts"
-                )
+                raise LockNotAcquiredError(self._why(attempt, unconfirmed))
             await asyncio.sleep(delay)
 
-    async def _try_acquire(self, token: str) -> int:
+    def _why(self, attempts: int, unconfirmed: int) -> str:
+        if not unconfirmed:
+            return f"lock {self.resource!r} is held elsewhere; gave up after {attempts} attempts"
+        assert self.replicas is not None
+        return (
+            f"lock {self.resource!r}: no replica confirmed the acquisition within "
+            f"{self.replicas.timeout_ms} ms ({unconfirmed} of {attempts} attempts; its fence "
+            f"could be handed out again after a failover); gave up after {attempts} attempts"
+        )
+
+    async def _try_acquire(self, token: str) -> tuple[int, Replication]:
+        """The fence taken; 0: the lock is held elsewhere; `_UNCONFIRMED`: taken, but no
+        replica confirmed it in time, so released again."""
         keys = [self.key, self.fence_key]
+        args: list[EncodableT] = [token, self._ttl_ms]
         try:
-            return int(await self._acquire(keys=keys, args=[token, self._ttl_ms]))
+            if self.replicas is None:
+                return int(await self._acquire(keys=keys, args=args)), Replication.OFF
+            acked = await self.replicas.run(self._acquire, keys, args, wait_stalled=True)
         except (asyncio.CancelledError, RedisTimeoutError):
             # Redis may have run the script before we stopped listening: free what we may hold.
             await asyncio.shield(self._release_token(token))
             raise
+        fence = int(acked.reply)
+        if fence and acked.replication is Replication.TIMED_OUT:
+            # Debug only: `shared.replication` warns once per primary, the error says it all.
+            logger.debug(
+                "lock %s: no replica confirmed fence %d within %d ms; released",
+                self.key, fence, self.replicas.timeout_ms,
+            )  # fmt: skip
+            await asyncio.shield(self._release_token(token))
+            return _UNCONFIRMED, acked.replication
+        return fence, acked.replication
 
     async def _release_token(self, token: str) -> bool | None:
         """True: released; False: the key did not hold our token; None: Redis did not answer."""
@@ -252,11 +354,14 @@ def lock(
     renew: bool = True,
     cancel_on_loss: bool = True,
     backoff: tuple[float, float] = (BACKOFF_BASE, BACKOFF_CAP),
+    replicas: ReplicaWait | None = None,
 ) -> Lock:
     """`async with lock(redis, keys, "warmup", ttl=30) as held:` — see the module docstring.
 
     `resource` is letters, digits and `_.:-` (it becomes part of the key). `backoff` is the
-    (first, longest) wait in seconds between attempts while the lock is taken.
+    (first, longest) wait in seconds between attempts while the lock is taken. `replicas`
+    (a `ReplicaWait` on `redis`): an acquisition counts only once a replica holds its fence,
+    so a failover cannot hand the same fence out twice (module docstring, "Failover").
     """
     return Lock(
         redis,
@@ -267,7 +372,67 @@ def lock(
         renew=renew,
         cancel_on_loss=cancel_on_loss,
         backoff=backoff,
+        replicas=replicas,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Fenced:
+    """What a fenced write did: `written`, False when a higher fence was seen first (the
+    writer is stale: nothing changed); `replication`, `OFF` without a `ReplicaWait`."""
+
+    written: bool
+    replication: Replication
+
+
+class FencedStore:
+    """Values of one resource that only its current lock holder can write: the fencing check.
+
+    `set(name, value, fence)` writes `Keys.lock_data(resource, name)` when `fence` is at least
+    the highest fence any write of the resource was accepted with, and records it as the
+    highest (`Keys.lock_fence_seen(resource)`); one script, one slot, so it is atomic on
+    Redis Cluster too. The record of the highest fence is a write like any other: with
+    `replicas`, each write is followed by `WAIT` (`shared.replication`), and `Fenced` says
+    whether a replica holds it — without one, a failover may forget the fences seen since the
+    replica's copy, and with them the refusal of a holder older than those.
+    """
+
+    def __init__(
+        self,
+        redis: RedisClient,
+        keys: Keys,
+        resource: str,
+        *,
+        replicas: ReplicaWait | None = None,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.resource = resource
+        self.seen_key = keys.lock_fence_seen(resource)
+        self.replicas = replicas
+        self._set = redis.register_script(_FENCED_SET)
+
+    async def set(
+        self, name: str, value: EncodableT, fence: int, *, ttl: float | None = None
+    ) -> Fenced:
+        """Write `value` under `name` if `fence` is not stale; `ttl` in seconds (None: none)."""
+        if fence < 1:
+            raise ValueError("a fence is a positive integer (Held.fence)")
+        ttl_ms = 0 if ttl is None else max(1, int(ttl * 1000))
+        keys = [self.keys.lock_data(self.resource, name), self.seen_key]
+        args: list[EncodableT] = [fence, value, ttl_ms]
+        if self.replicas is None:
+            return Fenced(bool(await self._set(keys=keys, args=args)), Replication.OFF)
+        acked = await self.replicas.run(self._set, keys, args)
+        return Fenced(bool(acked.reply), acked.replication)
+
+    async def get(self, name: str) -> bytes | None:
+        value: bytes | str | None = await self.redis.get(self.keys.lock_data(self.resource, name))
+        return value.encode() if isinstance(value, str) else value
+
+    async def highest(self) -> int:
+        """The highest fence a write was accepted with; 0 before the first."""
+        return int(await self.redis.get(self.seen_key) or 0)
 
 
 def _backoff(attempt: int, base: float, cap: float) -> float:

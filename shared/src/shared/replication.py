@@ -11,7 +11,9 @@ else answers for a connection that wrote nothing: at once, and falsely.
 are counted first (`INFO replication`, `connected_slaves`), once per `RECHECK_SECONDS` per
 primary, and a primary without one is not waited for. A primary whose replica let a `WAIT`
 time out is not waited for either until the next count: a stalled replica costs one write
-per primary per `RECHECK_SECONDS` the full timeout, not every write.
+per primary per `RECHECK_SECONDS` the full timeout, not every write. A write that must not
+count unless a replica holds it (a lock's fence: `shared.lock`) asks with
+`wait_stalled=True`: it is waited for all the same, and pays the timeout each time.
 
 What a write's caller learns is its `Replication`; what to do when no replica confirmed is
 the caller's choice (the session service acknowledges and counts it).
@@ -79,6 +81,7 @@ class Acked:
 class _Count:
     replicas: int
     until: float
+    stalled: bool = False  # a replica let a WAIT time out since this count was taken
 
 
 class ReplicaWait:
@@ -100,19 +103,33 @@ class ReplicaWait:
         self._degraded: set[str] = set()
 
     async def run(
-        self, script: AsyncScript, keys: Sequence[KeyT], args: Sequence[EncodableT]
+        self,
+        script: AsyncScript,
+        keys: Sequence[KeyT],
+        args: Sequence[EncodableT],
+        *,
+        wait_stalled: bool = False,
     ) -> Acked:
-        """The script's reply, once a replica holds its writes or the wait gave up."""
+        """The script's reply, once a replica holds its writes or the wait gave up.
+
+        `wait_stalled`: wait also on a primary whose replica let a `WAIT` time out since its
+        last count (skipped otherwise, `NO_REPLICA`: see the module docstring).
+        """
         if self.timeout_ms <= 0:
             return Acked(await script(keys=keys, args=args), Replication.OFF)
         if isinstance(self._client, RedisCluster):
-            return await self._on_cluster(self._client, script, keys, args)
-        return await self._on_server(self._client, script, keys, args)
+            return await self._on_cluster(self._client, script, keys, args, wait_stalled)
+        return await self._on_server(self._client, script, keys, args, wait_stalled)
 
     async def _on_server(
-        self, client: Redis, script: AsyncScript, keys: Sequence[KeyT], args: Sequence[EncodableT]
+        self,
+        client: Redis,
+        script: AsyncScript,
+        keys: Sequence[KeyT],
+        args: Sequence[EncodableT],
+        wait_stalled: bool,
     ) -> Acked:
-        if not await self._has_replica(_SERVER, client.info):
+        if not await self._has_replica(_SERVER, client.info, wait_stalled):
             return Acked(await script(keys=keys, args=args), Replication.NO_REPLICA)
         reply, acked = await self._pipelined(client, script, keys, args)
         if isinstance(reply, NoScriptError):
@@ -136,6 +153,7 @@ class ReplicaWait:
         script: AsyncScript,
         keys: Sequence[KeyT],
         args: Sequence[EncodableT],
+        wait_stalled: bool,
     ) -> Acked:
         _ = await client.initialize()  # a no-op once the client has its slot map
         first = keys[0]
@@ -144,7 +162,9 @@ class ReplicaWait:
             try:
                 node = client.get_node_from_key(key)
                 assert node is not None  # only a replica may be missing from the slot map
-                replies = await self._pair_on(client, node, script, keys, args)
+                replies = await self._pair_on(
+                    client, node, script, keys, args, wait_stalled=wait_stalled
+                )
             except RedisClusterException:  # the slot is not covered (yet): the client waits
                 break
             except (RedisConnectionError, RedisTimeoutError):
@@ -169,9 +189,12 @@ class ReplicaWait:
         script: AsyncScript,
         keys: Sequence[KeyT],
         args: Sequence[EncodableT],
+        *,
+        wait_stalled: bool,
     ) -> list[Any] | None:
         """EVALSHA and WAIT on one connection of `node`; None when it has no replica."""
-        if not await self._has_replica(node.name, partial(client.info, target_nodes=node)):
+        info = partial(client.info, target_nodes=node)
+        if not await self._has_replica(node.name, info, wait_stalled):
             return None
         async with pipeline_place(client):  # a node connection, counted as a pipeline's
             evalsha = ("EVALSHA", script.sha, len(keys), *keys, *args)
@@ -182,15 +205,22 @@ class ReplicaWait:
             raise reply
         if isinstance(acked, Exception):  # written, but WAIT's answer was lost
             return Acked(reply, Replication.UNCHECKED)
+        count = self._counts.get(name)
         if acked > 0:
+            if count is not None:
+                count.stalled = False
             self._recovered(name)
             return Acked(reply, Replication.CONFIRMED)
-        # Not waited for again until the next count: see the module docstring.
-        self._counts[name] = _Count(0, time.monotonic() + self._recheck)
+        # Not waited for again until the next count (unless `wait_stalled`): see the module
+        # docstring. The replicas are still counted: a wait that insists finds them.
+        replicas = count.replicas if count is not None else 1
+        self._counts[name] = _Count(replicas, time.monotonic() + self._recheck, stalled=True)
         self._degrade(name, f"no replica acknowledged within {self.timeout_ms} ms")
         return Acked(reply, Replication.TIMED_OUT)
 
-    async def _has_replica(self, name: str, info: Callable[..., Awaitable[Any]]) -> bool:
+    async def _has_replica(
+        self, name: str, info: Callable[..., Awaitable[Any]], wait_stalled: bool = False
+    ) -> bool:
         """Whether primary `name` has a replica to wait for; `info` is its INFO command."""
         count = self._counts.get(name)
         if count is None or count.until <= time.monotonic():
@@ -204,7 +234,7 @@ class ReplicaWait:
                     self._counts[name] = count
                     if replicas == 0:  # a fact of the deployment (standalone), or a lost replica
                         self._degrade(name, "no replica connected", logging.INFO)
-        return count.replicas > 0
+        return count.replicas > 0 and (wait_stalled or not count.stalled)
 
     def _degrade(self, name: str, why: str, level: int = logging.WARNING) -> None:
         if name not in self._degraded:

@@ -9,9 +9,11 @@ import time
 import pytest
 from redis.asyncio import Redis
 
+from shared.connections import RedisClient
 from shared.errors import LockLostError, LockNotAcquiredError
 from shared.keys import Keys
 from shared.lock import lock
+from shared.replication import Replication, ReplicaWait
 
 FAST = (0.001, 0.01)  # short backoff: 20 contenders must not spend the test asleep
 
@@ -172,3 +174,22 @@ async def test_acquisition_times_out_with_backoff(redis: Redis, keys: Keys) -> N
     assert 0.1 <= elapsed < 0.6
     fence_before = int(await redis.get(keys.lock_fence("busy")) or 0)
     assert fence_before == 1  # failed attempts take no fence number
+
+
+async def test_with_a_replica_wait_a_lock_still_excludes_and_says_what_it_knows(
+    redis: RedisClient, keys: Keys
+) -> None:
+    # Where there is nothing to wait for (a lone server) or a replica confirms (the cluster
+    # and Sentinel runs), a lock with `replicas` behaves as one without; the failover cases
+    # are in test_failover.py.
+    replicas = ReplicaWait(redis, 500)
+    async with lock(redis, keys, "waited", ttl=5.0, replicas=replicas) as held:
+        assert held.replication in {Replication.NO_REPLICA, Replication.CONFIRMED}
+        with pytest.raises(LockNotAcquiredError, match="held elsewhere"):
+            async with lock(redis, keys, "waited", timeout=0.05, replicas=replicas):
+                pytest.fail("acquired a lock that is held")
+    async with lock(redis, keys, "waited", ttl=5.0, replicas=ReplicaWait(redis, 0)) as off:
+        assert off.replication is Replication.OFF
+        assert off.fence == held.fence + 1
+    async with lock(redis, keys, "waited", ttl=5.0) as plain:
+        assert plain.replication is Replication.OFF

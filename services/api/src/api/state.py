@@ -130,7 +130,8 @@ def _start(state: ApiState) -> None:
     if state.purges is not None:
         tasks.spawn(state.purges.run(), "near-cache-purges")
     if settings.cache_warmup_ids or settings.cache_warmup_recent:
-        tasks.spawn(warm_up(settings, state.keys, state.redis, state.users), "cache-warm-up")
+        warming = warm_up(settings, state.keys, state.redis, state.users, state.relay.replicas)
+        tasks.spawn(warming, "cache-warm-up")
     for client in {id(state.redis): state.redis, id(state.cache_redis): state.cache_redis}.values():
         tasks.spawn(warm_idle_connections(client, settings.redis_min_idle_conns), "redis-warm-up")
     if settings.app_env != "test":

@@ -2,7 +2,10 @@
 
 Runs in the background so start-up never waits on it. Several instances starting together
 would each load the same rows: a lock (`shared.lock`, tried once) lets one of them warm and
-the others skip. A Redis or database failure only means a colder cache: logged, not raised.
+the others skip. The lock waits for a replica like the outbox relay's writes (the relay's
+`ReplicaWait`, `OUTBOX_REPLICA_WAIT`), so a failover during the warm-up does not let a second
+instance in at once; when no replica confirms in time the warm-up is skipped like a taken
+lock. A Redis or database failure only means a colder cache: logged, not raised.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from shared.connections import RedisClient
 from shared.errors import LockError
 from shared.keys import Keys
 from shared.lock import lock
+from shared.replication import ReplicaWait
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +51,17 @@ async def warm(settings: ApiSettings, service: UserService) -> int:
 
 
 async def warm_up(
-    settings: ApiSettings, keys: Keys, redis: RedisClient, service: UserService
+    settings: ApiSettings,
+    keys: Keys,
+    redis: RedisClient,
+    service: UserService,
+    replicas: ReplicaWait | None = None,
 ) -> None:
     try:
-        async with lock(redis, keys, LOCK_RESOURCE, ttl=_LOCK_TTL, timeout=0.0):
+        async with lock(redis, keys, LOCK_RESOURCE, ttl=_LOCK_TTL, timeout=0.0, replicas=replicas):
             count = await warm(settings, service)
-    except LockError:
-        logger.info("cache warm-up skipped: another instance holds the warm-up lock")
+    except LockError as exc:
+        logger.info("cache warm-up skipped: %s", exc)
         return
     except (RedisError, OSError, SQLAlchemyError) as exc:
         logger.warning("cache warm-up stopped: %s", type(exc).__name__)
