@@ -33,18 +33,21 @@ class Run:
 
     def kind(self, kind: str) -> dict[str, Any]:
         mine = [o for o in self.load.outcomes if o.kind == kind]
-        after = [o for o in mine if o.started >= self.killed_at]
-        before = [o for o in mine if o.started < self.killed_at]
+        # Answered before the kill / at or after it (a request in flight at the kill is after).
+        before = [o for o in mine if o.ended < self.killed_at]
+        after = [o for o in mine if o.ended >= self.killed_at]
+        # Recovery is shown by requests sent after the kill only.
+        sent_after = [o for o in mine if o.started >= self.killed_at]
         figures: dict[str, Any] = {
             "requests": len(mine),
             "before_kill": {"requests": len(before), "errors": _labels(before)},
             "after_kill": {"requests": len(after), "errors": _labels(after)},
-            "first_success_s": self._first_success(after),
+            "first_success_s": self._first_success(sent_after),
             "last_error_s": self._last_error(mine),
             "without_rate_headers": sum(1 for o in mine if not o.rate_headers),
         }
         if self.on_victim is not None:
-            on = [o for o in after if o.user is not None and self.on_victim(o.user)]
+            on = [o for o in sent_after if o.user is not None and self.on_victim(o.user)]
             figures["victim_shard"] = {
                 "requests": len(on),
                 "first_success_s": self._first_success(on),
@@ -90,14 +93,16 @@ class Run:
             "",
             f"failover summary ({self.topology}): {path}",
             f"killed {self.killed}; promotion seen {summary['promotion_seen_s']} s after",
-            f"{'kind':8} {'reqs':>5} {'after':>5} {'first ok':>9} {'last err':>9}  errors after",
+            f"{'kind':8} {'reqs':>5} {'after':>5} {'first ok':>9} {'last err':>9} {'no RL':>5}  "
+            "errors answered after the kill",
         ]
         for kind, row in summary["kinds"].items():
             after = row["after_kill"]
             errors = ", ".join(f"{k} x{v}" for k, v in after["errors"].items()) or "-"
             lines.append(
                 f"{kind:8} {row['requests']:>5} {after['requests']:>5} "
-                f"{_s(row['first_success_s']):>9} {_s(row['last_error_s']):>9}  {errors}"
+                f"{_s(row['first_success_s']):>9} {_s(row['last_error_s']):>9} "
+                f"{row['without_rate_headers']:>5}  {errors}"
             )
             if "victim_shard" in row:
                 shard = row["victim_shard"]

@@ -216,6 +216,9 @@ async def judge(run: Run, stack: FailoverStack, env: dict[str, str], summary: Pa
         [str(run.extra.pop("not_recovered"))] if ("not_recovered" in run.extra) else []
     )
     problems["nothing dead-lettered"] = [f"{letters} dead letters"] if letters else []
+    problems["no error before the kill"] = [
+        f"{o.kind}: {o.label}" for o in run.load.outcomes if not o.ok and o.ended < run.killed_at
+    ]
     reads = [o for o in run.load.outcomes if o.kind == "read"]
     problems["no read answered 5xx or went unanswered"] = [
         f"{o.label} at {o.started - run.killed_at:+.3f}s"
