@@ -31,6 +31,7 @@ from typing import Any, Final
 import httpx
 
 KINDS: Final = ("read", "rename", "create", "login", "me", "limiter")
+USER_KINDS: Final = ("read", "rename", "login", "me")  # one user's keys each (its hash tag)
 SUCCESS: Final = {
     "read": 200,
     "rename": 200,
@@ -119,9 +120,18 @@ class Load:
         ]
         await asyncio.gather(*workers)
 
-    def succeeded_since(self, moment: float) -> set[str]:
-        """The kinds with a success among requests started at `moment` or later."""
-        return {o.kind for o in self.outcomes if o.ok and o.started >= moment}
+    def succeeded_since(
+        self, moment: float, where: Callable[[str], bool] | None = None
+    ) -> set[str]:
+        """The kinds with a success among requests started at `moment` or later; with
+        `where`, only requests for a user it accepts count (kinds without one never do)."""
+        return {
+            o.kind
+            for o in self.outcomes
+            if o.ok
+            and o.started >= moment
+            and (where is None or (o.user is not None and where(o.user)))
+        }
 
     def errors(self, since: float = float("-inf")) -> Counter[tuple[str, str]]:
         return Counter((o.kind, o.label) for o in self.outcomes if not o.ok and o.started >= since)

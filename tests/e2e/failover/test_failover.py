@@ -46,7 +46,7 @@ from tests.e2e.failover.checks import (
     unpublished,
 )
 from tests.e2e.failover.conftest import FailoverStack, StackOn
-from tests.e2e.failover.load import KINDS, Load, sign_up
+from tests.e2e.failover.load import KINDS, USER_KINDS, Load, sign_up
 from tests.e2e.failover.report import Run
 from tests.e2e.session.processes import TOKEN
 
@@ -108,6 +108,8 @@ async def test_a_cluster_primary_killed_under_load(
             slots_of_victim[user] = cluster.primary_for(keys.user(user)) == victim
         return slots_of_victim[user]
 
+    # The per-IP limiter keys (policies default and auth) share the hash tag {127.0.0.1}.
+    limiter_on_victim = cluster.primary_for(keys.ratelimit("auth", "127.0.0.1")) == victim
     run = await exercise(
         stack,
         topology="cluster (3 primaries, 3 replicas, cluster-node-timeout 2000 ms)",
@@ -116,6 +118,7 @@ async def test_a_cluster_primary_killed_under_load(
         promote=lambda: cluster.wait_for_failover(victim),
         on_victim=on_victim,
     )
+    run.extra["limiter_keys_on_victim"] = limiter_on_victim
     await judge(run, stack, env, tmp_path / "failover-cluster.json")
 
 
@@ -163,7 +166,9 @@ async def exercise(
         await asyncio.to_thread(promote)
         run.promoted_at = loop.time()
         try:
-            await _every_kind_succeeds(load, running, since=run.promoted_at, within=RECOVERY)
+            await _every_kind_succeeds(
+                load, running, since=run.promoted_at, within=RECOVERY, on_victim=on_victim
+            )
         except AssertionError as error:  # judged with the rest, once the figures are written
             run.extra["not_recovered"] = str(error)
         else:
@@ -176,13 +181,25 @@ async def exercise(
 
 
 async def _every_kind_succeeds(
-    load: Load, running: asyncio.Task[None], *, since: float, within: float
+    load: Load,
+    running: asyncio.Task[None],
+    *,
+    since: float,
+    within: float,
+    on_victim: Callable[[str], bool] | None = None,
 ) -> None:
+    """Every kind has succeeded since `since`; with `on_victim` (a cluster), every kind that
+    touches one user's keys has also succeeded for a user whose slot the victim served."""
+
     def missing() -> set[str]:
         if running.done():
             running.result()  # a worker failed: its exception, now
             raise AssertionError("the load stopped early")
-        return set(KINDS) - load.succeeded_since(since)
+        lacking = set(KINDS) - load.succeeded_since(since)
+        if on_victim is not None:
+            on_shard = load.succeeded_since(since, on_victim)
+            lacking |= {f"{kind} (victim shard)" for kind in USER_KINDS if kind not in on_shard}
+        return lacking
 
     try:
         await eventually(
