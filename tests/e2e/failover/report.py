@@ -45,6 +45,9 @@ class Run:
             "first_success_s": self._first_success(sent_after),
             "last_error_s": self._last_error(mine),
             "without_rate_headers": sum(1 for o in mine if not o.rate_headers),
+            # Seconds per answer, successes only: before the kill, and from it to the end.
+            "latency_before_kill": _latency([o for o in before if o.ok]),
+            "latency_after_kill": _latency([o for o in after if o.ok]),
         }
         if self.on_victim is not None:
             on = [o for o in sent_after if o.user is not None and self.on_victim(o.user)]
@@ -93,8 +96,8 @@ class Run:
             "",
             f"failover summary ({self.topology}): {path}",
             f"killed {self.killed}; promotion seen {summary['promotion_seen_s']} s after",
-            f"{'kind':8} {'reqs':>5} {'after':>5} {'first ok':>9} {'last err':>9} {'no RL':>5}  "
-            "errors answered after the kill",
+            f"{'kind':8} {'reqs':>5} {'after':>5} {'first ok':>9} {'last err':>9} {'no RL':>5} "
+            f"{'p50/max ok before':>18} {'after':>14}  errors answered after the kill",
         ]
         for kind, row in summary["kinds"].items():
             after = row["after_kill"]
@@ -102,7 +105,8 @@ class Run:
             lines.append(
                 f"{kind:8} {row['requests']:>5} {after['requests']:>5} "
                 f"{_s(row['first_success_s']):>9} {_s(row['last_error_s']):>9} "
-                f"{row['without_rate_headers']:>5}  {errors}"
+                f"{row['without_rate_headers']:>5} {_l(row['latency_before_kill']):>18} "
+                f"{_l(row['latency_after_kill']):>14}  {errors}"
             )
             if "victim_shard" in row:
                 shard = row["victim_shard"]
@@ -117,8 +121,19 @@ class Run:
         return summary
 
 
+def _latency(outcomes: list[Outcome]) -> dict[str, float] | None:
+    took = sorted(o.ended - o.started for o in outcomes)
+    if not took:
+        return None
+    return {"p50": round(took[len(took) // 2], 4), "max": round(took[-1], 4)}
+
+
 def _labels(outcomes: list[Outcome]) -> dict[str, int]:
     return dict(Counter(o.label for o in outcomes if not o.ok).most_common())
+
+
+def _l(latency: dict[str, float] | None) -> str:
+    return "-" if latency is None else f"{latency['p50'] * 1000:.0f}/{latency['max'] * 1000:.0f}ms"
 
 
 def _s(value: float | None) -> str:
