@@ -15,16 +15,20 @@ In one run, against one private redis-server, each server as `uvicorn --workers 
              receiver process (`python -m devtools.otlp`); `--no-tracing` leaves them out
   api@REF    with `--ref REF`: the api of another commit (its sources from `git archive`, run
              on this workspace's environment), tracing off: "today's" api in the same run
+  api@cluster  with `--cluster`: the api with REDIS_MODE=cluster on a local cluster of 3
+             primaries (no replicas, as the standalone server has none), near cache off:
+             its limiter check and cache GET go through the cluster auto-pipeline
 Load: `wrk` (Debian package) with 50 connections, else a bounded Python httpx load generator
 (which is itself the bottleneck: its ratios are indicative only). Endpoints take turns over
 a few rounds and each reports its best round. Prints req/s, p50/p99 and the ratios against
 the bare Redis endpoint. Targets: api >= 0.8x redis, api+near >= 1.0x; tracing on at 1 %
-within 10 % of the same api with it off; with --ref, tracing off within 2 % of api@REF.
+within 10 % of the same api with it off; with --ref, tracing off within 2 % of api@REF;
+with --cluster, api@cluster >= 0.9x api.
 The machine has 2 cores shared by server, load generator and other work: compare ratios
 from the same run, not absolute figures across runs.
 
     .venv/bin/python bench/api_read.py [--seconds 3] [--rounds 3] [--connections 50]
-        [--no-tracing] [--ref main]
+        [--no-tracing] [--ref main] [--cluster]
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from bench.results import record
 from devtools.gitref import export_tree, source_path
 from devtools.launcher import Launcher
 from devtools.otlp import receiver_process
+from devtools.redis_cluster import LocalCluster
 from devtools.redis_server import RedisServer
 from shared.keys import Keys
 
@@ -212,6 +217,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--no-tracing", dest="tracing", action="store_false")
     parser.add_argument("--ref", help="also run this commit's api (tracing off) as a baseline")
+    parser.add_argument("--cluster", action="store_true", help="add the api on a local cluster")
     args = parser.parse_args()
     load = run_wrk if shutil.which("wrk") else run_python
     print(f"load generator: {'wrk' if load is run_wrk else 'python httpx (wrk not found)'}")
@@ -226,6 +232,9 @@ def main() -> None:
             urls.update(start_traced(stack, redis.url, database_url, urls["api"]))
         if args.ref:
             urls.update(start_ref(stack, args.ref, redis.url, database_url, urls["api"]))
+        if args.cluster:
+            local = stack.enter_context(LocalCluster(replicas=0))
+            urls["api@cluster"] = start_on_cluster(stack, local.url, database_url, urls["api"])
         # Endpoints alternate round by round, so a burst of other work on the shared machine
         # lands on all of them rather than on one.
         rounds = [
@@ -287,6 +296,21 @@ def start_ref(
     return {f"api@{ref}": f"{url}{path}"}
 
 
+def start_on_cluster(stack: ExitStack, cluster_url: str, database_url: str, api_url: str) -> str:
+    """The api with REDIS_MODE=cluster (data and cache), its cache warmed for the user."""
+    env = {**api_env(cluster_url, database_url, near=False), "REDIS_MODE": "cluster"}
+    launcher = stack.enter_context(Launcher(Path(tempfile.mkdtemp(prefix="bench-cluster-"))))
+    url = start_server(launcher, "api.main:create_app", env)
+    health = httpx.get(f"{url}/health", timeout=10).json()
+    if "nodes" not in health["components"]["redis"]:  # a cluster client lists the nodes
+        print("WARNING: api@cluster did not build a cluster client (REDIS_MODE not wired)")
+    path = urlsplit(api_url).path
+    for _ in range(3):
+        response = httpx.get(f"{url}{path}", timeout=10)
+        assert response.status_code == 200, response.text
+    return f"{url}{path}"
+
+
 def best(name: str, rounds: list[list[Result]]) -> Result:
     """The round with the highest throughput, and the lowest CPU per request of any round:
     the least disturbed by other work."""
@@ -323,8 +347,9 @@ def report(results: list[Result], rounds: list[list[Result]]) -> None:
             target=f">= {bound}",
         )
     pairs = [("api+otel", "api", 0.90), ("api+near+otel", "api+near", 0.90)]
-    for ref in (name for name in by_name if name.startswith("api@")):
+    for ref in (name for name in by_name if name.startswith("api@") and name != "api@cluster"):
         pairs += [("api", ref, 0.98), ("api+otel", ref, 0.90)]
+    pairs.append(("api@cluster", "api", 0.90))
     for measured, reference, target in pairs:
         if measured in by_name:
             compare(by_name[measured], by_name[reference], target, rounds)

@@ -42,7 +42,7 @@ SHORT: Final[dict[str, list[str]]] = {
         "uv", "run", "--no-sync", "--with", "limits>=5,<6", "python", "bench/limiter.py",
         "--checks", "4000", "--chunks", "6",
     ],
-    "api_read": [PYTHON, "bench/api_read.py", "--seconds", "2", "--rounds", "2"],
+    "api_read": [PYTHON, "bench/api_read.py", "--seconds", "2", "--rounds", "2", "--cluster"],
     "api_degraded": [PYTHON, "bench/api_degraded.py", "--requests", "300", "--rounds", "2"],
     "invalidator_drain": [
         PYTHON, "bench/invalidator_drain.py", "--events", "20000", "--rounds", "2",

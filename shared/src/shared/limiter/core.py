@@ -8,7 +8,8 @@ which runs the script and caches it in the same round trip. (redis-py's `registe
 does `SCRIPT LOAD` then `EVALSHA` instead, which fails again if a flush lands in between.)
 Checks go through the client's auto-pipeline (`shared.autopipeline`): a lone check is written
 at once on a dedicated connection (no pool checkout per call), concurrent checks share one
-round trip.
+round trip. On a cluster the check goes to the primary of its key's slot, and the `NOSCRIPT`
+fallback loads the script on that primary: each primary caches it on its first check.
 `TIME` in a script that writes needs effects replication, the default since Redis 5, so this
 runs on 6.2 and 7.x alike.
 
