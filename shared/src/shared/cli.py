@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 from pydantic import Field
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from shared import devstack
 from shared.cache import stats
@@ -278,7 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _err(f"platformctl: {'cache Redis' if cache else 'Redis'} {located.describe(cache=cache)}")
     try:
         return asyncio.run(run(args, settings, target))
-    except (RedisError, OSError) as exc:
+    except (RedisError, RedisClusterException, OSError) as exc:
+        # RedisClusterException: a cluster none of whose seeds answers (not a RedisError).
         reason = _redactor(settings)(str(exc)) or "no detail"
         _err(f"error: Redis at {describe_target(target)}: {type(exc).__name__}: {reason}")
     return 2

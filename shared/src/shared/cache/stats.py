@@ -15,6 +15,7 @@ import urllib.request
 from typing import Any, Final
 
 from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import RedisCluster
 
 from shared.connections import RedisClient
 from shared.keys import Keys
@@ -35,12 +36,43 @@ def ratio(hits: int, misses: int) -> float | None:
     return round(hits / (hits + misses), 4) if hits + misses else None
 
 
+async def _info(redis: RedisClient, section: str) -> dict[str, dict[str, Any]]:
+    """INFO `section` of every server holding keys: the one server, or each cluster primary
+    (a cluster client would otherwise ask one node at random), by address."""
+    if isinstance(redis, RedisCluster):
+        replies: dict[str, Any] = await redis.info(section, target_nodes=RedisCluster.PRIMARIES)
+        return dict(sorted(replies.items()))
+    return {"": await redis.info(section)}
+
+
+def _total(infos: dict[str, dict[str, Any]], field: str) -> int:
+    return sum(int(info.get(field, 0) or 0) for info in infos.values())
+
+
+def _memory(infos: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    if list(infos) == [""]:
+        memory = infos[""]
+        fields = ("used_memory", "used_memory_human", "maxmemory", "maxmemory_policy")
+        return {k: memory.get(k) for k in fields}
+    # A cluster: the primaries' sums (each primary enforces its own maxmemory).
+    used = _total(infos, "used_memory")
+    policies = sorted({str(info.get("maxmemory_policy")) for info in infos.values()})
+    return {
+        "used_memory": used,
+        "used_memory_human": f"{used / 1024 / 1024:.2f}M",
+        "maxmemory": _total(infos, "maxmemory"),
+        "maxmemory_policy": ",".join(policies),
+    }
+
+
 async def server_report(redis: RedisClient, keys: Keys, sample: int, top: int) -> dict[str, Any]:
-    """INFO figures and the biggest keys among up to `sample` keys of the prefix."""
-    stats: dict[str, Any] = await redis.info("stats")
-    memory: dict[str, Any] = await redis.info("memory")
-    keyspace: dict[str, Any] = await redis.info("keyspace")
-    hits, misses = int(stats.get("keyspace_hits", 0)), int(stats.get("keyspace_misses", 0))
+    """INFO figures (summed over a cluster's primaries) and the biggest keys among up to
+    `sample` keys of the prefix."""
+    stats = await _info(redis, "stats")
+    memory = await _info(redis, "memory")
+    keyspaces = await _info(redis, "keyspace")
+    keyspace: dict[str, Any] = keyspaces[""] if list(keyspaces) == [""] else keyspaces
+    hits, misses = _total(stats, "keyspace_hits"), _total(stats, "keyspace_misses")
     sampled: list[str] = []
     async for key in redis.scan_iter(match=f"{keys.prefix}:*", count=1000):
         sampled.append(key.decode() if isinstance(key, bytes) else str(key))
@@ -55,12 +87,9 @@ async def server_report(redis: RedisClient, keys: Keys, sample: int, top: int) -
     ranked = sorted(zip(sampled, sizes, strict=True), key=lambda kv: -(kv[1] or 0))[:top]
     return {
         "keyspace": keyspace,
-        "memory": {
-            k: memory.get(k)
-            for k in ("used_memory", "used_memory_human", "maxmemory", "maxmemory_policy")
-        },
-        "evicted_keys": stats.get("evicted_keys"),
-        "expired_keys": stats.get("expired_keys"),
+        "memory": _memory(memory),
+        "evicted_keys": _total(stats, "evicted_keys"),
+        "expired_keys": _total(stats, "expired_keys"),
         "keyspace_hits": hits,
         "keyspace_misses": misses,
         "keyspace_hit_ratio": ratio(hits, misses),
