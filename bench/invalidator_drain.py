@@ -53,16 +53,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import orjson
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from bench.results import record
 from devtools.gitref import export_tree, source_path
 from devtools.launcher import Launcher
 from devtools.otlp import receiver_process
+from devtools.redis_cluster import LocalCluster
 from devtools.redis_server import RedisServer
 from invalidator.config import InvalidatorSettings
 from invalidator.metrics import InvalidatorMetrics
 from invalidator.usecases import Purger
+from shared.connections import RedisClient
 from shared.events import (
     UserCreated,
     UserCreatedPayload,
@@ -115,7 +117,7 @@ def make_event(rng: random.Random, users: list[uuid.UUID], *, traced: bool = Fal
     return bytes(event.to_json())
 
 
-async def publish(redis: Redis, stream: str, count: int, *, traced: bool = False) -> None:
+async def publish(redis: RedisClient, stream: str, count: int, *, traced: bool = False) -> None:
     rng = random.Random(7)
     users = [uuid.uuid4() for _ in range(10_000)]
     for start in range(0, count, 1000):
@@ -151,7 +153,7 @@ async def drain_raw(
 
 
 async def drain_invalidator(
-    redis: Redis, keys: Keys, group: str, count: int, *, tracing: Tracing | None = None
+    redis: RedisClient, keys: Keys, group: str, count: int, *, tracing: Tracing | None = None
 ) -> Timing:
     settings = load_settings(
         InvalidatorSettings, _env_file=None, key_prefix=keys.prefix, stream_block="100ms"
@@ -192,6 +194,7 @@ class ChildDrain:
     url: str
     tree: Path | None = None
     tracing_env: dict[str, str] = field(default_factory=dict)
+    cluster: bool = False  # `url` is a node of a cluster: the child drains through a cluster client
 
     async def __call__(self, _redis: Redis, keys: Keys, group: str, count: int) -> Timing:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
@@ -200,6 +203,8 @@ class ChildDrain:
             env["PYTHONPATH"] = source_path(self.tree)
         argv = [sys.executable, __file__, "--drain", group, "--prefix", keys.prefix]
         argv += ["--url", self.url, "--events", str(count)]
+        if self.cluster:
+            argv.append("--cluster")
         with tempfile.TemporaryDirectory(prefix="drain-") as root, Launcher(Path(root)) as launch:
             child = launch.start("drain", argv, env)
             code = await asyncio.to_thread(child.popen.wait)
@@ -220,11 +225,22 @@ def traced_env(endpoint: str) -> dict[str, str]:
     }
 
 
-async def main(events: int, rounds: int, url: str, ref: str | None, endpoint: str | None) -> None:
+async def main(
+    events: int,
+    rounds: int,
+    url: str,
+    ref: str | None,
+    endpoint: str | None,
+    *,
+    cluster_url: str | None = None,
+) -> None:
     redis = Redis.from_url(url)
     keys = Keys(f"bench{uuid.uuid4().hex[:6]}")
     traced_keys = Keys(f"{keys.prefix}t")
     await publish(redis, keys.user_events(), events)
+    on_cluster = None if cluster_url is None else RedisCluster.from_url(cluster_url)
+    if on_cluster is not None:  # the same events, on the cluster's stream (one slot)
+        await publish(on_cluster, keys.user_events(), events)
     drains: dict[str, Callable[[Redis, Keys, str, int], Awaitable[Timing]]] = {
         "raw": drain_raw,
         "raw-1-incr": functools.partial(drain_raw, coalesce=True),
@@ -238,6 +254,9 @@ async def main(events: int, rounds: int, url: str, ref: str | None, endpoint: st
     if ref is not None:
         drains[f"invalidator@{ref}"] = ChildDrain(url, tree=export_tree(ref))
         streams[f"invalidator@{ref}"] = keys
+    if cluster_url is not None:
+        drains["invalidator@cluster"] = ChildDrain(cluster_url, cluster=True)
+        streams["invalidator@cluster"] = keys
     results: dict[str, list[float]] = {name: [] for name in drains}
     cpu_us: dict[str, list[float]] = {name: [] for name in drains}
     for n in range(rounds):
@@ -254,6 +273,10 @@ async def main(events: int, rounds: int, url: str, ref: str | None, endpoint: st
     for k in (keys, traced_keys):
         await redis.delete(k.user_events(), k.user_list_gen())
     await redis.aclose()
+    if on_cluster is not None:
+        await on_cluster.delete(keys.user_events())
+        await on_cluster.delete(keys.user_list_gen())
+        await on_cluster.aclose()
 
 
 def report(median: dict[str, float], rounds: int) -> None:
@@ -269,8 +292,13 @@ def report(median: dict[str, float], rounds: int) -> None:
         print(f"invalidator, tracing on at 1 %: {traced:10,.0f} events/s")
         print(f"ratio tracing on (1 %) / off {traced / inv:.3f}x (target >= 0.90x)")
         judged("invalidator+otel", "invalidator", median, ">= 0.9", rounds)
+    if "invalidator@cluster" in median:
+        on_cluster = median["invalidator@cluster"]
+        print(f"invalidator on a 3-primary cluster: {on_cluster:10,.0f} events/s")
+        print(f"ratio cluster / standalone {on_cluster / inv:.3f}x (target >= 0.90x)")
+        judged("invalidator@cluster", "invalidator", median, ">= 0.9", rounds)
     for name, rate in median.items():
-        if name.startswith("invalidator@"):
+        if name.startswith("invalidator@") and name != "invalidator@cluster":
             print(f"{name}: {rate:10,.0f} events/s")
             print(f"ratio invalidator (tracing off) / {name} {inv / rate:.3f}x (target >= 0.98x)")
             judged("invalidator", name, median, ">= 0.98", rounds)
@@ -319,11 +347,21 @@ def report_cpu(cpu_us: dict[str, list[float]]) -> None:
         )
 
 
-async def drain_only(url: str, prefix: str, group: str, events: int) -> None:
+async def drain_only(url: str, prefix: str, group: str, events: int, cluster: bool) -> None:
     """The child of `drain_child`: one drain, with tracing when the environment asks for it
     (as a service configures it); its wall and CPU seconds printed last. Traced, the spans
-    still queued are exported inside the timing: their cost is the drain's."""
-    redis = Redis.from_url(url)
+    still queued are exported inside the timing: their cost is the drain's. On a cluster
+    (`cluster`), the client the service builds for `REDIS_MODE=cluster`."""
+    redis: Any = Redis.from_url(url)
+    if cluster:
+        await redis.aclose()
+        from shared.connections import make_redis  # the --ref child never drains a cluster
+        from shared.settings import RedisMode
+
+        settings = load_settings(
+            InvalidatorSettings, _env_file=None, redis_url=url, redis_mode=RedisMode.CLUSTER
+        )
+        redis = make_redis(settings.redis_target, settings)
     tracing = None
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         from shared.tracing import Tracing  # the --ref child may predate it: imported when asked
@@ -348,9 +386,14 @@ if __name__ == "__main__":
     parser.add_argument("--drain", help=argparse.SUPPRESS)  # a child's drain: its group
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="also drain on a local 3-primary cluster (REDIS_MODE=cluster) in the same run",
+    )
     args = parser.parse_args()
     if args.drain:
-        asyncio.run(drain_only(args.url, args.prefix, args.drain, args.events))
+        asyncio.run(drain_only(args.url, args.prefix, args.drain, args.events, args.cluster))
         sys.exit(0)
     with contextlib.ExitStack() as stack:
         endpoint = None
@@ -358,8 +401,12 @@ if __name__ == "__main__":
             receiver, endpoint = receiver_process()
             stack.callback(receiver.wait, 10)
             stack.callback(receiver.terminate)
-        if url := os.environ.get("REDIS_URL"):
-            asyncio.run(main(args.events, args.rounds, url, args.ref, endpoint))
-        else:
-            server = stack.enter_context(RedisServer())
-            asyncio.run(main(args.events, args.rounds, server.url, args.ref, endpoint))
+        cluster_url = None
+        if args.cluster:
+            # No replicas: the standalone server has none either.
+            cluster_url = stack.enter_context(LocalCluster(replicas=0)).url
+        if not (url := os.environ.get("REDIS_URL", "")):
+            url = stack.enter_context(RedisServer()).url
+        asyncio.run(
+            main(args.events, args.rounds, url, args.ref, endpoint, cluster_url=cluster_url)
+        )
