@@ -259,17 +259,25 @@ async def main(
         streams["invalidator@cluster"] = keys
     results: dict[str, list[float]] = {name: [] for name in drains}
     cpu_us: dict[str, list[float]] = {name: [] for name in drains}
+    server_us: dict[str, list[float]] = {name: [] for name in drains}
     for n in range(rounds):
         for name, drain in drains.items():
+            servers = on_cluster if name == "invalidator@cluster" and on_cluster else redis
+            before = await server_cpu(servers)
             timing = await drain(redis, streams[name], f"{name}{n}", events)
+            server_us[name].append((await server_cpu(servers) - before) / events * 1e6)
             results[name].append(events / timing.wall)
             cpu_us[name].append(timing.cpu / events * 1e6)
             print(
                 f"round {n + 1} {name:20s} {events / timing.wall:10,.0f} events/s"
-                f" {timing.cpu / events * 1e6:6.1f} us CPU/event"
+                f" {timing.cpu / events * 1e6:6.1f} us CPU/event,"
+                f" Redis {server_us[name][-1]:5.1f} us/event"
             )
     report({name: statistics.median(rates) for name, rates in results.items()}, rounds)
     report_cpu(cpu_us)
+    print("\nRedis CPU per event (every server of the topology; the lowest round):")
+    for name, costs in server_us.items():
+        print(f"  {name:22s} {min(costs):6.1f} us")
     for k in (keys, traced_keys):
         await redis.delete(k.user_events(), k.user_list_gen())
     await redis.aclose()
@@ -277,6 +285,18 @@ async def main(
         await on_cluster.delete(keys.user_events())
         await on_cluster.delete(keys.user_list_gen())
         await on_cluster.aclose()
+
+
+async def server_cpu(client: RedisClient) -> float:
+    """CPU seconds the servers have used (user + sys): the one server, or every cluster node.
+    Per event, what a drain costs Redis: reading and acking the stream, the purges and the
+    notices (the stream and the cache share these servers here)."""
+    if isinstance(client, RedisCluster):
+        replies: dict[str, Any] = await client.info("cpu", target_nodes=RedisCluster.ALL_NODES)
+        infos = list(replies.values())
+    else:
+        infos = [await client.info("cpu")]
+    return sum(float(i["used_cpu_user"]) + float(i["used_cpu_sys"]) for i in infos)
 
 
 def report(median: dict[str, float], rounds: int) -> None:
