@@ -347,6 +347,7 @@ def test_a_busy_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.own_topology
 @pytest.mark.parametrize(
     ("mode", "announced"),
     [

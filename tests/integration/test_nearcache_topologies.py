@@ -23,7 +23,10 @@ from devtools.settings import StackSettings
 from shared.connections import open_redis
 from shared.nearcache import NearCache, PurgeNotice, PurgeSubscriber
 
-pytestmark = pytest.mark.skipif(not find_redis_server(), reason="needs a redis-server binary")
+pytestmark = [
+    pytest.mark.own_topology,
+    pytest.mark.skipif(not find_redis_server(), reason="needs a redis-server binary"),
+]
 
 
 @pytest.fixture

@@ -29,7 +29,10 @@ from devtools.settings import StackSettings
 from shared.connections import make_redis
 from shared.replication import Replication, ReplicaWait
 
-pytestmark = pytest.mark.skipif(not find_redis_server(), reason="needs a redis-server binary")
+pytestmark = [
+    pytest.mark.own_topology,
+    pytest.mark.skipif(not find_redis_server(), reason="needs a redis-server binary"),
+]
 
 SET = "redis.call('SET', KEYS[1], ARGV[1]); return ARGV[1]"
 

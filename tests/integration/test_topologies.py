@@ -20,7 +20,10 @@ from devtools.settings import StackSettings
 from shared.connections import make_redis, open_redis, redis_health
 from shared.errors import RedisUnavailableError
 
-pytestmark = pytest.mark.skipif(not find_redis_server(), reason="needs a redis-server binary")
+pytestmark = [
+    pytest.mark.own_topology,
+    pytest.mark.skipif(not find_redis_server(), reason="needs a redis-server binary"),
+]
 
 
 @pytest.fixture(scope="module")

@@ -51,6 +51,7 @@ from tests.e2e.failover.report import Run
 from tests.e2e.session.processes import TOKEN
 
 pytestmark = [
+    pytest.mark.own_topology,
     pytest.mark.slow,
     pytest.mark.skipif(not find_redis_server(), reason="needs a redis-server binary"),
 ]

@@ -30,7 +30,10 @@ from shared.keys import Keys
 from shared.limiter import Policy, RateLimiter
 from shared.settings import RateAlgorithm
 
-pytestmark = pytest.mark.skipif(not find_redis_server(), reason="needs a redis-server binary")
+pytestmark = [
+    pytest.mark.own_topology,
+    pytest.mark.skipif(not find_redis_server(), reason="needs a redis-server binary"),
+]
 
 
 def running(local: LocalCluster) -> Iterator[LocalCluster]:

@@ -23,6 +23,7 @@ from shared.autopipeline import AutoPipeline, auto_pipeline
 from shared.connections import make_redis
 
 pytestmark = [
+    pytest.mark.own_topology,
     pytest.mark.skipif(not find_redis_server(), reason="needs a redis-server binary"),
     pytest.mark.slow,
 ]

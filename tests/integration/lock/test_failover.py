@@ -47,6 +47,7 @@ from shared.replication import Replication, ReplicaWait
 from tests.integration.test_replication import paused
 
 pytestmark = [
+    pytest.mark.own_topology,
     pytest.mark.slow,
     pytest.mark.skipif(not find_redis_server(), reason="needs a redis-server binary"),
 ]

@@ -24,7 +24,10 @@ from shared.keys import Keys
 from shared.settings import RedisMode
 from tests.integration.session.conftest import SettingsFactory, serve
 
-pytestmark = pytest.mark.skipif(not find_redis_server(), reason="needs a redis-server binary")
+pytestmark = [
+    pytest.mark.own_topology,
+    pytest.mark.skipif(not find_redis_server(), reason="needs a redis-server binary"),
+]
 
 USERS = 24  # 3 primaries: every one gets users (checked below)
 

@@ -21,6 +21,7 @@ from tests.integration.session.conftest import SettingsFactory, serve
 from tests.integration.session.test_replicas import acks
 
 pytestmark = [
+    pytest.mark.own_topology,
     pytest.mark.slow,
     pytest.mark.skipif(not find_redis_server(), reason="needs a redis-server binary"),
 ]
