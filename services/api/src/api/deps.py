@@ -18,17 +18,16 @@ from starlette.types import Scope
 from api.state import ApiState
 from api.usecases import UserService
 from shared.keys import USER_ID_PATTERN, user_id
+from shared.lifespan import StateSlot
 
-# The lifespan state's key: `request.state.api`, `scope["state"]["api"]`.
-STATE_KEY: Final = "api"
+# Where the lifespan puts the state: `request.state.api`, `scope["state"]["api"]`.
+SLOT: Final = StateSlot("api", ApiState)
+STATE_KEY: Final = SLOT.key
 
 
 def api_state(scope: Scope) -> ApiState:
     """The request's `ApiState` (for pure ASGI middleware, which has only the scope)."""
-    state = scope.get("state", {}).get(STATE_KEY)
-    if not isinstance(state, ApiState):
-        raise TypeError("the api's lifespan has not started: no ApiState in the scope")
-    return state
+    return SLOT.of(scope)
 
 
 async def get_state(request: Request) -> ApiState:

@@ -7,14 +7,12 @@ use cases, background tasks) is `api.state.open_state`, run by the lifespan.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
 from api.config import SERVICE_NAME, ApiSettings, load
-from api.deps import STATE_KEY
+from api.deps import SLOT
 from api.errors import install_domain_errors
 from api.fastpath import UserFastPath, user_route
 from api.metrics import ApiMetrics
@@ -22,7 +20,7 @@ from api.middleware import HttpMetricsMiddleware
 from api.ratelimit.middleware import RateLimitMiddleware
 from api.ratelimit.policies import EXEMPT_PATHS, Policies
 from api.routes import auth, health, users
-from api.state import ApiState, open_state
+from api.state import open_state
 from shared.http import (
     BodyLimitMiddleware,
     JsonResponse,
@@ -74,19 +72,12 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     metrics = ApiMetrics()
     tracing = configure_tracing(SERVICE_NAME)
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, ApiState]]:
-        try:
-            async with open_state(settings, metrics, tracing) as state:
-                yield {STATE_KEY: state}
-        finally:
-            await tracing.aclose()
-
     app = FastAPI(
         title="api",
         version="1.0.0",
         description="Users on SQL, read through Redis with leases; events via an outbox.",
-        lifespan=lifespan,
+        # The state opened at start, closed at shutdown; the tracer flushed last.
+        lifespan=SLOT.lifespan(lambda: open_state(settings, metrics, tracing), tracing.aclose),
         default_response_class=JsonResponse,
     )
     install_error_handlers(app)

@@ -7,16 +7,14 @@ from typing import Annotated, Final
 from fastapi import Depends, Request
 
 from invalidator.state import InvalidatorState
+from shared.lifespan import StateSlot
 
-# The lifespan state's key: `request.state.invalidator`.
-STATE_KEY: Final = "invalidator"
+# Where the lifespan puts the state: `request.state.invalidator`.
+SLOT: Final = StateSlot("invalidator", InvalidatorState)
 
 
 async def get_state(request: Request) -> InvalidatorState:
-    state = request.scope.get("state", {}).get(STATE_KEY)
-    if not isinstance(state, InvalidatorState):
-        raise TypeError("the invalidator's lifespan has not started: no state in the scope")
-    return state
+    return SLOT.of(request.scope)
 
 
 State = Annotated[InvalidatorState, Depends(get_state)]

@@ -8,16 +8,14 @@ from fastapi import Depends, Request
 
 from session_service.state import SessionState
 from session_service.usecases import Sessions
+from shared.lifespan import StateSlot
 
-# The lifespan state's key: `request.state.session`.
-STATE_KEY: Final = "session"
+# Where the lifespan puts the state: `request.state.session`.
+SLOT: Final = StateSlot("session", SessionState)
 
 
 async def get_state(request: Request) -> SessionState:
-    state = request.scope.get("state", {}).get(STATE_KEY)
-    if not isinstance(state, SessionState):
-        raise TypeError("the session service's lifespan has not started: no state in the scope")
-    return state
+    return SLOT.of(request.scope)
 
 
 State = Annotated[SessionState, Depends(get_state)]

@@ -6,19 +6,17 @@ the typed `SessionState` to every request; routes reach it through `deps`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 
 from session_service.auth import ServiceTokenMiddleware
 from session_service.config import SERVICE, SessionSettings, load
-from session_service.deps import STATE_KEY, State
+from session_service.deps import SLOT, State
 from session_service.errors import install_session_errors
 from session_service.metrics import SessionMetrics
 from session_service.routes import router
-from session_service.state import SessionState, open_state
+from session_service.state import open_state
 from shared.connections import redis_health
 from shared.http import (
     BodyLimitMiddleware,
@@ -61,19 +59,12 @@ def create_app(settings: SessionSettings | None = None) -> FastAPI:
     metrics = SessionMetrics(make_registry())
     tracing = configure_tracing(SERVICE)
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, SessionState]]:
-        try:
-            async with open_state(settings, metrics, tracing) as state:
-                yield {STATE_KEY: state}
-        finally:
-            await tracing.aclose()
-
     app = FastAPI(
         title="session service",
         version="1.0.0",
         summary="Session lifecycle over Redis: ids shown once, stored hashed, revoked by events.",
-        lifespan=lifespan,
+        # The state opened at start, closed at shutdown; the tracer flushed last.
+        lifespan=SLOT.lifespan(lambda: open_state(settings, metrics, tracing), tracing.aclose),
     )
     install_error_handlers(app)
     install_session_errors(app)
