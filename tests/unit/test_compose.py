@@ -1,4 +1,4 @@
-"""docker-compose.yml, the Dockerfiles and the nginx config, checked against each other and the
+"""docker-compose.yml, services/Dockerfile and the nginx config, checked against each other and the
 settings. (`make compose-test` builds and runs the stack for real; this runs everywhere.)
 
 The stack: nginx (`proxy`, the only published port) in front of two api replicas; a one-shot
@@ -235,31 +235,51 @@ def test_app_environment_is_made_of_settings_that_load(
         ]
 
 
+DOCKERFILE = (ROOT / "services" / "Dockerfile").read_text()
+
+
+def dockerfile_stage(name: str) -> str:
+    """The text of stage `name` of services/Dockerfile, up to the next FROM."""
+    found = re.search(rf"^FROM \S+ AS {name}\n(.*?)(?=^FROM |\Z)", DOCKERFILE, re.M | re.S)
+    assert found is not None, name
+    return found.group(1)
+
+
 def dockerfile_cmd(name: str) -> str:
-    cmd = re.search(r"^CMD (\[.*\])$", (ROOT / f"services/{name}/Dockerfile").read_text(), re.M)
+    cmd = re.search(r"^CMD (\[.*\])$", dockerfile_stage(name), re.M)
     assert cmd is not None
     return " ".join(yaml.safe_load(cmd.group(1)))
 
 
-@pytest.mark.parametrize("name", sorted(APPS))
-def test_each_app_image_is_two_stages_non_root_with_the_compose_command(name: str) -> None:
-    build = SERVICES[name]["build"]
-    assert build["context"] == "."
-    assert build["dockerfile"] == f"services/{name}/Dockerfile"
-    assert SERVICES[name]["image"] == f"redis-platform/{name}:latest"
-    dockerfile = (ROOT / build["dockerfile"]).read_text()
-    project = tomllib.loads((ROOT / "services" / name / "pyproject.toml").read_text())
-    stages = re.findall(r"^FROM .*$", dockerfile, re.M)
-    assert stages == ["FROM python:3.11-slim AS build", "FROM python:3.11-slim"]
-    builder, final = dockerfile.split("\nFROM python:3.11-slim\n")
-    package = project["project"]["name"]
-    assert f"uv sync --frozen --no-dev --package {package} --no-editable" in builder
+def test_one_dockerfile_two_stages_and_a_target_per_service() -> None:
+    stages = re.findall(r"^FROM .*$", DOCKERFILE, re.M)
+    assert stages == [
+        "FROM python:3.11-slim AS build",
+        "FROM python:3.11-slim AS runtime",
+        *(f"FROM runtime AS {name}" for name in APPS),
+    ]
+    builder = dockerfile_stage("build")
+    assert 'uv sync --frozen --no-dev --package "$PACKAGE" --no-editable' in builder
     # The final image: the venv copied from the build stage, no uv, a non-root user.
+    final = dockerfile_stage("runtime")
     assert "COPY --from=build /app/.venv /app/.venv" in final
-    assert "uv" not in final.replace("uvicorn", "")
+    assert "uv" not in DOCKERFILE.split("AS runtime", 1)[1].replace("uvicorn", "")
     user = re.findall(r"^USER (\S+)$", final, re.M)
     assert user
     assert user[-1] not in {"root", "0"}
+
+
+@pytest.mark.parametrize("name", sorted(APPS))
+def test_each_app_image_is_its_target_with_its_package_and_the_compose_command(
+    name: str,
+) -> None:
+    build = SERVICES[name]["build"]
+    assert build["context"] == "."
+    assert build["dockerfile"] == "services/Dockerfile"
+    assert build["target"] == name
+    assert SERVICES[name]["image"] == f"redis-platform/{name}:latest"
+    project = tomllib.loads((ROOT / "services" / name / "pyproject.toml").read_text())
+    assert build["args"] == {"PACKAGE": project["project"]["name"], "SOURCE": f"services/{name}"}
     assert dockerfile_cmd(name) == command_of(SERVICES[name])
 
 
