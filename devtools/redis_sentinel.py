@@ -116,7 +116,11 @@ class LocalSentinel:
         return primary
 
     def wait_for_promotion(self, old: RedisServer, timeout: float = 30.0) -> RedisServer:
-        """After `old` was killed: the server promoted in its place, once it is master."""
+        """After `old` was killed: the server promoted in its place, once it is master and
+        every sentinel names it with no failover in progress. A sentinel answers
+        GET-MASTER-ADDR-BY-NAME with the promoted replica while its failover still runs, but
+        its SENTINEL MASTER state (what redis-py's discovery checks) stays the old master's,
+        down, until the switch: a client asking then finds no master."""
 
         def promoted() -> bool:
             found = _answers(
@@ -125,10 +129,19 @@ class LocalSentinel:
             if not found or int(found[1]) == old.port:
                 return False
             role = _answers(int(found[1]), "ROLE")
-            return bool(role) and role[0] == "master"
+            if not role or role[0] != "master":
+                return False
+            return all(self._names_a_healthy_master(s.port, int(found[1])) for s in self.sentinels)
 
         _wait(promoted, timeout, f"a promotion in place of port {old.port}")
         return self.master()
+
+    def _names_a_healthy_master(self, sentinel_port: int, port: int) -> bool:
+        state = _answers(sentinel_port, "SENTINEL", "MASTER", self.master_name)
+        if not state or int(state.get("port", 0)) != port:
+            return False
+        flags = set(str(state.get("flags", "")).split(","))
+        return flags == {"master"}
 
     def restart(self, server: RedisServer, timeout: float = 30.0) -> None:
         """Start a killed server again; the sentinels turn a former master into a replica.
