@@ -9,8 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import httpx
+import pytest
 
 from .conftest import ApiProcess
+
+# Exact counts of sliding-window admissions: see tests/conftest.py.
+pytestmark = pytest.mark.usefixtures("clear_of_a_minute_edge")
 
 
 async def test_spoofed_forwarded_for_from_an_untrusted_peer_shares_the_peers_budget(

@@ -7,8 +7,12 @@ import time
 import uuid
 
 import httpx
+import pytest
 
 from tests.e2e.auth.conftest import StackFactory
+
+# Exact counts of sliding-window admissions: see tests/conftest.py.
+pytestmark = pytest.mark.usefixtures("clear_of_a_minute_edge")
 
 
 async def sign_up_and_in(http: httpx.AsyncClient) -> dict[str, str]:

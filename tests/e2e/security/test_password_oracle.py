@@ -13,9 +13,13 @@ import uuid
 from collections.abc import Callable
 
 import httpx
+import pytest
 
 from devtools.redis_server import RedisServer
 from tests.e2e.auth.conftest import Stack, StackFactory
+
+# Exact counts of sliding-window admissions: see tests/conftest.py.
+pytestmark = pytest.mark.usefixtures("clear_of_a_minute_edge")
 
 PASSWORD = "right-password-1"
 

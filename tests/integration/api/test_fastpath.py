@@ -18,6 +18,9 @@ from shared.keys import Keys
 
 from .conftest import Api, ApiFactory, public
 
+# Exact counts of sliding-window admissions: see tests/conftest.py.
+pytestmark = pytest.mark.usefixtures("clear_of_a_minute_edge")
+
 HIGH_LIMIT = "1000000/minute"
 LIMIT = 8
 # Headers whose value differs per request by design.

@@ -22,6 +22,9 @@ from shared.settings import RateSpec
 
 from .conftest import Limited, limited_app
 
+# Exact counts of sliding-window admissions: see tests/conftest.py.
+pytestmark = pytest.mark.usefixtures("clear_of_a_minute_edge")
+
 READ_TIMEOUT = 0.5
 
 

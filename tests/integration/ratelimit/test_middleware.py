@@ -19,6 +19,9 @@ from shared.keys import Keys
 
 from .conftest import limited_app
 
+# Exact counts of sliding-window admissions: see tests/conftest.py.
+pytestmark = pytest.mark.usefixtures("clear_of_a_minute_edge")
+
 
 async def test_headers_then_429_in_the_error_shape(
     make_settings: Callable[..., StackSettings], redis: Redis
