@@ -382,6 +382,8 @@ async def drain_only(url: str, prefix: str, group: str, events: int, cluster: bo
             InvalidatorSettings, _env_file=None, redis_url=url, redis_mode=RedisMode.CLUSTER
         )
         redis = make_redis(settings.redis_target, settings)
+        # The slot map is read before the timer starts: discovery is start-up, not drain.
+        _ = await redis.initialize()
     tracing = None
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         from shared.tracing import Tracing  # the --ref child may predate it: imported when asked
