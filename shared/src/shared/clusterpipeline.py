@@ -12,8 +12,9 @@ Routing key, derived from the command (never guessed):
   argument;
 - `EVAL` / `EVALSHA` with `numkeys` ≥ 1: the first key; every key must share its slot, else
   `RedisClusterException` before anything is sent (redis-py's rule);
-- `DEL`, `UNLINK`, `EXISTS` (`EVERY_ARGUMENT_A_KEY`) whose keys share one slot: that slot
-  (keys of several slots: no link, the cluster client splits the command per slot);
+- `DEL`, `UNLINK`, `EXISTS` (`EVERY_ARGUMENT_A_KEY`): their slot; every key must share it,
+  as a script's (redis-py's `delete()` splits such a command per slot, its `execute_command`
+  does not);
 - any other command, or a script without keys: no link; it goes through the cluster
   client's own `execute_command`, which routes it (slowly, but right).
 
@@ -154,8 +155,8 @@ class ClusterAutoPipeline:
         awaits them first. Each command is on its own for failures, as with `execute`: a
         `MOVED` is followed once on the new owner's link; `ASK`, `TRYAGAIN`, `CLUSTERDOWN`, a
         second `MOVED` or a lost link sends it through the cluster client; a command with
-        no key to route by (or before the slot map is read) goes there at once; a script
-        whose keys span slots gets `RedisClusterException` and is not sent."""
+        no key to route by (or before the slot map is read) goes there at once; a script or
+        a `DEL` whose keys span slots gets `RedisClusterException` and is not sent."""
         replies: list[Any] = [None] * len(commands)
         by_node: dict[str, tuple[ClusterNode, list[int]]] = {}
         alone: list[int] = []
@@ -225,9 +226,10 @@ class ClusterAutoPipeline:
         if route == _FIRST_KEY:
             return self._slot(args[1])
         if route == _KEYS:
-            # Keys of several slots: the cluster client splits the command per slot.
             slots = {self._slot(key) for key in args[1:]}
-            return slots.pop() if len(slots) == 1 else None
+            if len(slots) != 1:
+                raise RedisClusterException(f"{args[0]!r} - all keys must map to the same key slot")
+            return slots.pop()
         try:
             numkeys = int(args[2])
         except (IndexError, TypeError, ValueError):
