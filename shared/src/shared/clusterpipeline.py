@@ -7,6 +7,10 @@ trips with every other command for that primary. The slot map is the cluster cli
 (`redispy.slot_primary`), so the two never disagree about the topology, and redis-py's
 routing (about 60 µs of client CPU per command, docs/scaling.md) stays off the hot path.
 
+`execute_batch(commands)` sends many commands at once: all of one primary's in one write
+on its link, every primary in parallel, replies in order with errors in place (the
+invalidator's purges, decision 0035).
+
 Routing key, derived from the command (never guessed):
 - `GET`, `SET`, `INCR` and the other single-key commands of `SINGLE_KEY_COMMANDS`: the first
   argument;

@@ -14,6 +14,12 @@ Per batch, one pipeline on the cache Redis (one round trip):
    the DELs, so a notice never arrives before its purge is done. Publishing from the script
    instead of a PUBLISH per event from the client halved the drain time (bench/).
 
+On a Redis Cluster the users' keys are spread over the primaries and the generation is on
+one of them, so one pipeline cannot keep that order: the purges go per primary, one write
+each, all primaries at once (`ClusterAutoPipeline.execute_batch`), and the script only once
+every purge has answered, announcing only the entries whose purge succeeded (decision 0035).
+Two round trips per batch instead of one.
+
 Traced (`shared.tracing`), each entry with a recorded `process` span gets `purge` and
 `announce` spans under it; untraced batches pay one `None` check.
 
