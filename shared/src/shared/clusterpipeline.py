@@ -7,11 +7,18 @@ trips with every other command for that primary. The slot map is the cluster cli
 (`redispy.slot_primary`), so the two never disagree about the topology, and redis-py's
 routing (about 60 µs of client CPU per command, docs/scaling.md) stays off the hot path.
 
+`execute_batch(commands)` sends many commands at once: all of one primary's in one write
+on its link, every primary in parallel, replies in order with errors in place (the
+invalidator's purges, decision 0035).
+
 Routing key, derived from the command (never guessed):
 - `GET`, `SET`, `INCR` and the other single-key commands of `SINGLE_KEY_COMMANDS`: the first
   argument;
 - `EVAL` / `EVALSHA` with `numkeys` ≥ 1: the first key; every key must share its slot, else
   `RedisClusterException` before anything is sent (redis-py's rule);
+- `DEL`, `UNLINK`, `EXISTS` (`EVERY_ARGUMENT_A_KEY`): their slot; every key must share it,
+  as a script's (redis-py's `delete()` splits such a command per slot, its `execute_command`
+  does not);
 - any other command, or a script without keys: no link; it goes through the cluster
   client's own `execute_command`, which routes it (slowly, but right).
 
@@ -37,7 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 from redis.asyncio import RedisCluster
@@ -64,12 +71,19 @@ SINGLE_KEY_COMMANDS: Final = frozenset(
     {"GET", "SET", "GETDEL", "GETEX", "INCR", "INCRBY", "DECR", "DECRBY", "EXPIRE", "PEXPIRE",
      "TTL", "PTTL", "HGET", "HSET", "HINCRBY"}
 )  # fmt: skip
+# Commands whose every argument is a key.
+EVERY_ARGUMENT_A_KEY: Final = frozenset({"DEL", "UNLINK", "EXISTS"})
 _FIRST_KEY: Final = 1
 _SCRIPT: Final = 2
+_KEYS: Final = 3
 # Every spelling a caller may send (the limiter sends bytes): one dict lookup per command.
 _ROUTES: Final[dict[EncodableT, int]] = {
     spelling: route
-    for names, route in ((SINGLE_KEY_COMMANDS, _FIRST_KEY), ({"EVAL", "EVALSHA"}, _SCRIPT))
+    for names, route in (
+        (SINGLE_KEY_COMMANDS, _FIRST_KEY),
+        ({"EVAL", "EVALSHA"}, _SCRIPT),
+        (EVERY_ARGUMENT_A_KEY, _KEYS),
+    )
     for name in names
     for spelling in (name, name.lower(), name.encode(), name.lower().encode())
 }
@@ -136,6 +150,78 @@ class ClusterAutoPipeline:
         except (*_REDIRECTED, *_LOST):
             return await self._fallback(args)
 
+    async def execute_batch(self, commands: Sequence[tuple[EncodableT, ...]]) -> list[Any]:
+        """Send every command on its slot's primary: all of one primary's commands in one
+        write on its link, every primary at once. The raw replies in order, each error in
+        its command's place as the exception (as `pipeline.execute(raise_on_error=False)`).
+
+        No order holds between primaries: a caller that needs one command after others
+        awaits them first. Each command is on its own for failures, as with `execute`: a
+        `MOVED` is followed once on the new owner's link; `ASK`, `TRYAGAIN`, `CLUSTERDOWN`, a
+        second `MOVED` or a lost link sends it through the cluster client; a command with
+        no key to route by (or before the slot map is read) goes there at once; a script or
+        a `DEL` whose keys span slots gets `RedisClusterException` and is not sent."""
+        replies: list[Any] = [None] * len(commands)
+        by_node: dict[str, tuple[ClusterNode, list[int]]] = {}
+        alone: list[int] = []
+        for position, args in enumerate(commands):
+            try:
+                slot = self.slot_of(args)
+            except RedisClusterException as exc:
+                replies[position] = exc
+                continue
+            node = None if slot is None else _slot_primary(self._slot_map, slot)
+            if node is None:
+                alone.append(position)
+            else:
+                by_node.setdefault(node.name, (node, []))[1].append(position)
+        _ = await asyncio.gather(
+            *(self._node_batch(node, at, commands, replies) for node, at in by_node.values()),
+            *(self._settle(position, commands[position], None, replies) for position in alone),
+        )
+        return replies
+
+    async def _node_batch(
+        self,
+        node: ClusterNode,
+        positions: list[int],
+        commands: Sequence[tuple[EncodableT, ...]],
+        replies: list[Any],
+    ) -> None:
+        """One primary's share of `execute_batch`: one write, then each failure on its own."""
+        batch = [commands[position] for position in positions]
+        outcomes: list[Any]
+        try:
+            futures = await (await self._link_to(node)).submit_many(batch)
+        except _LOST as exc:  # the link did not open: every command goes the slow way
+            outcomes = [exc] * len(batch)
+        else:
+            outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        again: list[Awaitable[None]] = []
+        for position, args, outcome in zip(positions, batch, outcomes, strict=True):
+            if isinstance(outcome, (MovedError, *_REDIRECTED, *_LOST)):
+                again.append(self._settle(position, args, outcome, replies))
+            else:
+                replies[position] = outcome
+        if again:
+            _ = await asyncio.gather(*again)
+
+    async def _settle(
+        self,
+        position: int,
+        args: tuple[EncodableT, ...],
+        failure: BaseException | None,
+        replies: list[Any],
+    ) -> None:
+        """A command the batch could not answer: after its `MOVED`, or the cluster client's."""
+        try:
+            if isinstance(failure, MovedError) and (slot := self.slot_of(args)) is not None:
+                replies[position] = await self._moved(failure, slot, args)
+            else:
+                replies[position] = await self._fallback(args)
+        except Exception as exc:  # noqa: BLE001 - each command's error is its own reply
+            replies[position] = exc
+
     def slot_of(self, args: tuple[EncodableT, ...]) -> int | None:
         """The slot a command routes by; None when it has no routing key we can derive."""
         route = _ROUTES.get(args[0]) if len(args) > 1 else None
@@ -143,6 +229,11 @@ class ClusterAutoPipeline:
             return None
         if route == _FIRST_KEY:
             return self._slot(args[1])
+        if route == _KEYS:
+            slots = {self._slot(key) for key in args[1:]}
+            if len(slots) != 1:
+                raise RedisClusterException(f"{args[0]!r} - all keys must map to the same key slot")
+            return slots.pop()
         try:
             numkeys = int(args[2])
         except (IndexError, TypeError, ValueError):
@@ -224,13 +315,23 @@ class _NodeLink:
             return link.submit(args)
         return self._submit_when_open(args)
 
+    async def submit_many(self, batch: list[tuple[EncodableT, ...]]) -> list[asyncio.Future[Any]]:
+        """`Link.submit_many` on this node's link, opened first if it is not open."""
+        link = self.link
+        if link is None or not link.open:
+            link = await self._open_link()
+        return link.submit_many(batch)
+
     async def _submit_when_open(self, args: tuple[EncodableT, ...]) -> Any:
+        link = await self._open_link()
+        return await link.submit(args)
+
+    async def _open_link(self) -> Link:
         opening = self._opening
         if opening is None:
             opening = self._opening = asyncio.ensure_future(self._open())
             opening.add_done_callback(self._opened)
-        link = await asyncio.shield(opening)
-        return await link.submit(args)
+        return await asyncio.shield(opening)
 
     def _opened(self, opening: asyncio.Future[Link]) -> None:
         self._opening = None

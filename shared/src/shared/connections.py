@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias, overload
+from typing import Any, Final, TypeAlias, overload
 from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis, RedisCluster
@@ -203,6 +203,18 @@ class _WaitingCluster(RedisCluster):
             _ = await self.initialize()
         return await super().execute_command(*args, **kwargs)
 
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        # redis-py knows no key position for XREADGROUP / XREAD (their keys follow STREAMS),
+        # so it asks the server (`COMMAND GETKEYS`): a round trip, made twice per read
+        # (the route and the node). Their keys are read from the arguments here instead.
+        keys = stream_read_keys(command, args)
+        if not keys:
+            return await super()._determine_slot(command, *args)
+        slots = {self.keyslot(key) for key in keys}
+        if len(slots) != 1:
+            raise RedisClusterException(f"{command} - all keys must map to the same key slot")
+        return slots.pop()
+
     async def _execute_command(self, target_node: ClusterNode, *args: Any, **kwargs: Any) -> Any:
         gate = self._gates.get(target_node.name)
         if gate is None:
@@ -212,6 +224,36 @@ class _WaitingCluster(RedisCluster):
             return await super()._execute_command(target_node, *args, **kwargs)
         finally:
             gate.release()
+
+
+# Where the options of a stream read start: XREADGROUP GROUP <group> <consumer> ..., XREAD ...
+_STREAM_READS: Final = {
+    spelling: start
+    for name, start in (("XREADGROUP", 3), ("XREAD", 0))
+    for spelling in (name, name.lower(), name.encode(), name.lower().encode())
+}
+# Stream read options that take a value (the rest, NOACK, take none).
+_VALUED_OPTIONS: Final = frozenset({"COUNT", "BLOCK", "MAXCOUNT", "MAXSIZE", "CLAIM"})
+
+
+def stream_read_keys(command: Any, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """The stream keys of an `XREADGROUP` / `XREAD` (`args` after the command name): the
+    first half of what follows `STREAMS`. None for any other command, or a malformed read
+    (then redis-py asks the server, and the server says what is wrong)."""
+    start = _STREAM_READS.get(command)
+    if start is None:
+        return None
+    i = start
+    while i < len(args):
+        word = args[i]
+        option = (word.decode() if isinstance(word, bytes) else str(word)).upper()
+        if option == "STREAMS":
+            rest = args[i + 1 :]
+            if not rest or len(rest) % 2:
+                return None
+            return tuple(rest[: len(rest) // 2])
+        i += 2 if option in _VALUED_OPTIONS else 1
+    return None
 
 
 class _WaitingPipeline(ClusterPipeline):

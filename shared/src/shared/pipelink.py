@@ -98,6 +98,17 @@ class Link(asyncio.Protocol):
             self._write([(args, future)])
         return future
 
+    def submit_many(self, commands: list[tuple[EncodableT, ...]]) -> list[asyncio.Future[Any]]:
+        """`submit` for several commands: written together in one write when the link is
+        idle (whatever their number), else queued behind the batch on the wire."""
+        loop = self._loop
+        batch = [(args, loop.create_future()) for args in commands]
+        if self._waiting:
+            self._queue.extend(batch)
+        elif batch:
+            self._write(batch)
+        return [future for _, future in batch]
+
     def close(self, error: Exception) -> None:
         """Fail what is pending with `error` and drop the connection (it may be out of step)."""
         self._fail(error)

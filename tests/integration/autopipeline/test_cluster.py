@@ -159,6 +159,42 @@ async def test_an_error_reply_fails_only_its_own_command(
     assert pipeline.fallbacks == 2
 
 
+async def test_a_batch_is_one_write_per_primary_with_each_reply_in_its_place(
+    client: RedisCluster, cluster: LocalCluster, key_prefix: str
+) -> None:
+    pipeline = auto_pipeline(client)
+    by_node = keys_per_primary(cluster, key_prefix, count=4)
+    keys = [key for group in by_node.values() for key in group]
+    await asyncio.gather(*(pipeline.execute("SET", key, "1") for key in keys))  # links made
+    batches, commands = pipeline.batches, pipeline.commands
+    replies = await pipeline.execute_batch(
+        [("INCR", key) for key in keys] + [("DEL", f"{{{key}}}:a", key) for key in keys]
+    )
+    assert replies == [2] * len(keys) + [1] * len(keys)
+    assert (pipeline.batches - batches, pipeline.commands - commands) == (3, 2 * len(keys))
+    assert pipeline.fallbacks == 0
+    a, b, c = (group[0] for group in by_node.values())
+    await client.set(a, "text")
+    replies = await pipeline.execute_batch(
+        [
+            ("INCR", a),  # an error reply, in its place
+            ("SET", b, "x"),
+            ("DEL", a, b, c),  # keys of three slots: refused, not sent
+            ("EVAL", "return 7", 0),  # no key: the cluster client
+            ("EVAL", "return 1", 2, a, b),  # keys of two slots: refused, not sent
+            ("GET", c),
+        ]
+    )
+    assert isinstance(replies[0], ResponseError)
+    assert replies[1] == b"OK"
+    assert isinstance(replies[2], RedisClusterException)
+    assert replies[3] == 7
+    assert isinstance(replies[4], RedisClusterException)
+    assert replies[5] is None  # deleted by the first batch
+    assert pipeline.fallbacks == 1
+    assert await pipeline.execute_batch([]) == []
+
+
 async def test_a_script_is_loaded_on_each_primary_by_its_eval_fallback(
     client: RedisCluster, cluster: LocalCluster, key_prefix: str
 ) -> None:

@@ -14,6 +14,12 @@ Per batch, one pipeline on the cache Redis (one round trip):
    the DELs, so a notice never arrives before its purge is done. Publishing from the script
    instead of a PUBLISH per event from the client halved the drain time (bench/).
 
+On a Redis Cluster the users' keys are spread over the primaries and the generation is on
+one of them, so one pipeline cannot keep that order: the purges go per primary, one write
+each, all primaries at once (`ClusterAutoPipeline.execute_batch`), and the script only once
+every purge has answered, announcing only the entries whose purge succeeded (decision 0035).
+Two round trips per batch instead of one.
+
 Traced (`shared.tracing`), each entry with a recorded `process` span gets `purge` and
 `announce` spans under it; untraced batches pay one `None` check.
 
@@ -31,9 +37,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
 from opentelemetry.trace import Span
+from redis.asyncio import RedisCluster
+from redis.typing import EncodableT
 
 from invalidator.config import PURGED_TYPES, USER_TYPES
 from invalidator.metrics import InvalidatorMetrics
+from shared.autopipeline import auto_pipeline
 from shared.cache import PURGE_IF_OLDER
 from shared.connections import RedisClient
 from shared.keys import Keys
@@ -82,6 +91,28 @@ class Purger:
                 if uid not in purged:
                     purged[uid] = [self.keys.user(uid), self.keys.user_lease(uid)]
                 versions[uid] = _newest(versions.get(uid, 0), _version(d))
+        traced = self._start_spans(relevant, len(purged)) if self.spans is not None else None
+        if isinstance(self.cache, RedisCluster):
+            results = await self._purge_on_cluster(self.cache, relevant, purged, versions)
+        else:
+            results = await self._purge(relevant, purged, versions)
+        finished = time.time()
+        failures = _failures(relevant, list(purged), results)
+        if traced:
+            _finish(traced, failures, results)
+        if self.metrics is not None:
+            done = [d for d in relevant if d.entry_id not in failures]
+            self._observe(done, finished, sum(r for r in results[:-1] if isinstance(r, int)))
+        return failures
+
+    async def _purge(
+        self,
+        relevant: list[Delivery],
+        purged: dict[uuid.UUID, list[str]],
+        versions: dict[uuid.UUID, int | None],
+    ) -> list[Any]:
+        """One server: the purges and the announcing script in one pipeline (one round trip;
+        the server runs them in order). The purges' replies, then the script's."""
         notices = [_notice_head(d, purged) for d in relevant]
         pipe = self.cache.pipeline(transaction=False)
         for uid, user_keys in purged.items():
@@ -91,16 +122,41 @@ class Purger:
             else:
                 pipe.eval(PURGE_IF_OLDER, 2, *user_keys, version)  # type: ignore[unused-awaitable]
         pipe.eval(_BUMP_AND_ANNOUNCE, 1, self.keys.user_list_gen(), self.channel, *notices)  # type: ignore[unused-awaitable]
-        traced = self._start_spans(relevant, len(purged)) if self.spans is not None else None
         results: list[Any] = await pipe.execute(raise_on_error=False)
-        finished = time.time()
-        failures = _failures(relevant, list(purged), results)
-        if traced:
-            _finish(traced, failures, results)
-        if self.metrics is not None:
-            done = [d for d in relevant if d.entry_id not in failures]
-            self._observe(done, finished, sum(r for r in results[:-1] if isinstance(r, int)))
-        return failures
+        return results
+
+    async def _purge_on_cluster(
+        self,
+        cluster: RedisCluster,
+        relevant: list[Delivery],
+        purged: dict[uuid.UUID, list[str]],
+        versions: dict[uuid.UUID, int | None],
+    ) -> list[Any]:
+        """A cluster: the purges grouped per primary, one write to each, all primaries at
+        once (`ClusterAutoPipeline.execute_batch`); the announcing script only once every
+        purge has answered, so no notice reaches a near cache before the purge it announces
+        is done on whichever primary holds that user. An entry whose purge failed is not
+        announced (it stays pending, and its retry announces it). Same replies as `_purge`."""
+        batcher = auto_pipeline(cluster)
+        commands: list[tuple[EncodableT, ...]] = [
+            ("DEL", *user_keys)
+            if (version := versions[uid]) is None
+            else ("EVAL", PURGE_IF_OLDER, 2, *user_keys, version)
+            for uid, user_keys in purged.items()
+        ]
+        results = await batcher.execute_batch(commands) if commands else []
+        failed = {u for u, r in zip(purged, results, strict=True) if isinstance(r, BaseException)}
+        notices = [
+            _notice_head(d, purged)
+            for d in relevant
+            if not (failed and _purges(d) and d.event.payload.user_id in failed)
+        ]
+        announce = ("EVAL", _BUMP_AND_ANNOUNCE, 1, self.keys.user_list_gen(), self.channel)
+        try:
+            bump = await batcher.execute(*announce, *notices)
+        except Exception as exc:  # noqa: BLE001 - a reply, as in the one-server pipeline
+            bump = exc
+        return [*results, bump]
 
     def _start_spans(self, relevant: list[Delivery], users: int) -> list[_Traced]:
         """`purge` and `announce` under each traced entry's `process` span. Both are timed
