@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -34,18 +35,20 @@ from typing import Any, Final
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 PYTHON = str(Path(sys.executable))
+# uv as the Makefile finds it: on PATH, else the copy `make uv` put in .tools/.
+UV = shutil.which("uv") or str(Path(__file__).resolve().parent.parent / ".tools" / "bin" / "uv")
 # Each script in its short mode; `limits` (a peer, kept out of the lock) is added by uv.
 # Every script in bench/ but bare_app.py (api_read.py's baseline server, nothing by itself).
 SHORT: Final[dict[str, list[str]]] = {
     "cache_get": [PYTHON, "bench/cache_get.py", "--ops", "15000"],
     "limiter": [
-        "uv", "run", "--no-sync", "--with", "limits>=5,<6", "python", "bench/limiter.py",
+        UV, "run", "--no-sync", "--with", "limits>=5,<6", "python", "bench/limiter.py",
         "--checks", "4000", "--chunks", "6",
     ],
     "api_read": [PYTHON, "bench/api_read.py", "--seconds", "2", "--rounds", "2", "--cluster"],
     "api_degraded": [PYTHON, "bench/api_degraded.py", "--requests", "300", "--rounds", "2"],
     "invalidator_drain": [
-        PYTHON, "bench/invalidator_drain.py", "--events", "20000", "--rounds", "2",
+        PYTHON, "bench/invalidator_drain.py", "--events", "20000", "--rounds", "3", "--cluster",
     ],
     "invalidator_lag": [PYTHON, "bench/invalidator_lag.py", "--rate", "500", "--seconds", "2"],
     "session_validate": [
@@ -61,7 +64,7 @@ SHORT: Final[dict[str, list[str]]] = {
 # limits leave three times that or more (uv's first fetch of `limits` included).
 LIMIT: Final[dict[str, int]] = {
     "cache_get": 60, "limiter": 120, "api_read": 180, "api_degraded": 120,
-    "invalidator_drain": 90, "invalidator_lag": 60, "session_validate": 60,
+    "invalidator_drain": 180, "invalidator_lag": 60, "session_validate": 60,
     "write_visible": 90, "cluster_hotpath": 90, "session_write": 90, "write_hops": 120,
 }  # fmt: skip
 GRACE: Final = 20  # seconds between the SIGINT at the limit and the SIGKILL
