@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisClusterException, ResponseError
 
+from devtools import slot_migration
 from devtools.redis_cluster import LocalCluster
 from devtools.redis_server import RedisServer, find_redis_server
 from devtools.settings import StackSettings
@@ -259,30 +260,6 @@ async def test_the_cache_reads_through_the_links(
     assert list(auto_pipeline(client).links.values()) == [True] * 3
 
 
-async def _call(port: int, *args: object) -> Any:
-    async with Redis(port=port, decode_responses=True) as node:
-        return await node.execute_command(*args)  # type: ignore[no-untyped-call]  # unannotated
-
-
-async def _begin_migration(slot: int, source: RedisServer, target: RedisServer) -> None:
-    """Mark `slot` migrating from `source` to `target` and move its keys: `source` now
-    answers ASK for them."""
-    source_id = await _call(source.port, "CLUSTER", "MYID")
-    target_id = await _call(target.port, "CLUSTER", "MYID")
-    await _call(target.port, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
-    await _call(source.port, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
-    keys = await _call(source.port, "CLUSTER", "GETKEYSINSLOT", slot, 100)
-    if keys:
-        await _call(source.port, "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
-
-
-async def _finish_migration(slot: int, target: RedisServer, primaries: list[RedisServer]) -> None:
-    """`target` owns `slot` now, on every primary: the others answer MOVED."""
-    target_id = await _call(target.port, "CLUSTER", "MYID")
-    for primary in [target, *(p for p in primaries if p is not target)]:
-        await _call(primary.port, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
-
-
 async def test_ask_falls_back_and_moved_is_followed_on_the_new_owners_link(
     client: RedisCluster, cluster: LocalCluster, key_prefix: str
 ) -> None:
@@ -294,12 +271,12 @@ async def test_ask_falls_back_and_moved_is_followed_on_the_new_owners_link(
     await client.set(key, "moving")
     assert await pipeline.execute("GET", key) == b"moving"  # its link is the source's
     primaries = cluster.primaries()
-    await _begin_migration(slot, source, target)
+    await slot_migration.begin(slot, source, target)
     try:
         # ASK: the source has let the key go; the cluster client follows the redirect.
         assert await pipeline.execute("GET", key) == b"moving"
         assert (pipeline.fallbacks, pipeline.redirects) == (1, 0)
-        await _finish_migration(slot, target, primaries)
+        await slot_migration.finish(slot, target, primaries)
         # MOVED: the map is patched (redis-py's own) and the command goes to the target.
         assert await pipeline.execute("GET", key) == b"moving"
         assert (pipeline.fallbacks, pipeline.redirects) == (1, 1)
@@ -308,9 +285,8 @@ async def test_ask_falls_back_and_moved_is_followed_on_the_new_owners_link(
         assert (pipeline.fallbacks, pipeline.redirects) == (1, 1)
         assert pipeline.links[node_name(target)]
     finally:  # give the slot back, for the other tests
-        await _begin_migration(slot, target, source)
-        await _finish_migration(slot, source, primaries)
-    assert await _call(source.port, "GET", key) == "moved"
+        await slot_migration.give_back(slot, source, target, primaries, finished=True)
+    assert await slot_migration.call(source.port, "GET", key) == "moved"
 
 
 async def test_closing_the_cluster_client_closes_the_links(

@@ -18,6 +18,7 @@ import pytest
 from redis.asyncio import Redis, RedisCluster
 from redis.crc import key_slot
 
+from devtools import slot_migration
 from devtools.redis_cluster import LocalCluster
 from devtools.redis_server import RedisServer, find_redis_server
 from devtools.settings import StackSettings
@@ -63,11 +64,6 @@ async def client(
     client = await open_cluster(make_settings, cluster)
     yield client
     await client.aclose()
-
-
-async def _call(port: int, *args: object) -> Any:
-    async with Redis(port=port, decode_responses=True) as node:
-        return await node.execute_command(*args)  # type: ignore[no-untyped-call]  # unannotated
 
 
 async def getkeys_calls(client: RedisCluster) -> int:
@@ -167,42 +163,6 @@ async def test_a_batch_is_purged_with_one_write_per_primary_then_announced(
     assert (pipeline.fallbacks, pipeline.redirects) == (0, 0)
 
 
-async def _begin_migration(slot: int, source: RedisServer, target: RedisServer) -> None:
-    """Mark `slot` migrating from `source` to `target` and move its keys: `source` now
-    answers ASK for them."""
-    source_id = await _call(source.port, "CLUSTER", "MYID")
-    target_id = await _call(target.port, "CLUSTER", "MYID")
-    await _call(target.port, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
-    await _call(source.port, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
-    keys = await _call(source.port, "CLUSTER", "GETKEYSINSLOT", slot, 100)
-    if keys:
-        await _call(source.port, "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
-
-
-async def _finish_migration(slot: int, target: RedisServer, primaries: list[RedisServer]) -> None:
-    """`target` owns `slot` now, on every primary: the others answer MOVED."""
-    target_id = await _call(target.port, "CLUSTER", "MYID")
-    for primary in [target, *(p for p in primaries if p is not target)]:
-        await _call(primary.port, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
-
-
-async def _give_back(
-    slot: int,
-    source: RedisServer,
-    target: RedisServer,
-    primaries: list[RedisServer],
-    *,
-    finished: bool,
-) -> None:
-    """`slot` served by `source` again, its keys with it: the migration to `target` is
-    finished first if a failure left it half done."""
-    if not finished:
-        await _begin_migration(slot, source, target)  # any key still on the source
-        await _finish_migration(slot, target, primaries)
-    await _begin_migration(slot, target, source)
-    await _finish_migration(slot, source, primaries)
-
-
 async def test_purges_follow_moved_and_ask_after_a_real_slot_migration(
     client: RedisCluster, cluster: LocalCluster
 ) -> None:
@@ -218,7 +178,7 @@ async def test_purges_follow_moved_and_ask_after_a_real_slot_migration(
     pipeline = auto_pipeline(client)
     await cache(client, keys, uids)
     assert await Purger(client, keys)(updated(uids)) == {}  # the links and the map in use
-    await _begin_migration(slot, source, target)
+    await slot_migration.begin(slot, source, target)
     finished = False
     try:
         # ASK: the source let the keys go; those purges go through the cluster client.
@@ -228,7 +188,7 @@ async def test_purges_follow_moved_and_ask_after_a_real_slot_migration(
         assert await cached(client, keys, uids) == 0
         assert pipeline.fallbacks > fallbacks
         await cache(client, keys, uids)  # on the target (ASK), before redis-py sees a MOVED
-        await _finish_migration(slot, target, primaries)
+        await slot_migration.finish(slot, target, primaries)
         finished = True
         # MOVED: the client's map is patched and the purge is sent to the new owner's link.
         fallbacks, redirects = pipeline.fallbacks, pipeline.redirects
@@ -242,7 +202,7 @@ async def test_purges_follow_moved_and_ask_after_a_real_slot_migration(
         assert await cached(client, keys, uids) == 0
         assert (pipeline.fallbacks, pipeline.redirects) == (fallbacks, redirects + 1)
     finally:  # give the slot back, for the other tests
-        await _give_back(slot, source, target, primaries, finished=finished)
+        await slot_migration.give_back(slot, source, target, primaries, finished=finished)
 
 
 async def test_a_primary_that_stops_answering_is_purged_through_the_cluster_client(
@@ -262,7 +222,7 @@ async def test_a_primary_that_stops_answering_is_purged_through_the_cluster_clie
         paused = next(port for port in by_primary if port != announcer)  # no announce there
         # The link's batch times out (the link is closed); each of its commands is sent
         # again through the cluster client, answered once the pause is over.
-        await _call(paused, "CLIENT", "PAUSE", 400, "ALL")
+        await slot_migration.call(paused, "CLIENT", "PAUSE", 400, "ALL")
         fallbacks = pipeline.fallbacks
         assert await purger(updated(uids)) == {}
         assert await cached(client, keys, uids) == 0
@@ -294,7 +254,7 @@ async def test_no_notice_is_published_before_every_purge_it_announces_is_done(
     await pubsub.subscribe(keys.cache_invalidated())
     try:
         # Writes (the purges) wait on one primary; reads (EXISTS below) are served.
-        await _call(slow, "CLIENT", "PAUSE", 500, "WRITE")
+        await slot_migration.call(slow, "CLIENT", "PAUSE", 500, "WRITE")
         started = time.monotonic()
         purge = asyncio.ensure_future(purger(updated(uids)))
         still_cached: list[int] = []

@@ -80,13 +80,16 @@ async def test_gcra_is_exact(redis: Redis, keys: Keys, cache: bool) -> None:
     # Never early: the k-th admission waits for its emission slot after the initial burst.
     for k, at in enumerate(times):
         assert at >= start + (k - policy.limit + 1) * interval - 0.01, k
-    # Never a slot lost: when a check is refused, every slot due by then has been used —
-    # admitted = burst + elapsed / interval, to within the one slot in progress.
-    # (Counted up to that refusal: after a stall near the end, one more admission may follow.)
-    last_refusal = max(d.now * 1000 for d in decisions if not d.allowed and not d.cached)
-    due = policy.limit + (last_refusal - start) / interval
-    admitted_by_then = sum(1 for at in times if at <= last_refusal)
-    assert due - 1 < admitted_by_then <= due + 0.01
+    # Never a slot lost: between two refusals every slot that came due was used — one per
+    # interval, to within the slot in progress at either end. Judged from the first refusal:
+    # before it the bucket is full, and a stall of the machine there loses slots by design
+    # (a full bucket holds no more; seen in a loaded run). After it, the bucket never fills
+    # again under this demand, so a stall only defers admissions: none is lost.
+    refusals = [d.now * 1000 for d in decisions if not d.allowed and not d.cached]
+    first_refusal, last_refusal = min(refusals), max(refusals)
+    due = (last_refusal - first_refusal) / interval
+    admitted_between = sum(1 for at in times if first_refusal < at <= last_refusal)
+    assert due - 1 - 0.01 <= admitted_between <= due + 1, (admitted_between, due)
     per_window = Counter(int((at - start) // policy.period_ms) for at in times)
     assert len(per_window) >= 4
     assert per_window[0] >= policy.limit  # the burst
