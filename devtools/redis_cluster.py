@@ -185,7 +185,11 @@ class LocalCluster:
             node.kill()
 
     def __enter__(self) -> LocalCluster:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()  # a start that timed out leaves no process behind
+            raise
 
     def __exit__(self, *_: object) -> None:
         self.stop()

@@ -84,7 +84,9 @@ class LocalSentinel:
         """The sentinels' `(host, port)`, as REDIS_SENTINELS lists them."""
         return [("127.0.0.1", sentinel.port) for sentinel in self.sentinels]
 
-    def start(self, timeout: float = 30.0) -> LocalSentinel:
+    def start(self, timeout: float = 60.0) -> LocalSentinel:
+        # 60 s: on a loaded machine a sentinel can judge the new primary down (1 s) and fail
+        # over before the set has settled; the replica is then found again on a later poll.
         for server in self.servers:
             server.start()
         _wait(self._replica_linked, timeout, "the replica's link to the primary")
@@ -162,7 +164,11 @@ class LocalSentinel:
             process.kill()
 
     def __enter__(self) -> LocalSentinel:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()  # a start that timed out leaves no process behind
+            raise
 
     def __exit__(self, *_: object) -> None:
         self.stop()

@@ -237,3 +237,19 @@ async def test_a_sentinel_client_survives_a_failover(
     finally:
         await client.aclose()
         sentinel_set.restart(old)
+
+
+@pytest.mark.parametrize("topology", [LocalCluster, LocalSentinel])
+def test_a_local_topology_whose_start_times_out_leaves_no_process_behind(
+    topology: type[LocalCluster] | type[LocalSentinel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    local = topology()
+    start = local.start
+    # The first wait, once its servers are started, never sees what it waits for.
+    first_wait = "_all_met" if isinstance(local, LocalCluster) else "_replica_linked"
+    monkeypatch.setattr(local, first_wait, lambda: False)
+    monkeypatch.setattr(local, "start", lambda: start(timeout=0.2))
+    with pytest.raises(TimeoutError), local:
+        pytest.fail("started without any time to wait")
+    servers = local.nodes if isinstance(local, LocalCluster) else [*local.servers, *local.sentinels]
+    assert [server.process for server in servers] == [None] * len(servers)
