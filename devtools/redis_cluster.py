@@ -23,9 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.asyncio import RedisCluster
 from redis.crc import key_slot
 
 from devtools.redis_server import RedisServer, free_port
+from devtools.settings import StackSettings
+from shared.connections import make_redis
 
 BUS_OFFSET = 10_000
 SLOTS = 16_384
@@ -262,3 +265,14 @@ class LocalCluster:
     def _listed_replicas(self, node: RedisServer) -> set[int]:
         slots = self._call(node, "CLUSTER", "SLOTS")
         return {int(replica[1]) for _, _, _, *rest in slots for replica in rest}
+
+
+async def open_cluster(
+    make_settings: Callable[..., StackSettings], local: LocalCluster, **overrides: Any
+) -> RedisCluster:
+    """The services' cluster client (`make_redis`) on `local`, with its slot map read."""
+    settings = make_settings(redis_mode="cluster", redis_url=local.url, **overrides)
+    client = make_redis(settings.redis_target, settings)
+    assert isinstance(client, RedisCluster)
+    _ = await client.initialize()
+    return client

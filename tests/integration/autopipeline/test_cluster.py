@@ -11,7 +11,6 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -20,13 +19,12 @@ from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisClusterException, ResponseError
 
 from devtools import slot_migration
-from devtools.redis_cluster import LocalCluster
+from devtools.redis_cluster import LocalCluster, open_cluster
 from devtools.redis_server import RedisServer, find_redis_server
 from devtools.settings import StackSettings
 from shared.autopipeline import auto_pipeline
 from shared.cache import Cache, CacheMetrics
 from shared.clusterpipeline import ClusterAutoPipeline
-from shared.connections import make_redis
 from shared.keys import Keys
 from shared.limiter import Policy, RateLimiter
 from shared.settings import RateAlgorithm
@@ -64,17 +62,6 @@ def keys_per_primary(local: LocalCluster, prefix: str, count: int = 1) -> dict[s
             keys.append(key)
         i += 1
     return found
-
-
-async def open_cluster(
-    make_settings: Callable[..., StackSettings], local: LocalCluster, **overrides: Any
-) -> RedisCluster:
-    """The services' cluster client (`make_redis`), with its slot map read."""
-    settings = make_settings(redis_mode="cluster", redis_url=local.url, **overrides)
-    client = make_redis(settings.redis_target, settings)
-    assert isinstance(client, RedisCluster)
-    _ = await client.initialize()
-    return client
 
 
 @pytest.fixture

@@ -19,12 +19,11 @@ from redis.asyncio import Redis, RedisCluster
 from redis.crc import key_slot
 
 from devtools import slot_migration
-from devtools.redis_cluster import LocalCluster
+from devtools.redis_cluster import LocalCluster, open_cluster
 from devtools.redis_server import RedisServer, find_redis_server
 from devtools.settings import StackSettings
 from invalidator.usecases import Purger
 from shared.autopipeline import auto_pipeline
-from shared.connections import make_redis
 from shared.events import UserEvent, UserUpdated, UserUpdatedPayload
 from shared.keys import Keys
 from shared.streams import ConsumerConfig, Delivery, StreamConsumer
@@ -44,17 +43,6 @@ def cluster() -> Iterator[LocalCluster]:
         yield local.start()
     finally:
         local.stop()
-
-
-async def open_cluster(
-    make_settings: Callable[..., StackSettings], local: LocalCluster, **overrides: Any
-) -> RedisCluster:
-    """The services' cluster client (`make_redis`), with its slot map read."""
-    settings = make_settings(redis_mode="cluster", redis_url=local.url, **overrides)
-    client = make_redis(settings.redis_target, settings)
-    assert isinstance(client, RedisCluster)
-    _ = await client.initialize()
-    return client
 
 
 @pytest.fixture
