@@ -7,14 +7,13 @@ works as well as the machine's Redis. Nodes are killed and restarted by PID; a r
 node keeps its `nodes.conf` and rejoins (a former primary comes back as a replica).
 
 Two traps it steps around: every node also listens on port + 10000 (the cluster bus), so a
-port is taken only when that twin is a valid port and free; and a primary killed before its
-replica reports `master_link_status:up` is never failed over, so `start()` waits for every
+port is taken only when that twin is free and no other node's port (`free_port`); and a
+primary killed before its replica reports `master_link_status:up` is never failed over, so `start()` waits for every
 link (and for cluster_state:ok on every node) before it returns.
 """
 
 from __future__ import annotations
 
-import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -37,22 +36,9 @@ SLOTS = 16_384
 NODE_TIMEOUT_MS = 2000
 
 
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def cluster_port() -> int:
-    """A free port whose cluster-bus twin (port + 10000) is a valid port and free too."""
-    for _ in range(200):
-        port = free_port()
-        if port + BUS_OFFSET <= 65535 and _port_is_free(port + BUS_OFFSET):
-            return port
-    raise RuntimeError("no free port with a free cluster-bus port (+10000)")
+    """A free port whose cluster-bus twin (port + 10000) is free too."""
+    return free_port(twin_offset=BUS_OFFSET)
 
 
 def _wait(check: Callable[[], bool], timeout: float, what: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import filecmp
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -40,10 +41,47 @@ def _die_with_parent() -> Callable[[], None] | None:
     return hook
 
 
-def free_port() -> int:
+_LOWEST_PORT = 10000
+_handed_out: set[int] = set()  # ports this process gave away: never given twice
+
+
+def _ephemeral_low() -> int:
+    """The first port the kernel hands to outgoing connections (Linux default 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(*, twin_offset: int | None = None) -> int:
+    """A free port on 127.0.0.1 below the kernel's ephemeral range; with `twin_offset`, a
+    port whose twin (port + offset, e.g. a cluster node's bus port) is free and below it too.
+
+    Below the ephemeral range, no outgoing connection takes the port between this call and
+    the server's bind, nor while a fault test has the server down; and this process never
+    hands out the same port (or twin) twice, so the nodes of one cluster cannot collide as
+    `bind(("127.0.0.1", 0))` let them (a port handed back right after it was released, or one
+    node's port equal to another's bus port).
+    """
+    offset = twin_offset or 0
+    high = _ephemeral_low() - offset
+    for _ in range(1000):
+        port = random.randrange(_LOWEST_PORT, high)
+        wanted = {port, port + offset}
+        if wanted & _handed_out or not all(_port_is_free(p) for p in wanted):
+            continue
+        _handed_out.update(wanted)
+        return port
+    raise RuntimeError(f"no free port in {_LOWEST_PORT}..{high} (twin offset {offset})")
 
 
 def bundled_redis_server() -> str | None:
