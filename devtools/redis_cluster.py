@@ -8,8 +8,8 @@ node keeps its `nodes.conf` and rejoins (a former primary comes back as a replic
 
 Two traps it steps around: every node also listens on port + 10000 (the cluster bus), so a
 port is taken only when that twin is free and no other node's port (`free_port`); and a
-primary killed before its replica reports `master_link_status:up` is never failed over, so `start()` waits for every
-link (and for cluster_state:ok on every node) before it returns.
+primary killed before its replica reports `master_link_status:up` is never failed over, so
+`start()` waits for every link (and for cluster_state:ok on every node) before it returns.
 """
 
 from __future__ import annotations
