@@ -412,6 +412,10 @@ async def drain_only(url: str, prefix: str, group: str, events: int, cluster: bo
         from shared.tracing import Tracing  # the --ref child may predate it: imported when asked
 
         tracing = Tracing.from_environment("invalidator")
+    with contextlib.suppress(ImportError):  # as the service's lifespan does (older commits: no)
+        from shared.lifespan import freeze_startup_objects
+
+        freeze_startup_objects()
     started, cpu = time.perf_counter(), time.process_time()
     await drain_invalidator(redis, Keys(prefix), group, events, tracing=tracing)
     if tracing is not None and tracing.provider is not None:

@@ -48,7 +48,7 @@ from shared.connections import RedisClient
 from shared.keys import Keys
 from shared.nearcache import PurgeNotice
 from shared.streams import Delivery
-from shared.tracing import Spans, finish, messaging
+from shared.tracing import Spans, finish
 
 # KEYS[1] the list generation; ARGV[1] the channel, ARGV[2..] notice heads (JSON missing the
 # generation value and the closing brace).
@@ -91,7 +91,7 @@ class Purger:
                 if uid not in purged:
                     purged[uid] = [self.keys.user(uid), self.keys.user_lease(uid)]
                 versions[uid] = _newest(versions.get(uid, 0), _version(d))
-        traced = self._start_spans(relevant, len(purged)) if self.spans is not None else None
+        traced = self._start_spans(relevant) if self.spans is not None else None
         if isinstance(self.cache, RedisCluster):
             results = await self._purge_on_cluster(self.cache, relevant, purged, versions)
         else:
@@ -158,20 +158,22 @@ class Purger:
             bump = exc
         return [*results, bump]
 
-    def _start_spans(self, relevant: list[Delivery], users: int) -> list[_Traced]:
+    def _start_spans(self, relevant: list[Delivery]) -> list[_Traced]:
         """`purge` and `announce` under each traced entry's `process` span. Both are timed
         around the batch's one round trip: the DELs and the announcing script travel in one
         pipeline, so no client can time them apart (the attributes say what each did)."""
         assert self.spans is not None
         traced: list[_Traced] = []
-        batch = {"messaging.batch.message_count": len(relevant), "app.cache.users": users}
+        count = len(relevant)
+        announced = {"messaging.destination.name": self.channel}
         for d in relevant:
             if d.span is None:  # an entry with no sampled context: the common case
                 continue
-            purge = self.spans.child(d.span, "purge", {**batch, "app.cache.keys": 2 * _purges(d)})
+            purged = {"messaging.batch.message_count": count, "app.cache.keys": 2 * _purges(d)}
+            purge = self.spans.child(d.span, "purge", purged)
             if purge is None:
                 continue
-            announce = self.spans.child(d.span, "announce", messaging("send", self.channel))
+            announce = self.spans.child(d.span, "announce", announced)
             traced.append(_Traced(d, purge, announce))
         return traced
 
