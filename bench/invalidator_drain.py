@@ -97,6 +97,7 @@ class Timing(NamedTuple):
 
 
 SAMPLED = 0.01  # the share of traced events whose context is sampled
+CHUNK = 1_000  # events per turn in the interleaved drain
 TIME_LIMIT = 120.0  # seconds per drain: a bound, far above what a drain takes
 
 
@@ -158,9 +159,10 @@ async def drain_raw(
     return Timing(time.perf_counter() - started, time.process_time() - cpu)
 
 
-async def drain_invalidator(
-    redis: RedisClient, keys: Keys, group: str, count: int, *, tracing: Tracing | None = None
-) -> Timing:
+def invalidator_consumer(
+    redis: RedisClient, keys: Keys, group: str, tracing: Tracing | None = None
+) -> StreamConsumer:
+    """The invalidator's consumer and purger as the service wires them, on `keys`' stream."""
     settings = load_settings(
         InvalidatorSettings, _env_file=None, key_prefix=keys.prefix, stream_block="100ms"
     )
@@ -173,11 +175,16 @@ async def drain_invalidator(
     )
     metrics = InvalidatorMetrics.create(CollectorRegistry())
     if tracing is None:  # positional, as every commit's constructors take them
-        consumer = StreamConsumer(redis, config, Purger(redis, keys, metrics), metrics.stream)
-    else:
-        spans = tracing.spans("invalidator")
-        purger = Purger(redis, keys, metrics, spans)
-        consumer = StreamConsumer(redis, config, purger, metrics.stream, spans)
+        return StreamConsumer(redis, config, Purger(redis, keys, metrics), metrics.stream)
+    spans = tracing.spans("invalidator")
+    purger = Purger(redis, keys, metrics, spans)
+    return StreamConsumer(redis, config, purger, metrics.stream, spans)
+
+
+async def drain_invalidator(
+    redis: RedisClient, keys: Keys, group: str, count: int, *, tracing: Tracing | None = None
+) -> Timing:
+    consumer = invalidator_consumer(redis, keys, group, tracing)
     started, cpu = time.perf_counter(), time.process_time()
     await consumer.prepare()  # creates the group at 0, as the service does at start
     handled = 0
@@ -231,6 +238,20 @@ def traced_env(endpoint: str) -> dict[str, str]:
     }
 
 
+def other_drains(url: str, ref: str | None, cluster_url: str | None) -> dict[str, ChildDrain]:
+    """The `--ref` and `--cluster` contenders, each on the plain stream."""
+    drains: dict[str, ChildDrain] = {}
+    if ref is not None:
+        drains[f"invalidator@{ref}"] = ChildDrain(url, tree=export_tree(ref))
+    if cluster_url is not None:
+        drains["invalidator@cluster"] = ChildDrain(cluster_url, cluster=True)
+        if ref is not None:  # the other commit's invalidator on the cluster too
+            drains[f"invalidator@{ref}@cluster"] = ChildDrain(
+                cluster_url, tree=export_tree(ref), cluster=True
+            )
+    return drains
+
+
 async def main(
     events: int,
     rounds: int,
@@ -257,20 +278,12 @@ async def main(
         await publish(redis, traced_keys.user_events(), events, traced=True)
         drains["invalidator+otel"] = ChildDrain(url, tracing_env=traced_env(endpoint))
         streams["invalidator+otel"] = traced_keys
-    if ref is not None:
-        drains[f"invalidator@{ref}"] = ChildDrain(url, tree=export_tree(ref))
-        streams[f"invalidator@{ref}"] = keys
-    if cluster_url is not None:
-        drains["invalidator@cluster"] = ChildDrain(cluster_url, cluster=True)
-        streams["invalidator@cluster"] = keys
-        if ref is not None:  # the other commit's invalidator on the cluster too
-            drains[f"invalidator@{ref}@cluster"] = ChildDrain(
-                cluster_url, tree=export_tree(ref), cluster=True
-            )
-            streams[f"invalidator@{ref}@cluster"] = keys
+    for name, drain in other_drains(url, ref, cluster_url).items():
+        drains[name], streams[name] = drain, keys
     results: dict[str, list[float]] = {name: [] for name in drains}
     cpu_us: dict[str, list[float]] = {name: [] for name in drains}
     server_us: dict[str, list[float]] = {name: [] for name in drains}
+    interleaved: list[Interleaved] = []
     for n in range(rounds):
         for name, drain in drains.items():
             servers = on_cluster if name.endswith("@cluster") and on_cluster else redis
@@ -284,8 +297,16 @@ async def main(
                 f" {timing.cpu / events * 1e6:6.1f} us CPU/event,"
                 f" Redis {server_us[name][-1]:5.1f} us/event"
             )
+        if endpoint is not None:
+            run = await interleaved_child(
+                endpoint, url, plain=keys, traced=traced_keys, group=f"il{n}", events=events
+            )
+            interleaved.append(run)
+            print(f"round {n + 1} interleaved tracing on ÷ off {run.ratio:.3f}x (CPU per event)")
     report({name: statistics.median(rates) for name, rates in results.items()}, rounds)
     report_cpu(cpu_us)
+    if interleaved:
+        report_interleaved(interleaved)
     print("\nRedis CPU per event (every server of the topology; the lowest round):")
     for name, costs in server_us.items():
         print(f"  {name:22s} {min(costs):6.1f} us")
@@ -390,6 +411,109 @@ def report_cpu(cpu_us: dict[str, list[float]]) -> None:
         )
 
 
+class Interleaved(NamedTuple):
+    """One interleaved child's sums: CPU seconds of the main thread per side, the CPU of every
+    other thread (the span exporter's: all of it is the traced side's), events per side."""
+
+    off_cpu: float
+    on_cpu: float
+    exporter_cpu: float
+    off_events: int
+    on_events: int
+
+    @property
+    def ratio(self) -> float:
+        """Traced throughput over untraced at equal CPU: CPU per event off ÷ on."""
+        off = self.off_cpu / self.off_events
+        on = (self.on_cpu + self.exporter_cpu) / self.on_events
+        return off / on
+
+
+async def interleaved_child(
+    endpoint: str, url: str, *, plain: Keys, traced: Keys, group: str, events: int
+) -> Interleaved:
+    """Run the interleaved drain (`drain_interleaved`) in a child process, as a service
+    with tracing on is configured."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(traced_env(endpoint))
+    argv = [sys.executable, __file__, "--interleave", group, "--prefix", plain.prefix]
+    argv += ["--traced-prefix", traced.prefix, "--url", url, "--events", str(events)]
+    with tempfile.TemporaryDirectory(prefix="drain-") as root, Launcher(Path(root)) as launch:
+        child = launch.start("interleave", argv, env)
+        code = await asyncio.to_thread(child.popen.wait)
+        out = child.output()
+    if code != 0:
+        raise SystemExit(f"the interleaved drain failed:\n{out}")
+    line = next(line for line in out.splitlines() if line.startswith("INTERLEAVED "))
+    return Interleaved(*orjson.loads(line.removeprefix("INTERLEAVED ")))
+
+
+async def drain_interleaved(url: str, plain: Keys, traced: Keys, group: str, events: int) -> None:
+    """The child of `interleaved_child`: one process, tracing on from the environment; two
+    invalidator consumers, tracing off on `plain`'s stream and on on `traced`'s (the same
+    events, 1 % with a sampled context), take turns of CHUNK events (order alternating) until
+    each drained `events`. Both sides see the same process and the same moments of the
+    machine, which drifts by tens of percent between separate processes and rounds here.
+    Each side is charged its main-thread CPU; every other thread's CPU (the span exporter's
+    encoding and sending, the final flush included) is charged to the traced side."""
+    from shared.lifespan import freeze_startup_objects  # this tree's: not for a --ref child
+    from shared.tracing import Tracing
+
+    redis = Redis.from_url(url)
+    tracing = Tracing.from_environment("invalidator")
+    if tracing.provider is None:
+        raise SystemExit("the interleaved drain needs OTEL_EXPORTER_OTLP_ENDPOINT")
+    sides = {
+        "off": invalidator_consumer(redis, plain, group),
+        "on": invalidator_consumer(redis, traced, group, tracing),
+    }
+    for consumer in sides.values():
+        await consumer.prepare()
+    freeze_startup_objects()
+    cpu, done = dict.fromkeys(sides, 0.0), dict.fromkeys(sides, 0)
+    process, thread = time.process_time(), time.thread_time()
+    started, turn = time.perf_counter(), 0
+    while min(done.values()) < events and time.perf_counter() - started < TIME_LIMIT:
+        for side in ("off", "on") if turn % 2 == 0 else ("on", "off"):
+            target, mark = min(events, done[side] + CHUNK), time.thread_time()
+            while done[side] < target:
+                done[side] += await sides[side].read_new()
+            cpu[side] += time.thread_time() - mark
+        turn += 1
+    tracing.provider.force_flush()
+    others = (time.process_time() - process) - (time.thread_time() - thread)
+    if min(done.values()) < events:
+        raise SystemExit(f"interleaved drain: {done} of {events} in {TIME_LIMIT}s")
+    result = Interleaved(cpu["off"], cpu["on"], others, done["off"], done["on"])
+    print("INTERLEAVED " + orjson.dumps(list(result)).decode(), flush=True)
+    await tracing.aclose()
+    await redis.aclose()
+
+
+def report_interleaved(runs: list[Interleaved]) -> None:
+    print("\nTracing on (1 %) ÷ off, interleaved in one process (CPU per event):")
+    for n, run in enumerate(runs, start=1):
+        off = run.off_cpu / run.off_events * 1e6
+        on = run.on_cpu / run.on_events * 1e6
+        export = run.exporter_cpu / run.on_events * 1e6
+        print(
+            f"  run {n}: off {off:5.1f} us, on {on:5.1f} us + exporter thread {export:4.1f} us"
+            f" -> {run.ratio:.3f}x"
+        )
+    ratio = statistics.median(run.ratio for run in runs)
+    print(f"ratio tracing on (1 %) / off, interleaved {ratio:.3f}x (target >= 0.90x)")
+    off_us = statistics.median(run.off_cpu / run.off_events * 1e6 for run in runs)
+    record(
+        "invalidator_drain",
+        figure=f"invalidator+otel ÷ invalidator, interleaved in one process, median of {len(runs)}",
+        value=off_us / ratio,
+        unit="us CPU/event",
+        baseline=f"tracing off {off_us:.1f} us CPU/event, the same process",
+        ratio=ratio,
+        target=">= 0.9",
+    )
+
+
 async def drain_only(url: str, prefix: str, group: str, events: int, cluster: bool) -> None:
     """The child of `drain_child`: one drain, with tracing when the environment asks for it
     (as a service configures it); its wall and CPU seconds printed last. Traced, the spans
@@ -433,6 +557,8 @@ if __name__ == "__main__":
     parser.add_argument("--no-tracing", dest="tracing", action="store_false")
     parser.add_argument("--ref", help="also drain with this commit's invalidator (tracing off)")
     parser.add_argument("--drain", help=argparse.SUPPRESS)  # a child's drain: its group
+    parser.add_argument("--interleave", help=argparse.SUPPRESS)  # an interleaved child: group
+    parser.add_argument("--traced-prefix", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument(
@@ -441,6 +567,10 @@ if __name__ == "__main__":
         help="also drain on a local 3-primary cluster (REDIS_MODE=cluster) in the same run",
     )
     args = parser.parse_args()
+    if args.interleave:
+        plain, traced = Keys(args.prefix), Keys(args.traced_prefix)
+        asyncio.run(drain_interleaved(args.url, plain, traced, args.interleave, args.events))
+        sys.exit(0)
     if args.drain:
         asyncio.run(drain_only(args.url, args.prefix, args.drain, args.events, args.cluster))
         sys.exit(0)
