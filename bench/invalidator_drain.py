@@ -278,8 +278,8 @@ async def main(
         await publish(redis, traced_keys.user_events(), events, traced=True)
         drains["invalidator+otel"] = ChildDrain(url, tracing_env=traced_env(endpoint))
         streams["invalidator+otel"] = traced_keys
-    for name, drain in other_drains(url, ref, cluster_url).items():
-        drains[name], streams[name] = drain, keys
+    for name, child in other_drains(url, ref, cluster_url).items():
+        drains[name], streams[name] = child, keys
     results: dict[str, list[float]] = {name: [] for name in drains}
     cpu_us: dict[str, list[float]] = {name: [] for name in drains}
     server_us: dict[str, list[float]] = {name: [] for name in drains}

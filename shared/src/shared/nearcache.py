@@ -9,15 +9,24 @@ cache answers nothing.
 `epoch` closes a race: a reader that fetched from Redis before a purge must not put its
 now-old value in after the purge, so `put` takes the epoch read before the fetch and is
 ignored when any drop happened since.
+
+Refresh-ahead: given a `refresh` reader, the subscriber reads a dropped key back from Redis
+at once when this cache held it, and keeps what it reads under the same epoch rule. A write
+stores its new value in Redis before it announces the purge (and an older value is never
+put back: the versioned write-through and lease fills), so the read that follows the notice
+finds the new value or nothing — never the purged one. The next request for a hot key then
+meets a near-cache hit instead of the full miss path: one `GET` per notice per process that
+held the key, only for keys it held.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
 import orjson
@@ -34,6 +43,13 @@ logger = logging.getLogger(__name__)
 _REDIS_ERRORS: Final[tuple[type[BaseException], ...]] = (*UNAVAILABLE_ERRORS, RedisError)
 _RETRY_FIRST: Final = 0.05
 _RETRY_CAP: Final = 2.0
+# Refreshes in flight at once; beyond, a dropped key just waits for its next read.
+MAX_REFRESHES: Final = 64
+# A reader waits for at most this many refreshes of one key in a row (a purge landing while
+# one is in flight starts another); after them it takes the miss path.
+_REFRESH_WAITS: Final = 2
+
+Refresh = Callable[[str], Awaitable[bytes | None]]
 
 
 class PurgeNotice(BaseModel):
@@ -74,6 +90,16 @@ class NearCacheMetrics:
         self.clears = Counter(
             "near_cache_clears", "whole clears on (re)subscription", registry=registry
         )
+        refreshes = Counter(
+            "near_cache_refreshes",
+            "dropped keys read back from Redis at once (refresh-ahead), by result",
+            ["result"],
+            registry=registry,
+        )
+        self.refreshed = refreshes.labels("stored")  # kept: the next read is a hit
+        self.refresh_absent = refreshes.labels("absent")  # nothing cached in Redis
+        self.refresh_raced = refreshes.labels("raced")  # another drop since: not kept
+        self.refresh_failed = refreshes.labels("failed")  # Redis error or over the cap
 
 
 class NearCache:
@@ -90,6 +116,7 @@ class NearCache:
         self.metrics = metrics or NearCacheMetrics(None)
         self._clock = clock
         self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._refreshes: dict[str, asyncio.Task[None]] = {}  # key -> its latest refresh
         self.epoch = 0
         # False until the purge subscription is confirmed: unsubscribed, we would serve blind.
         self.live = False
@@ -126,11 +153,44 @@ class NearCache:
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
 
-    def drop(self, keys: Iterable[str]) -> None:
+    def drop(self, keys: Iterable[str]) -> list[str]:
+        """Drop `keys`; the ones this cache held."""
         self.epoch += 1
-        for key in keys:
-            if self._entries.pop(key, None) is not None:
-                self.metrics.drops.inc()
+        held = [key for key in keys if self._entries.pop(key, None) is not None]
+        if held:
+            self.metrics.drops.inc(len(held))
+        return held
+
+    def refreshing(self, key: str) -> asyncio.Task[None] | None:
+        """The refresh-ahead read of `key` in flight, if any: a reader that missed can wait
+        for it instead of taking the miss path at the same moment."""
+        return self._refreshes.get(key)
+
+    def refresh_began(self, key: str, task: asyncio.Task[None]) -> None:
+        self._refreshes[key] = task
+
+    def refresh_ended(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._refreshes.get(key) is task:  # not a later refresh of the same key
+            del self._refreshes[key]
+
+    async def settled(self, key: str) -> bytes | None:
+        """`peek(key)`, once the refreshes of `key` in flight (if any) have ended."""
+        for _ in range(_REFRESH_WAITS):
+            task = self._refreshes.get(key)
+            if task is None:
+                break
+            await asyncio.wait((task,))  # never raises; the task ends within Redis's timeouts
+        return self.peek(key)
+
+    def refill(self, key: str, data: bytes | None, epoch: int) -> None:
+        """Keep a refresh-ahead read of `key` (fetched after `epoch` was read), counted."""
+        if data is None:
+            self.metrics.refresh_absent.inc()
+        elif epoch != self.epoch:
+            self.metrics.refresh_raced.inc()
+        else:
+            self.put(key, data, epoch)
+            self.metrics.refreshed.inc()
 
     def clear(self, *, live: bool) -> None:
         self.epoch += 1
@@ -143,12 +203,20 @@ class PurgeSubscriber:
     """Feeds a `NearCache` from the purge channel; reconnects with backoff, forever."""
 
     def __init__(
-        self, redis: RedisClient, channel: str, near: NearCache, poll: float = 1.0
+        self,
+        redis: RedisClient,
+        channel: str,
+        near: NearCache,
+        poll: float = 1.0,
+        *,
+        refresh: Refresh | None = None,
     ) -> None:
         self.redis = redis
         self.channel = channel
         self.near = near
         self.poll = poll
+        self.refresh = refresh  # None: a dropped key waits for its next read
+        self._refreshing: set[asyncio.Task[None]] = set()
         self.subscriptions = 0  # confirmed (re)subscriptions, for health and tests
         self._backoff = Backoff(_RETRY_FIRST, _RETRY_CAP)
         self._node: str | None = None  # host:port subscribed to
@@ -161,15 +229,21 @@ class PurgeSubscriber:
 
     async def run(self) -> None:
         self._backoff.reset()
-        while True:
-            try:
-                await self._listen()
-            except _REDIS_ERRORS as exc:
-                raise_if_cancelling()
-                logger.warning("purge subscription lost (%s); near cache off", type(exc).__name__)
-                self._failed = self._node
-            self.near.clear(live=False)
-            await self._backoff.wait()
+        try:
+            while True:
+                try:
+                    await self._listen()
+                except _REDIS_ERRORS as exc:
+                    raise_if_cancelling()
+                    logger.warning(
+                        "purge subscription lost (%s); near cache off", type(exc).__name__
+                    )
+                    self._failed = self._node
+                self.near.clear(live=False)
+                await self._backoff.wait()
+        finally:
+            for task in self._refreshing:
+                task.cancel()
 
     async def _listen(self) -> None:
         # On a cluster: one node's connection, another node after a failure (the purge
@@ -207,9 +281,42 @@ class PurgeSubscriber:
             self.near.clear(live=True)
         elif kind == "message":
             try:
-                self.near.drop(PurgeNotice.decode(message["data"]).keys)
+                keys = PurgeNotice.decode(message["data"]).keys
             except ValueError:
                 logger.warning("ignored a malformed purge message on %s", self.channel)
+                return
+            near = self.near
+            # A key whose refresh is in flight counts as held: that read is now too old.
+            in_flight = [key for key in keys if near.refreshing(key) is not None]
+            held = near.drop(keys)
+            if self.refresh is not None and (held or in_flight):
+                self._start_refresh(self.refresh, list(dict.fromkeys(held + in_flight)))
+
+    def _start_refresh(self, refresh: Refresh, keys: list[str]) -> None:
+        if len(self._refreshing) >= MAX_REFRESHES:
+            self.near.metrics.refresh_failed.inc(len(keys))
+            return
+        task = asyncio.create_task(self._refill(refresh, keys, self.near.epoch))
+        self._refreshing.add(task)
+        task.add_done_callback(self._refreshing.discard)
+        for key in keys:
+            self.near.refresh_began(key, task)
+
+    async def _refill(self, refresh: Refresh, keys: list[str], epoch: int) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        try:
+            for key in keys:
+                try:
+                    data = await refresh(key)
+                except Exception as exc:  # noqa: BLE001 - best effort: the next read fills it
+                    logger.debug("near-cache refresh of %s failed: %s", key, exc)
+                    self.near.metrics.refresh_failed.inc()
+                    continue
+                self.near.refill(key, data, epoch)
+        finally:
+            for key in keys:
+                self.near.refresh_ended(key, task)
 
 
 async def _cluster_epoch(node: Redis) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis, RedisCluster
 
 from devtools.polling import eventually
@@ -42,10 +43,47 @@ async def test_purge_on_the_channel_drops_the_entry(make_api: ApiFactory, redis:
         user = await api.create_user()
         key = await _warm_near(api, user["id"])
         near = api.state.near
-        # As the invalidator (or another api instance) publishes it.
+        # As the invalidator (or another api instance) purges: the keys, then the notice.
+        await redis.delete(key)
         message = PurgeNotice(keys=[key], event_id=uuid.UUID(int=0), generation=7).encode()
         await redis.publish(Keys(api.settings.key_prefix).cache_invalidated(), message)
         await eventually(lambda: near.peek(key) is None, "the entry purged", within=5)
+        await eventually(lambda: near.refreshing(key) is None, "its read-back done", within=5)
+        assert near.peek(key) is None  # Redis had nothing to read back
+
+
+async def test_another_instance_holds_a_write_before_anyone_reads_it(
+    make_api: ApiFactory,
+) -> None:
+    # Refresh-ahead: api B held the user; a PATCH through api A stores the new value in
+    # Redis and announces the purge; B drops its copy and reads the new one back at once.
+    async with (
+        make_api(near_cache_ttl="30s") as a,
+        make_api(near_cache_ttl="30s") as b,
+        a.sessions(),
+    ):
+        user = await a.create_user("Before")
+        key = await _warm_near(b, user["id"])
+        reads = b.state.metrics.cache.value("get", "hit") + b.state.metrics.cache.value(
+            "get", "miss"
+        )
+        patched = await a.client.patch(
+            f"/v1/users/{user['id']}", json={"name": "After"}, headers=await a.sign_in(user)
+        )
+        assert patched.status_code == 200
+
+        def holds_the_new_name() -> bool:
+            data = b.state.near.peek(key)
+            return data is not None and orjson.loads(data)["name"] == "After"
+
+        await eventually(holds_the_new_name, "B's near cache holds the new name", within=5)
+        # Nobody read the user on B: the read-back is not counted as a lookup.
+        after = b.state.metrics.cache.value("get", "hit") + b.state.metrics.cache.value(
+            "get", "miss"
+        )
+        assert after == reads
+        response = await b.client.get(f"/v1/users/{user['id']}")
+        assert (response.json()["name"], response.headers["x-cache"]) == ("After", "HIT")
 
 
 async def _kill_subscribers(redis: RedisClient) -> int:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from typing import Any, cast
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from shared.nearcache import NearCache, NearCacheMetrics, PurgeNotice
+from shared.nearcache import NearCache, NearCacheMetrics, PurgeNotice, PurgeSubscriber
 
 
 class Clock:
@@ -101,3 +103,121 @@ def test_a_notice_head_completed_by_a_script_is_the_encoded_notice() -> None:
 def test_malformed_purge_messages_are_refused(data: bytes) -> None:
     with pytest.raises(ValueError, match="validation error"):
         PurgeNotice.decode(data)
+
+
+# -- refresh-ahead: the subscriber reads a dropped key back (no sockets: a fake reader) ----
+
+
+class Reader:
+    """A refresh reader whose answers the test releases one by one."""
+
+    def __init__(self, values: dict[str, bytes | None]) -> None:
+        self.values = values
+        self.calls: list[str] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def __call__(self, key: str) -> bytes | None:
+        self.calls.append(key)
+        value = self.values[key]  # read before the gate: what Redis held when asked
+        await self.gate.wait()
+        if value == b"boom":
+            raise ConnectionError("refused")
+        return value
+
+
+_REGISTRIES: dict[int, CollectorRegistry] = {}
+
+
+def refreshing(values: dict[str, bytes | None]) -> tuple[NearCache, PurgeSubscriber, Reader]:
+    registry = CollectorRegistry()
+    near = NearCache(8, 30.0, metrics=NearCacheMetrics(registry))
+    _REGISTRIES[id(near)] = registry
+    near.clear(live=True)
+    reader = Reader(values)
+    subscriber = PurgeSubscriber(cast("Any", None), "purges", near, refresh=reader)
+    return near, subscriber, reader
+
+
+def notice(*keys: str) -> dict[str, Any]:
+    data = PurgeNotice(keys=list(keys), event_id=uuid.UUID(int=1), generation=1).encode()
+    return {"type": "message", "data": data}
+
+
+def refreshes(near: NearCache, result: str) -> float:
+    labels = {"result": result}
+    return _REGISTRIES[id(near)].get_sample_value("near_cache_refreshes_total", labels) or 0.0
+
+
+async def _ended(near: NearCache, key: str) -> None:
+    for _ in range(100):
+        if near.refreshing(key) is None:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"the refresh of {key} did not end")
+
+
+async def test_a_held_key_is_read_back_after_its_purge() -> None:
+    near, subscriber, reader = refreshing({"k": b"new"})
+    near.put("k", b"old", near.epoch)
+    subscriber._handle(notice("k", "k:lease"))
+    assert near.peek("k") is None  # dropped at once
+    await _ended(near, "k")
+    assert (near.peek("k"), reader.calls) == (b"new", ["k"])  # the lease was never held
+    assert refreshes(near, "stored") == 1
+
+
+async def test_a_key_this_cache_did_not_hold_is_not_read() -> None:
+    near, subscriber, reader = refreshing({"k": b"new"})
+    subscriber._handle(notice("k"))
+    await asyncio.sleep(0)
+    assert (reader.calls, near.refreshing("k"), near.peek("k")) == ([], None, None)
+
+
+async def test_a_read_back_that_a_later_purge_overtook_is_not_kept() -> None:
+    near, subscriber, reader = refreshing({"k": b"new", "other": None})
+    near.put("k", b"old", near.epoch)
+    near.put("other", b"x", near.epoch)
+    reader.gate.clear()
+    subscriber._handle(notice("k"))
+    await asyncio.sleep(0)  # the read of "k" is under way...
+    subscriber._handle(notice("other"))  # ...and another purge lands before its answer
+    reader.gate.set()
+    await _ended(near, "k")
+    await _ended(near, "other")
+    assert (near.peek("k"), near.peek("other")) == (None, None)
+    assert (refreshes(near, "raced"), refreshes(near, "absent")) == (1, 1)
+
+
+async def test_a_purge_of_a_key_being_read_back_reads_it_again() -> None:
+    near, subscriber, reader = refreshing({"k": b"v2"})
+    near.put("k", b"v1", near.epoch)
+    reader.gate.clear()
+    subscriber._handle(notice("k"))
+    await asyncio.sleep(0)  # the first read has v2's predecessor in hand...
+    reader.values["k"] = b"v3"
+    subscriber._handle(notice("k"))  # ...not held any more, but its read is now too old
+    await asyncio.sleep(0)
+    reader.gate.set()
+    await _ended(near, "k")
+    assert (reader.calls, near.peek("k")) == (["k", "k"], b"v3")
+
+
+async def test_a_reader_that_missed_waits_for_the_read_back() -> None:
+    near, subscriber, reader = refreshing({"k": b"new"})
+    near.put("k", b"old", near.epoch)
+    reader.gate.clear()
+    subscriber._handle(notice("k"))
+    waiting = asyncio.create_task(near.settled("k"))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    reader.gate.set()
+    assert await waiting == b"new"
+
+
+async def test_a_failed_read_back_keeps_nothing_and_frees_its_waiters() -> None:
+    near, subscriber, _ = refreshing({"k": b"boom"})
+    near.put("k", b"old", near.epoch)
+    subscriber._handle(notice("k"))
+    assert await near.settled("k") is None
+    assert refreshes(near, "failed") == 1

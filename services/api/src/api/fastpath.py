@@ -17,6 +17,9 @@ too), a query string, a root path, a trailing slash, any id spelling but the can
 lowercase hyphenated one (the router then accepts or 422s it as before), a near-cache miss
 or the cached `null` of an absent user (the router fills the near cache / answers 404).
 The body and headers are those of the routed HIT response (routes/users.py `_cached`).
+A miss on a key whose refresh-ahead read is in flight (`shared.nearcache`: a purge notice
+dropped it a moment ago) waits for that read, then answers from the near cache if it kept
+the value: right after a write, the next read is then a hit instead of a full miss path.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ class UserFastPath:
         self.route = route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        data = self._hit(scope) if scope["type"] == "http" else None
+        key = self._key(scope) if scope["type"] == "http" else None
+        data = None if key is None else await self._hit(scope, key)
         if data is None:
             await self.app(scope, receive, send)
             return
@@ -58,7 +62,8 @@ class UserFastPath:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": data})
 
-    def _hit(self, scope: Scope) -> bytes | None:
+    def _key(self, scope: Scope) -> str | None:
+        """The near-cache key of a request this path may answer; None for the router's."""
         path: str = scope["path"]
         if (
             scope["method"] != "GET"
@@ -75,8 +80,15 @@ class UserFastPath:
         except InvalidIdentifierError:
             return None
         state = api_state(scope)
-        near = state.near
-        data = near.peek(state.keys.user(text)) if near.enabled else None
+        return state.keys.user(text) if state.near.enabled else None
+
+    async def _hit(self, scope: Scope, key: str) -> bytes | None:
+        near = api_state(scope).near
+        data = near.peek(key)
+        if data is None and near.refreshing(key) is not None:
+            # A purge notice dropped it a moment ago and its new value is being read back
+            # (refresh-ahead): waiting for that read beats starting the miss path beside it.
+            data = await near.settled(key)
         if data is None or data == b"null":
             return None  # the router's lookup counts the miss (or answers 404)
         near.metrics.hit.inc()

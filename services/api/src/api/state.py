@@ -114,7 +114,9 @@ async def open_state(
             else None
         )
         purges = (
-            PurgeSubscriber(cache_redis, keys.cache_invalidated(), near) if near.enabled else None
+            PurgeSubscriber(cache_redis, keys.cache_invalidated(), near, refresh=user_cache.refresh)
+            if near.enabled
+            else None
         )
         state = ApiState(
             settings, keys, metrics, engine, db, redis, cache_redis, near, relay, users,

@@ -72,6 +72,11 @@ class UserCache:
             near.put(key, found.data, epoch)
         return found
 
+    async def refresh(self, key: str) -> bytes | None:
+        """A user's cached JSON read back for the near cache right after a purge notice
+        dropped it there (refresh-ahead, `shared.nearcache`); None when Redis has none."""
+        return await self.cache.read_bytes(key)
+
     async def page(self, page: int, limit: int, load: Loader) -> Lookup:
         """One list page under the current generation: one `INCR` retires every page."""
         try:
