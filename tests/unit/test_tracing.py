@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
 from opentelemetry.trace import SpanKind, StatusCode
 
 from shared.errors import SettingsError
@@ -21,6 +31,7 @@ from shared.tracing import (
     format_traceparent,
     parse_traceparent,
 )
+from shared.tracing.roots import PresetIds, RootDecisions
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"
@@ -210,3 +221,62 @@ async def test_a_request_span_per_request_named_by_its_route(
     assert boom.name == "GET /boom"
     assert boom.status.status_code is StatusCode.ERROR
     assert boom.context.trace_id != ok.context.trace_id  # no traceparent: a trace of its own
+
+
+class CountingParentBased(ParentBased):
+    """ParentBased, counting the decisions the SDK asks it for."""
+
+    calls = 0
+
+    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+        self.calls += 1
+        return super().should_sample(*args, **kwargs)
+
+
+def ratio_tracing(exporter: InMemorySpanExporter, sampler: Sampler) -> Tracing:
+    provider = TracerProvider(sampler=sampler, id_generator=PresetIds())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return Tracing(provider)
+
+
+async def test_the_production_sampler_takes_the_fast_root_decision(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.01")
+    tracing = Tracing.from_environment("api", {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
+    assert tracing.provider is not None
+    roots = RootDecisions.of(tracing.provider)
+    assert roots is not None  # the SDK's ParentBased still keeps its root where we look
+    assert roots.bound == TraceIdRatioBased(0.01).bound
+    app = FastAPI()
+    tracing.instrument(app)
+    assert app.user_middleware[0].kwargs["roots"] is not None
+    await tracing.aclose()
+    # Any other sampler: every request through the SDK.
+    assert RootDecisions.of(TracerProvider(sampler=ParentBased(ALWAYS_ON))) is None
+    assert RootDecisions.of(TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.5)))) is None
+
+
+async def test_fast_root_decisions_are_the_sdk_decisions(exporter: InMemorySpanExporter) -> None:
+    sdk_rule = TraceIdRatioBased(0.5)
+    sampler = CountingParentBased(TraceIdRatioBased(0.5))
+    transport = httpx.ASGITransport(app=app_with(ratio_tracing(exporter, sampler)))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        seen = [(await client.get(f"/items/{n}")).json()["traceparent"] for n in range(200)]
+    recorded = {span.context.trace_id: span for span in exporter.get_finished_spans()}
+    contexts = [parse_traceparent(value) for value in seen]
+    for context in contexts:
+        assert context is not None  # every request has ids, recorded or not
+        decision = sdk_rule.should_sample(None, context.trace_id, "GET").decision
+        sampled = decision is Decision.RECORD_AND_SAMPLE
+        assert context.trace_flags.sampled is sampled
+        assert (context.trace_id in recorded) is sampled
+    assert 0 < len(recorded) < len(contexts)  # both outcomes happened (2^-200 otherwise)
+    assert sampler.calls == len(recorded)  # a dropped request never reached the SDK
+    for span in recorded.values():
+        assert (span.parent, span.kind, span.name) == (
+            None,
+            SpanKind.SERVER,
+            "GET /items/{item_id}",
+        )

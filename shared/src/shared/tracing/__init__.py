@@ -146,8 +146,11 @@ class Tracing:
         """A SERVER span per HTTP request (`ServerSpans`, outermost when added last);
         nothing when off."""
         spans = self.spans("shared.tracing.asgi")
-        if spans is not None:
-            app.add_middleware(ServerSpans, tracer=spans.tracer)
+        if spans is not None and self.provider is not None:
+            from shared.tracing.roots import RootDecisions  # noqa: PLC0415 - SDK: when on
+
+            roots = RootDecisions.of(self.provider)
+            app.add_middleware(ServerSpans, tracer=spans.tracer, roots=roots)
 
     async def aclose(self) -> None:
         """Export what is queued and stop the exporter's thread (off the event loop: an
@@ -160,11 +163,16 @@ def _provider(service: str) -> TracerProvider:
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource  # noqa: PLC0415 - as above
     from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
 
+    from shared.tracing.roots import PresetIds  # noqa: PLC0415
+
     resource = Resource.create()
     # OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES win; else the SDK says "unknown_service".
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: service}))
-    return TracerProvider(resource=resource)  # the sampler from OTEL_TRACES_SAMPLER
+    # The SDK's random ids, through a generator the request spans' fast root decision can
+    # hand a trace id to (shared.tracing.roots); OTEL_PYTHON_ID_GENERATOR, when set, wins.
+    ids = None if os.environ.get("OTEL_PYTHON_ID_GENERATOR") else PresetIds()
+    return TracerProvider(resource=resource, id_generator=ids)  # sampler: OTEL_TRACES_SAMPLER
 
 
 def configure_tracing(service: str) -> Tracing:

@@ -15,6 +15,8 @@ from shared.tracing.spans import finish
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+    from shared.tracing.roots import RootDecisions
+
 
 class ServerSpans:
     """Pure ASGI middleware: a SERVER span per HTTP request, current while the app runs.
@@ -24,24 +26,32 @@ class ServerSpans:
     requests/s — it matches the route a second time, builds a dozen attributes and records
     three histograms for every request, sampled or not. Here an unsampled request costs a
     header scan, the sampler's decision and a context attach: the span name and attributes
-    are built only for a request that is recorded.
+    are built only for a request that is recorded, and a request starting a trace that the
+    ratio sampler drops does not even reach the SDK (`roots`, `shared.tracing.roots`).
 
     The caller's W3C `traceparent` header is continued (`tracestate` is not carried). The
     name is `<METHOD> <route template>` (`scope["route"]`, set by the router and by the
     api's near-cache fast path), never the raw path, which is not recorded at all.
     """
 
-    def __init__(self, app: ASGIApp, tracer: Tracer) -> None:
+    def __init__(self, app: ASGIApp, tracer: Tracer, roots: RootDecisions | None = None) -> None:
         self.app = app
         self.tracer = tracer
+        self.roots = roots  # the fast root decision (shared.tracing.roots), when it applies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        span = self.tracer.start_span(
-            scope["method"], context=_incoming(scope), kind=SpanKind.SERVER
-        )
+        incoming = _incoming(scope)
+        if (
+            incoming is None
+            and self.roots is not None
+            and not trace.get_current_span().get_span_context().is_valid
+        ):
+            span = self.roots.start(self.tracer, scope["method"])
+        else:
+            span = self.tracer.start_span(scope["method"], context=incoming, kind=SpanKind.SERVER)
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
             if span.is_recording():
