@@ -31,7 +31,7 @@ from shared.http import (
 )
 from shared.logs import setup_logging
 from shared.metrics import mount_metrics
-from shared.tracing import configure_tracing
+from shared.tracing import NATIVE_TELEMETRY_OFF, configure_tracing
 
 
 def _routers() -> list[APIRouter]:
@@ -73,6 +73,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     tracing = configure_tracing(SERVICE_NAME)
 
     app = FastAPI(
+        telemetry=NATIVE_TELEMETRY_OFF,
         title="api",
         version="1.0.0",
         description="Users on SQL, read through Redis with leases; events via an outbox.",

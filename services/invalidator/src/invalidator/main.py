@@ -31,7 +31,7 @@ from shared.http import (
 )
 from shared.logs import setup_logging
 from shared.metrics import make_registry, mount_metrics
-from shared.tracing import configure_tracing
+from shared.tracing import NATIVE_TELEMETRY_OFF, configure_tracing
 
 
 def specification(settings: InvalidatorSettings) -> AsyncAPI:
@@ -51,6 +51,7 @@ def create_app(settings: InvalidatorSettings | None = None) -> FastAPI:
     document: Any = orjson.loads(specification(settings).to_specification().to_json())
 
     app = FastAPI(
+        telemetry=NATIVE_TELEMETRY_OFF,
         title="invalidator",
         version="1.0.0",
         summary="Consumer group `invalidator`: purges cached users and list pages.",

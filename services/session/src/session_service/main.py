@@ -27,7 +27,7 @@ from shared.http import (
 )
 from shared.logs import setup_logging
 from shared.metrics import make_registry, mount_metrics
-from shared.tracing import configure_tracing
+from shared.tracing import NATIVE_TELEMETRY_OFF, configure_tracing
 
 
 async def health(state: State) -> JsonResponse:
@@ -60,6 +60,7 @@ def create_app(settings: SessionSettings | None = None) -> FastAPI:
     tracing = configure_tracing(SERVICE)
 
     app = FastAPI(
+        telemetry=NATIVE_TELEMETRY_OFF,
         title="session service",
         version="1.0.0",
         summary="Session lifecycle over Redis: ids shown once, stored hashed, revoked by events.",

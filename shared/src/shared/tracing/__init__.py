@@ -55,10 +55,12 @@ from shared.tracing.spans import MESSAGING_SYSTEM, Attributes, Spans, finish, me
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from fastapi.telemetry import TelemetryConfig
     from opentelemetry.sdk.trace import TracerProvider
 
 __all__ = [
     "MESSAGING_SYSTEM",
+    "NATIVE_TELEMETRY_OFF",
     "TRACEPARENT",
     "Attributes",
     "ServerSpans",
@@ -74,6 +76,16 @@ __all__ = [
     "outgoing_headers",
     "parse_traceparent",
 ]
+
+# FastAPI's own OpenTelemetry support, off in every service: the spans are ours
+# (`ServerSpans`), and left on it asks for the global providers on every request (three
+# environment lookups: about 5 µs of a 120 µs near-cache hit) to find them unset.
+NATIVE_TELEMETRY_OFF: Final[TelemetryConfig] = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+}
 
 _ENDPOINTS: Final = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 _PROTOCOLS: Final = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
