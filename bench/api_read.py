@@ -235,13 +235,31 @@ def main() -> None:
         if args.cluster:
             local = stack.enter_context(LocalCluster(replicas=0))
             urls["api@cluster"] = start_on_cluster(stack, local.url, database_url, urls["api"])
-        # Endpoints alternate round by round, so a burst of other work on the shared machine
-        # lands on all of them rather than on one.
+        # Every endpoint in every round, so a burst of other work on the shared machine lands
+        # on all of them rather than on one; each compared pair back to back (a traced api
+        # right after its untraced twin), and every other round in reverse order, so neither
+        # side of a pair is always measured first.
+        order = paired_order(list(urls))
         rounds = [
-            [load(n, u, args.seconds, args.connections) for n, u in urls.items()]
-            for _ in range(args.rounds)
+            [
+                load(n, urls[n], args.seconds, args.connections)
+                for n in (order if r % 2 == 0 else order[::-1])
+            ]
+            for r in range(args.rounds)
         ]
     report([best(name, rounds) for name in urls], rounds)
+
+
+def paired_order(names: list[str]) -> list[str]:
+    """`names` with each compared contender right after its reference: `api+otel` after
+    `api`, `api+near+otel` after `api+near`, `api@REF` and `api@cluster` after `api`."""
+    references = {n: "api" for n in names if n.startswith("api@")}
+    references |= {"api+otel": "api", "api+near+otel": "api+near"}
+    order = [n for n in names if n not in references]
+    for name in names:
+        if name in references:
+            order.insert(order.index(references[name]) + 1, name)
+    return order
 
 
 def start_all(stack: ExitStack, redis_url: str, database_url: str) -> dict[str, str]:
