@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -31,7 +32,7 @@ from shared.tracing import (
     format_traceparent,
     parse_traceparent,
 )
-from shared.tracing.roots import PresetIds, RootDecisions
+from shared.tracing.roots import PresetIds, RootDecisions, UnsampledRoot
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"
@@ -280,3 +281,25 @@ async def test_fast_root_decisions_are_the_sdk_decisions(exporter: InMemorySpanE
             SpanKind.SERVER,
             "GET /items/{item_id}",
         )
+
+
+def test_an_unsampled_root_draws_its_ids_once_and_its_children_follow_it(
+    exporter: InMemorySpanExporter,
+) -> None:
+    tracing = ratio_tracing(exporter, ParentBased(TraceIdRatioBased(0.0)))
+    assert tracing.provider is not None
+    roots = RootDecisions.of(tracing.provider)
+    assert roots is not None
+    tracer = tracing.provider.get_tracer("t")
+    root = roots.start(tracer, "GET")
+    assert isinstance(root, UnsampledRoot)
+    context = root.get_span_context()
+    assert context.is_valid
+    assert not context.trace_flags.sampled
+    assert root.get_span_context() is context  # drawn once
+    assert roots.start(tracer, "GET").get_span_context().trace_id != context.trace_id
+    with trace.use_span(root):
+        child = tracer.start_span("SELECT")
+    assert not child.is_recording()  # the parent's decision holds
+    assert child.get_span_context().trace_id == context.trace_id
+    assert exporter.get_finished_spans() == ()

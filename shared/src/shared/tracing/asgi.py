@@ -12,6 +12,8 @@ from opentelemetry.util.types import AttributeValue
 from shared.tracing.context import parse_traceparent
 from shared.tracing.spans import finish
 
+_EMPTY = otel_context.Context()
+
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -44,15 +46,14 @@ class ServerSpans:
             await self.app(scope, receive, send)
             return
         incoming = _incoming(scope)
-        if (
-            incoming is None
-            and self.roots is not None
-            and not trace.get_current_span().get_span_context().is_valid
-        ):
+        if incoming is None and self.roots is not None:
+            # A new trace (outermost middleware: no span is current before this one).
             span = self.roots.start(self.tracer, scope["method"])
+            context = trace.set_span_in_context(span, _EMPTY)
         else:
             span = self.tracer.start_span(scope["method"], context=incoming, kind=SpanKind.SERVER)
-        token = otel_context.attach(trace.set_span_in_context(span))
+            context = trace.set_span_in_context(span)
+        token = otel_context.attach(context)
         try:
             if span.is_recording():
                 await self._recorded(span, scope, receive, send)

@@ -6,16 +6,19 @@ is recorded when its new trace id passes the ratio: `trace_id & TRACE_ID_LIMIT <
 rule of the SDK's `TraceIdRatioBased`. The SDK's `start_span` takes that decision through a
 chain of context lookups and builds a non-recording span: about 9 µs, paid by the 99 % of
 requests it then drops — 12-19 % of a near-cache hit's CPU (bench/README.md#tracing).
-`RootDecisions.start` draws the trace id itself, applies the same rule, and for a dropped
-request builds the same non-recording span (new trace id, new span id, flags 00) directly;
-for a recorded one it hands the drawn id to the SDK (`PresetIds`) and calls `start_span`,
-so the SDK's decision on that id is the same and the span is the SDK's own.
+`RootDecisions.start` draws the 64 bits the rule reads, applies it, and for a dropped request
+returns a non-recording span whose ids (the rest of a new trace id, a new span id, flags 00)
+are drawn only when something asks for them — a log line, an outgoing call's `traceparent`,
+a child span's sampler (`UnsampledRoot`): to a reader, the same span the SDK would have
+built. For a recorded request it hands the whole drawn id to the SDK (`PresetIds`) and calls
+`start_span`, so the SDK's decision on that id is the same and the span is the SDK's own.
 
 Any other sampler (or `OTEL_PYTHON_ID_GENERATOR` set) leaves every request to the SDK.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -40,8 +43,10 @@ class PresetIds(RandomIdGenerator):
         preset = self._next.get()
         return super().generate_trace_id() if preset is None else preset
 
-    def random_trace_id(self) -> int:
-        return super().generate_trace_id()
+    @staticmethod
+    def trace_id(low: int) -> int:
+        """A new random trace id whose lower 64 bits (all the ratio rule reads) are `low`."""
+        return (random.getrandbits(64) << 64) | low or 1
 
     @contextmanager
     def preset(self, trace_id: int) -> Iterator[None]:
@@ -78,9 +83,28 @@ class RootDecisions:
 
     def start(self, tracer: Tracer, name: str) -> Span:
         """A SERVER span starting a new trace: the SDK's when the ratio samples its trace
-        id, else a non-recording span carrying the ids (for log lines and propagation)."""
-        trace_id = self.ids.random_trace_id()
-        if trace_id & TraceIdRatioBased.TRACE_ID_LIMIT < self.bound:
-            with self.ids.preset(trace_id):
+        id, else a non-recording span whose ids are drawn when first asked for."""
+        low = random.getrandbits(64)
+        if low < self.bound:  # TraceIdRatioBased: trace_id & TRACE_ID_LIMIT < bound
+            with self.ids.preset(self.ids.trace_id(low)):
                 return tracer.start_span(name, context=_EMPTY, kind=SpanKind.SERVER)
-        return NonRecordingSpan(SpanContext(trace_id, self.ids.generate_span_id(), is_remote=False))
+        return UnsampledRoot(self.ids, low)
+
+
+class UnsampledRoot(NonRecordingSpan):
+    """The span of a request the sampler dropped, as the SDK would build it (a new trace id
+    and span id, flags 00), its ids drawn on the first `get_span_context()`."""
+
+    def __init__(self, ids: PresetIds, low: int) -> None:
+        self._ids = ids
+        self._low = low
+        self._drawn: SpanContext | None = None
+
+    def get_span_context(self) -> SpanContext:
+        if self._drawn is None:
+            trace_id = self._ids.trace_id(self._low)
+            self._drawn = SpanContext(trace_id, self._ids.generate_span_id(), is_remote=False)
+        return self._drawn
+
+    def __repr__(self) -> str:
+        return f"UnsampledRoot({self._drawn!r})"
