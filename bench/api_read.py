@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -228,8 +229,11 @@ def main() -> None:
         migrate = [str(VENV_BIN / "python"), "-m", "api.migrate"]
         subprocess.run(migrate, env=env, check=True, capture_output=True)
         urls = start_all(stack, redis.url, database_url)
+        endpoint = None
         if args.tracing:
-            urls.update(start_traced(stack, redis.url, database_url, urls["api"]))
+            receiver, endpoint = receiver_process()
+            stack.callback(stop, receiver)
+            urls.update(start_traced(stack, endpoint, redis.url, database_url, urls["api"]))
         if args.ref:
             urls.update(start_ref(stack, args.ref, redis.url, database_url, urls["api"]))
         if args.cluster:
@@ -247,7 +251,14 @@ def main() -> None:
             ]
             for r in range(args.rounds)
         ]
+        in_process = {}
+        if endpoint is not None:
+            for name, near in (("api", False), ("api+near", True)):
+                env = api_env(redis.url, database_url, near=near)
+                in_process[name] = run_in_process(env, endpoint)
     report([best(name, rounds) for name in urls], rounds)
+    for name, sums in in_process.items():
+        report_in_process(name, sums)
 
 
 def paired_order(names: list[str]) -> list[str]:
@@ -284,12 +295,43 @@ def start_all(stack: ExitStack, redis_url: str, database_url: str) -> dict[str, 
     }
 
 
+def run_in_process(env: dict[str, str], endpoint: str) -> list[float]:
+    """`bench/inprocess.py` in a child process: the api with tracing off and on, taking turns
+    in one process; its sums (see that module)."""
+    child = [sys.executable, str(Path(__file__).with_name("inprocess.py")), "--endpoint", endpoint]
+    done = subprocess.run(child, env=env, capture_output=True, text=True, timeout=300, check=False)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("INPROCESS ")), None)
+    if done.returncode or line is None:
+        raise SystemExit(f"the in-process comparison failed:\n{done.stdout}\n{done.stderr}")
+    sums: list[float] = json.loads(line.removeprefix("INPROCESS "))
+    return sums
+
+
+def report_in_process(name: str, sums: list[float]) -> None:
+    """Tracing on ÷ off at equal CPU, in one process: CPU per request off ÷ on."""
+    off_cpu, on_cpu, others, off_n, on_n = sums
+    off, on, export = off_cpu / off_n * 1e6, on_cpu / on_n * 1e6, others / on_n * 1e6
+    ratio = off / (on + export)
+    print(
+        f"{name}+otel / {name}, in one process: off {off:.1f} us, on {on:.1f} us + other"
+        f" threads {export:.1f} us CPU per request -> {ratio:.3f}x (target >= 0.90x)"
+    )
+    record(
+        "api_read",
+        figure=f"{name}+otel ÷ {name}, in one process taking turns, CPU per request",
+        value=on + export,
+        unit="us CPU/request",
+        baseline=f"{name} (tracing off) {off:.1f} us CPU/request, the same process",
+        ratio=ratio,
+        target=">= 0.90",
+    )
+
+
 def start_traced(
-    stack: ExitStack, redis_url: str, database_url: str, api_url: str
+    stack: ExitStack, endpoint: str, redis_url: str, database_url: str, api_url: str
 ) -> dict[str, str]:
-    """The api with tracing on (near cache off and on), exporting to a receiver process."""
-    receiver, endpoint = receiver_process()
-    stack.callback(stop, receiver)
+    """The api with tracing on (near cache off and on), exporting to the receiver at
+    `endpoint`."""
     launcher = stack.enter_context(Launcher(Path(tempfile.mkdtemp(prefix="bench-traced-"))))
     path = urlsplit(api_url).path
     urls = {}
