@@ -406,7 +406,12 @@ def report(results: list[Result], rounds: list[list[Result]]) -> None:
             ratio=by_name[name].rps / baseline,
             target=f">= {bound}",
         )
-    pairs = [("api+otel", "api", 0.90), ("api+near+otel", "api+near", 0.90)]
+    # Tracing's cost is judged in one process (`report_in_process`): between wrk rounds the
+    # same server's speed moves by tens of percent here. These are printed for reference.
+    pairs: list[tuple[str, str, float | None]] = [
+        ("api+otel", "api", None),
+        ("api+near+otel", "api+near", None),
+    ]
     for ref in (name for name in by_name if name.startswith("api@") and name != "api@cluster"):
         pairs += [("api", ref, 0.98), ("api+otel", ref, 0.90)]
     pairs.append(("api@cluster", "api", 0.90))
@@ -415,7 +420,9 @@ def report(results: list[Result], rounds: list[list[Result]]) -> None:
             compare(by_name[measured], by_name[reference], target, rounds)
 
 
-def compare(measured: Result, reference: Result, target: float, rounds: list[list[Result]]) -> None:
+def compare(
+    measured: Result, reference: Result, target: float | None, rounds: list[list[Result]]
+) -> None:
     """One contender against another: the ratio of their best rounds, the median of their
     ratios round by round (each pair measured seconds apart: drifts in the machine's other
     work cancel), and the extra CPU per request."""
@@ -429,7 +436,7 @@ def compare(measured: Result, reference: Result, target: float, rounds: list[lis
         f"{measured.name} / {reference.name}: best {measured.rps / reference.rps:.3f}x req/s,"
         f" per round median {median:.3f}x"
         f" ({min(paired):.3f}-{max(paired):.3f}), {cpu:+.1%} CPU per request"
-        f" (target >= {target:.2f}x)"
+        + (f" (target >= {target:.2f}x)" if target is not None else " (judged in one process)")
     )
     record(
         "api_read",
@@ -438,7 +445,7 @@ def compare(measured: Result, reference: Result, target: float, rounds: list[lis
         unit="req/s (best round)",
         baseline=f"{reference.name} {reference.rps:.0f} req/s; {cpu:+.1%} CPU per request",
         ratio=median,
-        target=f">= {target:.2f}",
+        target=None if target is None else f">= {target:.2f}",
     )
 
 

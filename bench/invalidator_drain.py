@@ -342,8 +342,10 @@ def report(median: dict[str, float], rounds: int) -> None:
     if "invalidator+otel" in median:
         traced = median["invalidator+otel"]
         print(f"invalidator, tracing on at 1 %: {traced:10,.0f} events/s")
-        print(f"ratio tracing on (1 %) / off {traced / inv:.3f}x (target >= 0.90x)")
-        judged("invalidator+otel", "invalidator", median, ">= 0.9", rounds)
+        print(f"ratio tracing on (1 %) / off {traced / inv:.3f}x (judged interleaved, below)")
+        # Separate processes drift by tens of percent here: the cost of tracing is judged
+        # in one process (`report_interleaved`); this is printed for reference.
+        judged("invalidator+otel", "invalidator", median, None, rounds)
     if "invalidator@cluster" in median:
         on_cluster = median["invalidator@cluster"]
         print(f"invalidator on a 3-primary cluster: {on_cluster:10,.0f} events/s")
