@@ -38,7 +38,8 @@ PYTHON = str(Path(sys.executable))
 # uv as the Makefile finds it: on PATH, else the copy `make uv` put in .tools/.
 UV = shutil.which("uv") or str(Path(__file__).resolve().parent.parent / ".tools" / "bin" / "uv")
 # Each script in its short mode; `limits` (a peer, kept out of the lock) is added by uv.
-# Every script in bench/ but bare_app.py (api_read.py's baseline server, nothing by itself).
+# Every script in bench/ but bare_app.py and inprocess.py (api_read.py's baseline server and
+# its in-process child, nothing by themselves).
 SHORT: Final[dict[str, list[str]]] = {
     "cache_get": [PYTHON, "bench/cache_get.py", "--ops", "15000"],
     "limiter": [
