@@ -218,15 +218,21 @@ class ChildDrain:
         argv += ["--url", self.url, "--events", str(count)]
         if self.cluster:
             argv.append("--cluster")
-        with tempfile.TemporaryDirectory(prefix="drain-") as root, Launcher(Path(root)) as launch:
-            child = launch.start("drain", argv, env)
-            code = await asyncio.to_thread(child.popen.wait)
-            out = child.output()
+        code, out = await run_child("drain", argv, env)
         if code != 0:
             raise SystemExit(f"the drain in a child process ({self.tree or 'this tree'}) failed")
         line = next(line for line in out.splitlines() if line.startswith("DRAIN "))
         wall, cpu = line.split()[1:]
         return Timing(float(wall), float(cpu))
+
+
+async def run_child(name: str, argv: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """`argv` as a child process (the launcher's: by PID, output to a log); its exit code
+    and output once it ended."""
+    with tempfile.TemporaryDirectory(prefix="drain-") as root, Launcher(Path(root)) as launch:
+        child = launch.start(name, argv, env)
+        code = await asyncio.to_thread(child.popen.wait)
+        return code, child.output()
 
 
 def traced_env(endpoint: str) -> dict[str, str]:
@@ -440,10 +446,7 @@ async def interleaved_child(
     env.update(traced_env(endpoint))
     argv = [sys.executable, __file__, "--interleave", group, "--prefix", plain.prefix]
     argv += ["--traced-prefix", traced.prefix, "--url", url, "--events", str(events)]
-    with tempfile.TemporaryDirectory(prefix="drain-") as root, Launcher(Path(root)) as launch:
-        child = launch.start("interleave", argv, env)
-        code = await asyncio.to_thread(child.popen.wait)
-        out = child.output()
+    code, out = await run_child("interleave", argv, env)
     if code != 0:
         raise SystemExit(f"the interleaved drain failed:\n{out}")
     line = next(line for line in out.splitlines() if line.startswith("INTERLEAVED "))
