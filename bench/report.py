@@ -67,7 +67,7 @@ SHORT: Final[dict[str, list[str]]] = {
 LIMIT: Final[dict[str, int]] = {
     "cache_get": 60, "limiter": 120, "api_read": 300, "api_degraded": 120,
     "invalidator_drain": 240, "invalidator_lag": 60, "session_validate": 60,
-    "write_visible": 90, "cluster_hotpath": 90, "session_write": 90, "write_hops": 120,
+    "write_visible": 180, "cluster_hotpath": 90, "session_write": 90, "write_hops": 120,
 }  # fmt: skip
 GRACE: Final = 20  # seconds between the SIGINT at the limit and the SIGKILL
 SHORTEST: Final = 30  # seconds: with less of the budget left a script is skipped

@@ -9,7 +9,8 @@ purge, and prints the median and p90 of each hop, from span timestamps:
 
   request           the api's SERVER span (the whole PATCH, as the client waited for it)
   commit            `user write`: the transaction, its SQL statements and the COMMIT
-  relay wake-up     commit done → the relay's `publish` span starts
+  relay wake-up     commit done → the relay's `publish` span starts (OUTBOX_LINGER's 5 ms
+                    included: the relay waits that long for more commits)
   xadd → handling   the relay's XADD sent → the invalidator's `process` span starts (the
                     XADD's trip, the consumer's blocked XREADGROUP waking, the parse)
   handling → purged the `process` span's start → its `purge` done

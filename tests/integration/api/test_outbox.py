@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -47,6 +48,37 @@ async def test_relay_publishes_right_after_commit_not_at_the_next_poll(
             lambda: stream_ids(redis, keys), "an event on the stream", within=5
         )
         assert published == await outbox_ids(api)
+
+
+async def _relay_rounds(api: Api) -> float:
+    """Batches the relay has published (each counts once under its replica outcome)."""
+    registry = api.state.metrics.registry
+    outcomes = ("confirmed", "timed_out", "unchecked", "no_replica", "off")
+    return sum(
+        registry.get_sample_value("outbox_replica_acks_total", {"outcome": o}) or 0.0
+        for o in outcomes
+    )
+
+
+@pytest.mark.parametrize(("linger", "rounds"), [("1s", 1), ("0", 3)])
+async def test_commits_within_the_linger_share_one_relay_round(
+    make_api: ApiFactory, redis: Redis, linger: str, rounds: int
+) -> None:
+    # Three writes 50 ms apart. Lingering, the first commit's wake-up waits and the two that
+    # follow join its round: one transaction, one XADD script, one wake-up per consumer group.
+    # With OUTBOX_LINGER=0 each commit is published at once, in a round of its own.
+    async with make_api(outbox_poll_interval="60s", outbox_linger=linger) as api:
+        keys = Keys(api.settings.key_prefix)
+        started = time.monotonic()
+        for i in range(3):
+            await api.create_user(f"Burst {i}")
+            await asyncio.sleep(0.05)
+        took = time.monotonic() - started
+        await eventually(lambda: _count_is(redis, keys, 3), "3 events on the stream")
+        # A round counts itself before it marks its rows sent.
+        await eventually(lambda: _none_pending(api), "every outbox row marked published")
+        assert await _relay_rounds(api) == rounds, f"the three writes took {took:.2f}s"
+        assert sorted(await stream_ids(redis, keys)) == sorted(await outbox_ids(api))
 
 
 async def test_events_committed_while_redis_is_down_reach_the_stream_exactly_once(

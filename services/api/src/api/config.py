@@ -46,6 +46,9 @@ class ApiSettings(CommonSettings):
     # The outbox relay.
     outbox_poll_interval: Duration = 5.0
     outbox_batch_size: int = Field(500, ge=1)
+    # After a commit wakes it, the relay waits this long so the commits that follow share its
+    # round (one transaction, one XADD script, one wake-up per consumer group); 0: at once.
+    outbox_linger: Annotated[Duration, Field(ge=0, le=1)] = 0.005
     # How long the relay waits for a replica to hold a published batch (WAIT) before it marks
     # its rows sent; 0 turns the wait off. Unconfirmed rows are published again.
     outbox_replica_wait: Annotated[Duration, Field(ge=0, validate_default=False)] = 0.25

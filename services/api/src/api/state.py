@@ -100,6 +100,7 @@ async def open_state(
             maxlen=settings.stream_maxlen,
             batch_size=settings.outbox_batch_size,
             poll_interval=settings.outbox_poll_interval,
+            linger=settings.outbox_linger,
             metrics=metrics,
             replica_wait_ms=replica_wait_ms(
                 settings.outbox_replica_wait, settings.redis_read_timeout

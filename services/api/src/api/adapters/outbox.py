@@ -4,9 +4,13 @@ Each write inserts its envelope in the same transaction (no event without its co
 commit without its event). `OutboxRelay` publishes pending rows with pipelined
 `XADD ... MAXLEN ~ N * data <json>`, then marks them published in the transaction that
 selected them. It wakes right after each commit (`notify`), polls slowly as a safety net,
-and retries with backoff while Redis is down. On PostgreSQL the rows are selected
-`FOR UPDATE SKIP LOCKED`, so several api instances never publish the same row at once
-(SQLite has one writer and no row locks: one api instance per SQLite file).
+and retries with backoff while Redis is down. Woken by a commit, it first lingers a few ms
+(`OUTBOX_LINGER`), so the commits that follow go out in the same round: one transaction, one
+XADD script and one wake-up of each consumer group for a burst of writes instead of one
+each, and a write's event chain (relay, invalidator, session group) is not on the cores in
+the very moment its client reads what it wrote (decision 0037). On PostgreSQL the rows are
+selected `FOR UPDATE SKIP LOCKED`, so several api instances never publish the same row at
+once (SQLite has one writer and no row locks: one api instance per SQLite file).
 
 Traced (`shared.tracing`), each row written by a traced request gets a `publish` span
 (PRODUCER) continuing that request's trace from the row's `traceparent` column.
@@ -101,6 +105,7 @@ class OutboxRelay:
         batch_size: int,
         poll_interval: float,
         metrics: ApiMetrics,
+        linger: float = 0.0,
         replica_wait_ms: int = 0,
         spans: Spans | None = None,
     ) -> None:
@@ -110,6 +115,7 @@ class OutboxRelay:
         self.maxlen = maxlen
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        self.linger = linger
         self.metrics = metrics
         self.spans = spans  # None: tracing off
         self._span_name = f"publish {stream}"
@@ -163,6 +169,9 @@ class OutboxRelay:
                 await self._wake.wait()
         except TimeoutError:
             return
+        if self.linger:
+            # Woken by a commit: the ones that follow within the linger join its round.
+            await asyncio.sleep(self.linger)
 
     async def _measure(self, *, force: bool = False) -> None:
         now = time.monotonic()
