@@ -70,7 +70,7 @@ async def test_commits_within_the_linger_share_one_relay_round(
     async with make_api(outbox_poll_interval="60s", outbox_linger=linger) as api:
         keys = Keys(api.settings.key_prefix)
         started = time.monotonic()
-        for i in range(3):
+        for i in range(3):  # not polling: three writes spaced in time
             await api.create_user(f"Burst {i}")
             await asyncio.sleep(0.05)
         took = time.monotonic() - started
