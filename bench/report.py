@@ -55,7 +55,7 @@ SHORT: Final[dict[str, list[str]]] = {
     "session_validate": [
         PYTHON, "bench/session_validate.py", "--ops", "8000", "--http-ops", "1000",
     ],
-    "write_visible": [PYTHON, "bench/write_visible.py", "--writes", "300"],
+    "write_visible": [PYTHON, "bench/write_visible.py", "--writes", "500"],
     "cluster_hotpath": [PYTHON, "bench/cluster_hotpath.py", "--ops", "8000", "--rounds", "2"],
     "session_write": [PYTHON, "bench/session_write.py", "--ops", "1000", "--chunk", "100"],
     "write_hops": [PYTHON, "bench/write_hops.py", "--writes", "20"],
