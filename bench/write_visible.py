@@ -260,6 +260,7 @@ class Stack(NamedTuple):
     measured: Measured
     back_to_back: list[float]  # hits of an unchanged user on api B, back to back
     after_idle: list[float]  # the same, each after a PATCH's median time of nothing
+    # (both empty unless asked for: only the judged stack's are printed)
 
 
 def run_stack(
@@ -270,8 +271,10 @@ def run_stack(
     *,
     linger: str,
     split: bool,
+    baselines: bool,
 ) -> Stack:
-    """One stack with `linger`, placed split or shared: its writes, then its hits."""
+    """One stack with `linger`, placed split or shared: its writes, then (`baselines`) the
+    hits that scale them."""
     name = f"servers-{linger}-{'split' if split else 'shared'}"
     with Launcher(workdir / name) as launcher:
         a_url, b_url = start_stack(launcher, redis.url, database_url, linger)
@@ -282,6 +285,8 @@ def run_stack(
         ):
             with gc_paused():
                 measured = measure(a, b, writes)
+            if not baselines:
+                return Stack(measured, [], [])
             with gc_paused():
                 back_to_back = hits(b, writes)
             idle = statistics.median(measured.patch) / 1000
@@ -333,7 +338,13 @@ def main() -> None:
             raise SystemExit(f"migrations failed: {done.stderr.strip()}")
         runs = {
             (linger, placement): run_stack(
-                workdir, redis, database_url, args.writes, linger=linger, split=placement
+                workdir,
+                redis,
+                database_url,
+                args.writes,
+                linger=linger,
+                split=placement,
+                baselines=(linger, placement) == (SHIPPED, split),
             )
             for placement in ([True, False] if split else [False])
             for linger in ("0", SHIPPED)

@@ -17,6 +17,7 @@ from devtools.polling import eventually
 from devtools.redis_server import RedisServer
 from shared.events import parse_entry
 from shared.keys import Keys
+from shared.replication import Replication
 from tests.conftest import RedisTopology
 
 from .conftest import Api, ApiFactory
@@ -53,10 +54,9 @@ async def test_relay_publishes_right_after_commit_not_at_the_next_poll(
 async def _relay_rounds(api: Api) -> float:
     """Batches the relay has published (each counts once under its replica outcome)."""
     registry = api.state.metrics.registry
-    outcomes = ("confirmed", "timed_out", "unchecked", "no_replica", "off")
     return sum(
-        registry.get_sample_value("outbox_replica_acks_total", {"outcome": o}) or 0.0
-        for o in outcomes
+        registry.get_sample_value("outbox_replica_acks_total", {"outcome": o.value}) or 0.0
+        for o in Replication
     )
 
 
